@@ -1,0 +1,2 @@
+//! The buildagent engine: runs a parsed buildspec with CodeBuild's semantics.
+#![deny(missing_docs)]

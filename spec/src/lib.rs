@@ -1,0 +1,1 @@
+//! Parse and validate buildspec files.
