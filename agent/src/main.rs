@@ -1,1 +1,43 @@
-fn main() {}
+//! `buildagent`: run AWS CodeBuild buildspec files anywhere.
+//!
+//! The binary is glue: [`cli`] defines the arguments, each command lives in its own module,
+//! and `main` maps the outcome to an exit status.
+
+mod cli;
+mod color;
+mod validate;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let status = match cli.command {
+        cli::Command::Validate(args) => validate::run(&args, cli.color),
+        cli::Command::Schema => print_schema(),
+    };
+    match status {
+        Ok(code) => code,
+        Err(error) => {
+            // A closed pipe (`buildagent schema | head`) is not a failure.
+            if error
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {error:#}");
+            ExitCode::from(cli::EXIT_FAULT)
+        }
+    }
+}
+
+fn print_schema() -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let schema = buildagent_spec::schema::json_schema();
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &schema)?;
+    writeln!(out)?;
+    Ok(ExitCode::SUCCESS)
+}
