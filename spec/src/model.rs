@@ -449,8 +449,16 @@ impl OnFailure {
         };
         let pattern = (!pattern.is_empty()).then(|| pattern.to_string());
         if let Some(p) = &pattern {
-            regex::Regex::new(p)
-                .map_err(|e| format!("the retry pattern `{p}` is not a valid regex: {e}"))?;
+            regex::Regex::new(p).map_err(|e| {
+                // The regex crate's message spans several lines; its last line says what is wrong.
+                let text = e.to_string();
+                let why = text
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .trim_start_matches("error: ");
+                format!("the retry pattern `{p}` is not a valid regex: {why}")
+            })?;
         }
         Ok(OnFailure::Retry(Retry { count, pattern }))
     }

@@ -151,6 +151,29 @@ impl<'n> Fields<'n> {
     }
 }
 
+/// The keys of the top level.
+const TOP_LEVEL: &[&str] = &[
+    "version",
+    "run-as",
+    "env",
+    "environment_variables",
+    "proxy",
+    "batch",
+    "phases",
+    "reports",
+    "artifacts",
+    "cache",
+];
+
+/// A hint for a top-level key found nested somewhere.
+fn misplaced_top_level(name: &str) -> Option<String> {
+    TOP_LEVEL.contains(&name).then(|| {
+        format!(
+            "`{name}` is a top-level key: move it out to the start of the line (no indentation)"
+        )
+    })
+}
+
 /// Where keys that are unknown in one place belong instead, for the hint.
 const HOMES: &[(&str, &str)] = &[
     ("install", "phases"),
@@ -301,6 +324,8 @@ impl Reader<'_> {
         d = d.with_label("not a buildspec key here");
         if let Some(s) = suggest(name, known) {
             d = d.with_help(format!("did you mean `{s}`?"));
+        } else if let (false, Some(hint)) = (path.as_str().is_empty(), misplaced_top_level(name)) {
+            d = d.with_help(hint);
         } else if let Some((_, home)) = HOMES.iter().find(|(k, _)| *k == name) {
             d = d.with_help(format!(
                 "`{name}` belongs under {home}: check the indentation of this line"
@@ -336,7 +361,15 @@ impl Reader<'_> {
                 Some(Spanned::new(text, node.span))
             }
             _ => {
-                self.wrong_type(node, path, "a string");
+                self.push(
+                    Diagnostic::error(
+                        "wrong-type",
+                        path.as_str(),
+                        node.span,
+                        format!("expected a string value, found {}", node.describe()),
+                    )
+                    .with_help("a variable holds one string: quote the value, or join several values into one string"),
+                );
                 None
             }
         }
@@ -496,23 +529,7 @@ impl Reader<'_> {
             );
             return None;
         };
-        let fields = self.fields(
-            root,
-            &path,
-            &[
-                "version",
-                "run-as",
-                "env",
-                "environment_variables",
-                "proxy",
-                "batch",
-                "phases",
-                "reports",
-                "artifacts",
-                "cache",
-            ],
-            &[],
-        )?;
+        let fields = self.fields(root, &path, TOP_LEVEL, &[])?;
         let version = self.version(&fields, root.span);
         let run_as = self.optional_string(&fields, "run-as", &path);
         let mut env = match fields.get("env") {
@@ -538,7 +555,7 @@ impl Reader<'_> {
         let batch = fields
             .get("batch")
             .and_then(|n| self.batch(n, &path.key("batch")));
-        let phases = self.phases(&fields, root.span, batch.is_some());
+        let phases = self.phases(&fields, root.span, fields.get("batch").is_some());
         let reports = fields
             .get("reports")
             .map(|n| self.reports(n, &path.key("reports")))
@@ -713,20 +730,20 @@ impl Reader<'_> {
         let mut names: HashMap<String, Span> = HashMap::new();
         let all = variables
             .iter()
-            .map(|v| &v.name)
-            .chain(parameter_store.iter().map(|p| &p.name))
-            .chain(secrets_manager.iter().map(|s| &s.name));
+            .map(|v| ("variables", &v.name))
+            .chain(parameter_store.iter().map(|p| ("parameter-store", &p.name)))
+            .chain(secrets_manager.iter().map(|s| ("secrets-manager", &s.name)));
         let mut repeated = Vec::new();
-        for name in all {
+        for (section, name) in all {
             if let Some(first) = names.insert(name.value.clone(), name.span) {
-                repeated.push((name.clone(), first));
+                repeated.push((section, name.clone(), first));
             }
         }
-        for (name, first) in repeated {
+        for (section, name, first) in repeated {
             self.push(
                 Diagnostic::error(
                     "duplicate-variable",
-                    path.as_str(),
+                    path.key(section).key(&name.value).as_str(),
                     name.span,
                     format!("variable `{}` is set in two places", name.value),
                 )
@@ -944,6 +961,9 @@ impl Reader<'_> {
                 .with_label("not a phase");
                 d = match (suggest(name, &keys), HOMES.iter().find(|(k, _)| *k == name)) {
                     (Some(s), _) => d.with_help(format!("did you mean `{s}`? phases are build, install, post_build, pre_build")),
+                    (None, _) if misplaced_top_level(name).is_some() => {
+                        d.with_help(misplaced_top_level(name).unwrap_or_default())
+                    }
                     (None, Some((_, home))) => d.with_help(format!(
                         "`{name}` belongs under {home}, not directly under `phases`: check the indentation"
                     )),
@@ -1780,10 +1800,11 @@ fn quote_hint(source: &str, span: Span) -> String {
         .get(span.offset..span.offset + span.len)
         .unwrap_or("");
     let generic = "quote the whole value: a `: ` (colon and space) inside an unquoted string makes YAML read it as a key";
-    if text.is_empty() || text.contains('\n') {
+    // A block mapping's span runs to where the next token starts; the command is its first line.
+    let text = text.lines().next().unwrap_or("").trim_end();
+    if text.is_empty() {
         return generic.to_string();
     }
-    let text = text.trim_end();
     if text.contains('\'') {
         format!(
             "{generic}, e.g. \"{}\"",
