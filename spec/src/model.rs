@@ -601,6 +601,7 @@ pub struct Artifacts {
     pub primary: ArtifactSet,
     /// `secondary-artifacts`, in file order.
     #[serde(
+        rename = "secondary-artifacts",
         skip_serializing_if = "Vec::is_empty",
         serialize_with = "secondary_map"
     )]
@@ -991,6 +992,28 @@ mod tests {
             let parsed = OnFailure::parse(text).unwrap();
             assert_eq!(OnFailure::parse(&parsed.to_string()).unwrap(), parsed);
         }
+    }
+
+    #[test]
+    fn secondary_artifacts_serialize_under_their_buildspec_key() {
+        let artifacts = Artifacts {
+            primary: ArtifactSet {
+                files: vec!["**/*".into()],
+                ..ArtifactSet::default()
+            },
+            secondary: vec![SecondaryArtifact {
+                identifier: "docs".into(),
+                artifact: ArtifactSet {
+                    files: vec!["docs/**/*".into()],
+                    ..ArtifactSet::default()
+                },
+            }],
+        };
+        let yaml = serde_yaml_ng::to_string(&artifacts).unwrap();
+        assert_eq!(
+            yaml,
+            "files:\n- '**/*'\nsecondary-artifacts:\n  docs:\n    files:\n    - docs/**/*\n"
+        );
     }
 
     #[test]

@@ -190,7 +190,7 @@ mod tests {
         assert_eq!(index.offset(0, 3), 3);
         assert_eq!(index.offset(0, 4), 5); // 'é' is two bytes
         assert_eq!(index.offset(1, 0), 6);
-        assert_eq!(index.offset(2, 3), 14);
+        assert_eq!(index.offset(2, 3), 15);
         let span = index.span(1, 3, 1, 4);
         assert_eq!((span.offset, span.len, span.line, span.col), (9, 1, 1, 3));
     }

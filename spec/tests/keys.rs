@@ -367,12 +367,11 @@ fn batch_kinds() {
         panic!()
     };
     assert_eq!(m.dynamic.unwrap().env.variables[0].values.len(), 2);
-    let e =
-        errors("version: 0.2\nbatch:\n  build-list:\n    - identifier: a\n      depend-on: [b]\n");
-    assert_eq!(
-        e[0].code, "unknown-key",
-        "depend-on is for build-graph only (strict or not, it is refused here)"
+    let w = warnings(
+        "version: 0.2\nbatch:\n  build-list:\n    - identifier: a\n      depend-on: [b]\n",
     );
+    assert_eq!(w[0].code, "unknown-key", "depend-on belongs to build-graph");
+    assert_eq!(w[0].path, "batch.build-list[0].depend-on");
 }
 
 #[test]
