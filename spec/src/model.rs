@@ -692,6 +692,8 @@ pub struct Batch {
 /// Which kind of batch, with its builds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
+// One per buildspec: boxing the matrix would save little and make every match clumsier.
+#[allow(clippy::large_enum_variant)]
 pub enum BatchBuilds {
     /// `build-list`: builds run in parallel.
     BuildList(Vec<BatchTask>),

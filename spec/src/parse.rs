@@ -598,8 +598,8 @@ impl Reader<'_> {
                 text,
                 style: saphyr_parser::ScalarStyle::Plain,
             } => match text.parse::<f64>() {
-                Ok(v) if v == 0.1 => Some(Version::V0_1),
-                Ok(v) if v == 0.2 => Some(Version::V0_2),
+                Ok(0.1) => Some(Version::V0_1),
+                Ok(0.2) => Some(Version::V0_2),
                 _ => None,
             },
             NodeKind::Scalar { text, .. } => match text.as_str() {
