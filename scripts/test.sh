@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs and starts what the tests need (idempotent, quick
+# when everything is already there), then checks formatting, lints with warnings denied, and runs
+# every test. A test that needs a missing service fails loudly; nothing is skipped.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Outside the clone, so a fresh clone on the same machine reuses compiled dependencies.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/buildagent-target}"
+export RUSTFLAGS="-D warnings"
+export RUSTDOCFLAGS="-D warnings"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "toolchain"
+command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup" >&2; exit 1; }
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+cargo --version
+
+step "shared corpus"
+# The real-world buildspecs the parser is tested against live beside the repository.
+[ -f ../shared/corpus/INDEX.tsv ] || { echo "../shared/corpus is missing: the corpus tests need it" >&2; exit 1; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo build"
+# The end-to-end tests run the real binary.
+cargo build --workspace --locked
+
+step "cargo test"
+cargo test --workspace --locked --no-fail-fast
