@@ -1,0 +1,598 @@
+//! The per-command script model: how buildspec 0.2 makes a series of separate shell processes
+//! behave like one shell session.
+//!
+//! CodeBuild runs each command as a new shell process (`/bin/sh` or `bash`) on a generated script.
+//! The script's first three lines restore the working directory and the exported environment that
+//! the previous command left, so the user's code starts on **line 4** (shell error messages say
+//! `script.sh: 4: ...` or `script.sh: line 4: ...`). After the user's code, the script saves the
+//! environment (`export -p`) and the working directory for the next command. A version 0.2
+//! script looks like this:
+//!
+//! ```sh
+//! cd '/src/subdir'
+//! set -a
+//! . '/tmp/buildagent-XXXX/env.sh'
+//! <the user's command, verbatim, any number of lines>
+//! export CODEBUILD_LAST_EXIT=$?
+//! { command export -p && command echo '# buildagent: end of export -p'; } >| '/tmp/buildagent-XXXX/env.out'
+//! command pwd >| '/tmp/buildagent-XXXX/dir.out'
+//! exit "$CODEBUILD_LAST_EXIT"
+//! ```
+//!
+//! The consequences, which the tests check with dash and bash:
+//! - `cd`, plain assignments (exported by `set -a`), `export` and `unset` carry over to the next
+//!   command; shell functions, aliases, traps and options such as `set -e` do not.
+//! - `exit N` ends only that command, with status N, and its changes to the environment and the
+//!   working directory are lost (the saving lines never run).
+//! - The status is the last statement's: no implicit `set -e`, no `pipefail`.
+//!
+//! # The state directory
+//!
+//! A [`StateDir`] is a private directory (mode 0700) per build that holds:
+//! - `env.sh`: the committed exported environment, in the format described in [`env`]; line 3 of
+//!   every script sources it.
+//! - `dir.txt`: the committed working directory (one line).
+//! - `script.sh`: the current command's script, replaced atomically for each command.
+//! - `env.out`, `dir.out`: what the last command's epilogue saved, until [`StateDir::finish`]
+//!   reads them.
+//!
+//! The agent, not the shell, commits the state: after the command, [`StateDir::finish`] parses
+//! `env.out` (whatever the shell's `export -p` prints) and, only if it is complete (it ends with
+//! the marker line), rewrites `env.sh` in its own format (written to a temporary file and renamed,
+//! so it is never half-written) and updates `dir.txt`. So a command killed halfway, or one that
+//! ran `exit`, leaves the state exactly as it was, and the epilogue needs no external program
+//! (`mv`, `cat`) that a user's `PATH` could hide.
+//!
+//! Differences from the shape in CodeBuild's logs, on purpose:
+//! - Line 1 is `cd '<dir>'` with the directory written into the script rather than
+//!   `cd "$(cat dir.txt)"`: no fork, no dependence on `cat` being on the user's `PATH`, and exact
+//!   bytes for directory names that end in a newline.
+//! - The process starts with exactly the committed environment (see [`StateDir::prepare`]), so a
+//!   variable the user `unset` stays unset, even one that came from the initial environment.
+//!
+//! # Version 0.1
+//!
+//! With [`ScriptMode::V01`], every command starts from the start directory with the initial
+//! environment (plus the agent's [`StateDir::set_var`] changes) and nothing is saved; the user's
+//! code still starts on line 4.
+//!
+//! # Run-as
+//!
+//! When a command runs as another user, [`StateDir::prepare`] gives that user the state directory
+//! and its files (`chown` to the user's uid and gid; the agent is root in that case and keeps
+//! access). The directory stays mode 0700, so no third user can read the environment. The parent
+//! directory must be searchable by the user (the default, the system temporary directory, is).
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::executor::{CommandSpec, RunAs};
+
+pub mod env;
+
+pub use env::{EnvError, ExportedEnv, ParseEnvError};
+
+/// The line of the generated script on which the user's command starts.
+pub const USER_CODE_LINE: usize = 4;
+
+/// The comment line the epilogue writes after `export -p` completed.
+const END_MARKER: &[u8] = b"# buildagent: end of export -p";
+
+const ENV_FILE: &str = "env.sh";
+const DIR_FILE: &str = "dir.txt";
+const SCRIPT_FILE: &str = "script.sh";
+const ENV_OUT: &str = "env.out";
+const DIR_OUT: &str = "dir.out";
+
+/// How commands relate to each other: buildspec version 0.2 or 0.1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ScriptMode {
+    /// Version 0.2: each command continues from the working directory and the exported
+    /// environment the previous one left.
+    V02,
+    /// Version 0.1: each command starts afresh from the start directory and the initial
+    /// environment.
+    V01,
+}
+
+/// Why the state directory could not do its job.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// The directory could not be created.
+    #[error("cannot create the build's state directory in {}", parent.display())]
+    Create {
+        /// Where it was to be created.
+        parent: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A state file could not be written.
+    #[error("cannot write {}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A state file could not be read.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The environment saved by a command could not be parsed.
+    #[error("cannot parse the environment saved in {}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: ParseEnvError,
+    },
+    /// A variable cannot be part of the environment.
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    /// The run-as user could not be given the state files.
+    #[error("cannot give run-as user `{user}` access to {}", path.display())]
+    Chown {
+        /// The user.
+        user: String,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The directory could not be removed.
+    #[error("cannot remove the build's state directory {}", path.display())]
+    Remove {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A rendered command script.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandScript {
+    text: Vec<u8>,
+}
+
+/// Where a script finds its state: paths as the shell sees them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScriptPaths {
+    /// The directory to start from (line 1).
+    pub cwd: PathBuf,
+    /// The environment file to source (line 3, version 0.2).
+    pub env_file: PathBuf,
+    /// Where the epilogue saves `export -p` (version 0.2).
+    pub env_out: PathBuf,
+    /// Where the epilogue saves `pwd` (version 0.2).
+    pub dir_out: PathBuf,
+}
+
+impl CommandScript {
+    /// Renders the script for `user_command` (inserted verbatim from line [`USER_CODE_LINE`]).
+    pub fn render(user_command: &str, mode: ScriptMode, paths: &ScriptPaths) -> CommandScript {
+        let mut s = Vec::with_capacity(user_command.len() + 512);
+        // Line 1.
+        s.extend_from_slice(b"cd ");
+        quote_path(&mut s, &paths.cwd);
+        s.push(b'\n');
+        match mode {
+            ScriptMode::V02 => {
+                // Lines 2 and 3.
+                s.extend_from_slice(b"set -a\n. ");
+                quote_path(&mut s, &paths.env_file);
+                s.push(b'\n');
+            }
+            ScriptMode::V01 => {
+                s.extend_from_slice(
+                    b"# buildagent: version 0.1: every command starts from the source directory\n\
+                      # with the build's initial environment, and saves nothing.\n",
+                );
+            }
+        }
+        // Line 4 on: the user's code.
+        s.extend_from_slice(user_command.as_bytes());
+        if !user_command.ends_with('\n') {
+            s.push(b'\n');
+        }
+        if mode == ScriptMode::V02 {
+            s.extend_from_slice(
+                b"export CODEBUILD_LAST_EXIT=$?\n{ command export -p && command echo '",
+            );
+            s.extend_from_slice(END_MARKER);
+            s.extend_from_slice(b"'; } >| ");
+            quote_path(&mut s, &paths.env_out);
+            s.extend_from_slice(b"\ncommand pwd >| ");
+            quote_path(&mut s, &paths.dir_out);
+            s.extend_from_slice(b"\nexit \"$CODEBUILD_LAST_EXIT\"\n");
+        }
+        CommandScript { text: s }
+    }
+
+    /// The script's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.text
+    }
+}
+
+fn quote_path(out: &mut Vec<u8>, path: &Path) {
+    env::push_single_quoted(out, path.as_os_str().as_bytes());
+}
+
+/// The per-build state directory; see the [module documentation](self).
+#[derive(Debug)]
+pub struct StateDir {
+    dir: tempfile::TempDir,
+    visible: PathBuf,
+    start_dir: PathBuf,
+    initial: ExportedEnv,
+    current: ExportedEnv,
+    cwd: PathBuf,
+}
+
+impl StateDir {
+    /// Creates the state directory in the system temporary directory, seeded with the build's
+    /// initial environment and start directory (the primary source directory).
+    pub fn new(initial_env: &[(String, String)], start_dir: &Path) -> Result<StateDir, StateError> {
+        StateDir::new_in(&std::env::temp_dir(), initial_env, start_dir)
+    }
+
+    /// Like [`new`](Self::new), in `parent`.
+    ///
+    /// Fails if a name is not a valid shell variable name or a value contains a NUL byte.
+    pub fn new_in(
+        parent: &Path,
+        initial_env: &[(String, String)],
+        start_dir: &Path,
+    ) -> Result<StateDir, StateError> {
+        let initial = ExportedEnv::from_pairs(initial_env.iter().map(|(k, v)| (k, v)))?;
+        let dir = tempfile::Builder::new()
+            .prefix("buildagent-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir_in(parent)
+            .map_err(|source| StateError::Create {
+                parent: parent.to_owned(),
+                source,
+            })?;
+        let visible = dir.path().to_owned();
+        let state = StateDir {
+            dir,
+            visible,
+            start_dir: start_dir.to_owned(),
+            current: initial.clone(),
+            initial,
+            cwd: start_dir.to_owned(),
+        };
+        state.write_env()?;
+        state.write_dir()?;
+        Ok(state)
+    }
+
+    /// The directory on this machine.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Sets the path at which the commands' shells see this directory (default: the same path).
+    /// A Docker executor that bind-mounts it elsewhere sets the mount point here.
+    pub fn set_visible_path(&mut self, path: impl Into<PathBuf>) {
+        self.visible = path.into();
+    }
+
+    /// The exported environment as the last completed command left it (for `exported-variables`).
+    pub fn env(&self) -> &ExportedEnv {
+        &self.current
+    }
+
+    /// The initial environment (with [`set_var`](Self::set_var) changes).
+    pub fn initial_env(&self) -> &ExportedEnv {
+        &self.initial
+    }
+
+    /// The working directory as the last completed command left it.
+    pub fn cwd(&self) -> &Path {
+        &self.cwd
+    }
+
+    /// The start directory (where version 0.1 commands start, and where every process is spawned).
+    pub fn start_dir(&self) -> &Path {
+        &self.start_dir
+    }
+
+    /// Sets a variable for every later command, over whatever the commands saved (the engine sets
+    /// `CODEBUILD_BUILD_SUCCEEDING=0` this way after the first failure). Applies to both modes.
+    pub fn set_var(&mut self, name: &str, value: &str) -> Result<(), StateError> {
+        self.current.set(name, value)?;
+        self.initial.set(name, value)?;
+        self.write_env()
+    }
+
+    /// Removes a variable for every later command (both modes).
+    pub fn unset_var(&mut self, name: &str) -> Result<(), StateError> {
+        self.current.remove(name);
+        self.initial.remove(name);
+        self.write_env()
+    }
+
+    /// The paths a script uses, as its shell sees them.
+    pub fn script_paths(&self, mode: ScriptMode) -> ScriptPaths {
+        ScriptPaths {
+            cwd: match mode {
+                ScriptMode::V02 => self.cwd.clone(),
+                ScriptMode::V01 => self.start_dir.clone(),
+            },
+            env_file: self.visible.join(ENV_FILE),
+            env_out: self.visible.join(ENV_OUT),
+            dir_out: self.visible.join(DIR_OUT),
+        }
+    }
+
+    /// Writes the script for `user_command` and returns what to run: `shell script.sh`, started in
+    /// the start directory, with exactly the committed environment (version 0.2) or the initial
+    /// one (version 0.1), as `user`.
+    pub fn prepare(
+        &mut self,
+        user_command: &str,
+        mode: ScriptMode,
+        shell: &Path,
+        user: Option<&RunAs>,
+    ) -> Result<CommandSpec, StateError> {
+        for stale in [ENV_OUT, DIR_OUT] {
+            let path = self.path().join(stale);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => return Err(StateError::Write { path, source }),
+            }
+        }
+        let script = CommandScript::render(user_command, mode, &self.script_paths(mode));
+        write_atomic(&self.path().join(SCRIPT_FILE), script.as_bytes())?;
+        if let Some(user) = user {
+            self.grant(user)?;
+        }
+        let env = match mode {
+            ScriptMode::V02 => &self.current,
+            ScriptMode::V01 => &self.initial,
+        };
+        Ok(CommandSpec {
+            program: shell.to_owned(),
+            script_path: self.visible.join(SCRIPT_FILE),
+            env: env.to_process_env(),
+            cwd: self.start_dir.clone(),
+            user: user.cloned(),
+        })
+    }
+
+    /// Commits what the command that just ran saved, if its epilogue ran to the end (version 0.2):
+    /// the new exported environment and working directory become the next command's. Returns
+    /// whether anything was committed (`false` after `exit`, a kill, or in version 0.1).
+    pub fn finish(&mut self) -> Result<bool, StateError> {
+        let env_out = self.path().join(ENV_OUT);
+        let text = match fs::read(&env_out) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(source) => {
+                return Err(StateError::Read {
+                    path: env_out,
+                    source,
+                })
+            }
+        };
+        let (env, complete) =
+            ExportedEnv::parse_with_marker(&text, END_MARKER).map_err(|source| {
+                StateError::Parse {
+                    path: env_out.clone(),
+                    source,
+                }
+            })?;
+        if !complete {
+            return Ok(false);
+        }
+        let dir_out = self.path().join(DIR_OUT);
+        let dir = match fs::read(&dir_out) {
+            Ok(mut bytes) => {
+                if bytes.last() == Some(&b'\n') {
+                    bytes.pop();
+                }
+                (!bytes.is_empty()).then(|| PathBuf::from(OsString::from_vec(bytes)))
+            }
+            Err(_) => None,
+        };
+        self.current = env;
+        if let Some(dir) = dir {
+            self.cwd = dir;
+        }
+        self.write_env()?;
+        self.write_dir()?;
+        for path in [env_out, dir_out] {
+            let _ = fs::remove_file(path);
+        }
+        Ok(true)
+    }
+
+    /// Removes the directory. (Dropping the `StateDir` removes it too, ignoring errors.)
+    pub fn close(self) -> Result<(), StateError> {
+        let path = self.dir.path().to_owned();
+        self.dir
+            .close()
+            .map_err(|source| StateError::Remove { path, source })
+    }
+
+    fn write_env(&self) -> Result<(), StateError> {
+        write_atomic(&self.path().join(ENV_FILE), &self.current.to_script())
+    }
+
+    fn write_dir(&self) -> Result<(), StateError> {
+        let mut line = self.cwd.as_os_str().as_bytes().to_vec();
+        line.push(b'\n');
+        write_atomic(&self.path().join(DIR_FILE), &line)
+    }
+
+    /// Gives `user` the directory and the files a command reads and writes.
+    fn grant(&self, user: &RunAs) -> Result<(), StateError> {
+        let dir = self.path();
+        for path in [
+            dir.to_owned(),
+            dir.join(ENV_FILE),
+            dir.join(DIR_FILE),
+            dir.join(SCRIPT_FILE),
+        ] {
+            crate::os::chown(&path, user.uid(), user.gid()).map_err(|source| {
+                StateError::Chown {
+                    user: user.name().to_owned(),
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `bytes` to a temporary file next to `path` (mode 0600) and renames it over `path`.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let result = (|| {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.flush()?;
+        drop(file);
+        fs::rename(&tmp, path)
+    })();
+    result.map_err(|source| StateError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths() -> ScriptPaths {
+        ScriptPaths {
+            cwd: "/src/it's here".into(),
+            env_file: "/s/env.sh".into(),
+            env_out: "/s/env.out".into(),
+            dir_out: "/s/dir.out".into(),
+        }
+    }
+
+    #[test]
+    fn v02_script_shape() {
+        let s = CommandScript::render("echo one\necho two", ScriptMode::V02, &paths());
+        let text = String::from_utf8(s.as_bytes().to_vec()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "cd '/src/it'\\''s here'");
+        assert_eq!(lines[1], "set -a");
+        assert_eq!(lines[2], ". '/s/env.sh'");
+        assert_eq!(lines[USER_CODE_LINE - 1], "echo one");
+        assert_eq!(lines[USER_CODE_LINE], "echo two");
+        assert_eq!(lines[5], "export CODEBUILD_LAST_EXIT=$?");
+        assert!(lines[6].contains("export -p") && lines[6].ends_with(">| '/s/env.out'"));
+        assert_eq!(lines[7], "command pwd >| '/s/dir.out'");
+        assert_eq!(lines[8], "exit \"$CODEBUILD_LAST_EXIT\"");
+        assert_eq!(lines.len(), 9);
+    }
+
+    #[test]
+    fn v01_script_shape() {
+        let s = CommandScript::render("false\n", ScriptMode::V01, &paths());
+        let text = String::from_utf8(s.as_bytes().to_vec()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "cd '/src/it'\\''s here'");
+        assert!(lines[1].starts_with('#') && lines[2].starts_with('#'));
+        assert_eq!(lines[USER_CODE_LINE - 1], "false");
+        assert_eq!(lines.len(), 4);
+    }
+
+    #[test]
+    fn state_files_and_set_var() {
+        let parent = tempfile::tempdir().unwrap();
+        let env = vec![("A".to_string(), "1".to_string())];
+        let mut state = StateDir::new_in(parent.path(), &env, Path::new("/src")).unwrap();
+        let mode = fs::metadata(state.path()).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+            0o700
+        );
+        assert_eq!(
+            fs::read(state.path().join(ENV_FILE)).unwrap(),
+            b"export A='1'\n"
+        );
+        assert_eq!(fs::read(state.path().join(DIR_FILE)).unwrap(), b"/src\n");
+        state.set_var("CODEBUILD_BUILD_SUCCEEDING", "0").unwrap();
+        assert_eq!(
+            fs::read(state.path().join(ENV_FILE)).unwrap(),
+            b"export A='1'\nexport CODEBUILD_BUILD_SUCCEEDING='0'\n"
+        );
+        let spec = state
+            .prepare("true", ScriptMode::V02, Path::new("/bin/sh"), None)
+            .unwrap();
+        assert_eq!(spec.script_path, state.path().join(SCRIPT_FILE));
+        assert_eq!(spec.cwd, Path::new("/src"));
+        assert_eq!(
+            spec.env,
+            vec![
+                ("A".to_string(), "1".to_string()),
+                ("CODEBUILD_BUILD_SUCCEEDING".to_string(), "0".to_string())
+            ]
+        );
+        // Nothing saved yet: nothing committed.
+        assert!(!state.finish().unwrap());
+        // A truncated save (no marker) is ignored.
+        fs::write(state.path().join(ENV_OUT), b"export A='2'\n").unwrap();
+        assert!(!state.finish().unwrap());
+        assert_eq!(state.env().get("A").unwrap(), b"1");
+        // A complete one is committed.
+        fs::write(
+            state.path().join(ENV_OUT),
+            [b"declare -x A=\"2\"\n".as_slice(), END_MARKER, b"\n"].concat(),
+        )
+        .unwrap();
+        fs::write(state.path().join(DIR_OUT), b"/src/sub\n").unwrap();
+        assert!(state.finish().unwrap());
+        assert_eq!(state.env().get("A").unwrap(), b"2");
+        assert!(!state.env().contains("CODEBUILD_BUILD_SUCCEEDING"));
+        assert_eq!(state.cwd(), Path::new("/src/sub"));
+        assert_eq!(
+            fs::read(state.path().join(ENV_FILE)).unwrap(),
+            b"export A='2'\n"
+        );
+        let path = state.path().to_owned();
+        state.close().unwrap();
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn invalid_initial_names_are_rejected() {
+        let env = vec![("NOT-VALID".to_string(), "1".to_string())];
+        let err = StateDir::new(&env, Path::new("/")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid environment variable name `NOT-VALID`: names are letters, digits and `_`, not starting with a digit"
+        );
+    }
+}

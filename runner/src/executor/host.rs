@@ -1,0 +1,700 @@
+//! [`HostExecutor`]: runs commands as process groups on this machine.
+//!
+//! # Processes
+//!
+//! Each command is `program script_path`, spawned with stdin on `/dev/null`, stdout and stderr on
+//! two fresh pipes, exactly [`CommandSpec::env`] as its environment, and in a new process group
+//! whose id is the shell's pid. The executor remembers every group it created. `kill_on_drop` and
+//! a guard that SIGKILLs the group are only backstops for a `run` future that is dropped early.
+//!
+//! # Output, and the processes a command leaves running
+//!
+//! A command ends when its shell exits, not when its pipes close: `sleep 600 &` keeps the write ends
+//! of the pipes open, and waiting for end-of-file would hang the build. So `run` reads both pipes
+//! while the shell runs, and once the shell has exited it reads what is already buffered in the
+//! pipes (everything the shell and its foreground children wrote, since those writes completed
+//! before the exit) without waiting for end-of-file.
+//!
+//! A pipe that is still open after that belongs to background processes. It is kept (not closed,
+//! so those processes never get `SIGPIPE`) and its later output is **attributed to the next
+//! command**: every `run` reads the pipes left over by earlier commands along with its own, and
+//! forwards their bytes to its sink. Between commands nobody reads them; a background process that
+//! writes more than a pipe buffer (64 KiB) in that gap blocks until the next command starts, and
+//! loses nothing. After the last command, [`Executor::sweep`] forwards what remains to the sink it
+//! is given while it ends those processes, then closes the pipes.
+//!
+//! This keeps every `Output` between a `CommandStarted` and a `CommandFinished` event, in read
+//! order, with no second task writing events behind the engine's back.
+//!
+//! # Stopping
+//!
+//! When [`CommandControl::stop`] fires, the whole group gets SIGTERM; output is still read; after
+//! the grace period whatever is left of the group (the shell or any member that ignored SIGTERM)
+//! gets SIGKILL. [`CommandControl::kill_now`] sends SIGKILL at once.
+//!
+//! # Leaked processes and the subreaper
+//!
+//! [`Executor::sweep`] finds the processes the build left behind: every live member of the
+//! groups the executor created, every descendant of those, and, when this process is a child
+//! subreaper (see [`enable_child_subreaper`]), every descendant of this process that has left its
+//! session (daemons that called `setsid`, double-forked or not) and did not exist when the executor
+//! was created. Those get SIGTERM, up to the grace period, then SIGKILL, and are reaped.
+//!
+//! Without the subreaper, a daemon that escapes its group and its parent is reparented to init
+//! and cannot be told apart from any other process, so it is not swept. The daemon detection
+//! assumes one build at a time per agent process: two executors in one process cannot tell each
+//! other's daemons apart.
+//!
+//! The executor never calls `waitpid(-1)`: it reaps only specific zombies that are its own
+//! reparented orphans (never a shell that tokio owns), so other parts of the program that spawn
+//! children are not disturbed.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use nix::sys::signal::Signal;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::process::Command;
+use tokio::time::{sleep, sleep_until, Instant};
+
+use super::{CommandControl, CommandSpec, ExecError, Executor, OutputSink};
+use crate::events::{CancelReason, CommandOutcome, LeakedProcess, Stream};
+use crate::os::{self, ProcStat};
+
+/// How much one read takes from a pipe.
+const READ_CHUNK: usize = 64 * 1024;
+/// How often the group and the process table are polled while waiting for processes to die.
+const POLL: Duration = Duration::from_millis(10);
+/// How long output is still collected after SIGKILL, for pipes to reach end-of-file.
+const SETTLE: Duration = Duration::from_millis(250);
+
+/// Makes this process a child subreaper (Linux `PR_SET_CHILD_SUBREAPER`), so that processes a build
+/// daemonizes (`setsid`, double fork) are reparented to it instead of to init, and
+/// [`HostExecutor`]'s sweep can find and end them.
+///
+/// This changes process-wide state, so the library never does it on its own: call it once, early,
+/// from the program (the CLI does). Reparented children that exit become zombies of this process
+/// until the executor reaps them.
+pub fn enable_child_subreaper() -> io::Result<()> {
+    os::set_child_subreaper()
+}
+
+/// Runs commands on this machine; see the [module documentation](self).
+#[derive(Debug)]
+pub struct HostExecutor {
+    shared: Mutex<Shared>,
+    me: i32,
+    my_session: i32,
+    /// Descendants of this process that existed before the executor: never swept.
+    baseline: HashSet<(i32, u64)>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    /// Process groups (the ids of the shells that lead them) that may still have members.
+    groups: BTreeSet<i32>,
+    /// Output pipes kept open by background processes of earlier commands.
+    orphans: Vec<Pipe>,
+}
+
+#[derive(Debug)]
+struct Pipe {
+    fd: AsyncFd<OwnedFd>,
+    stream: Stream,
+    /// The process group of the command that created it.
+    owner: i32,
+}
+
+impl Default for HostExecutor {
+    fn default() -> Self {
+        HostExecutor::new()
+    }
+}
+
+impl HostExecutor {
+    /// An executor with no processes yet.
+    pub fn new() -> HostExecutor {
+        let me = os::getpid();
+        let baseline = match os::scan_processes() {
+            Ok(procs) => descendants(&procs, &[me])
+                .into_iter()
+                .map(|p| (p.pid, p.start_time))
+                .collect(),
+            Err(_) => HashSet::new(),
+        };
+        HostExecutor {
+            shared: Mutex::new(Shared::default()),
+            me,
+            my_session: os::getsid(),
+            baseline,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        // A panic while holding the lock leaves consistent data (sets and a vector): keep going.
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the orphan pipes out for the duration of a `run` or `sweep`.
+    fn lease(&self) -> Lease<'_> {
+        let pipes = std::mem::take(&mut self.lock().orphans);
+        Lease { exec: self, pipes }
+    }
+
+    async fn run_command(
+        &self,
+        cmd: &CommandSpec,
+        control: CommandControl,
+        sink: &mut (dyn OutputSink + Send),
+    ) -> Result<CommandOutcome, ExecError> {
+        if let Some(reason) = control.stop().reason() {
+            return Ok(stopped(reason));
+        }
+        if control.kill_now().is_cancelled() {
+            return Ok(stopped(CancelReason::Signal));
+        }
+        let switch_user = match &cmd.user {
+            Some(user) if user.uid() != os::geteuid() => {
+                if os::geteuid() != 0 {
+                    return Err(ExecError::RunAsRequiresRoot {
+                        user: user.name().to_owned(),
+                    });
+                }
+                Some(os::switch_user_hook(
+                    user.uid(),
+                    user.gid(),
+                    user.groups().to_vec(),
+                ))
+            }
+            _ => None,
+        };
+
+        let (out_read, out_write) = os::pipe().map_err(ExecError::Pipe)?;
+        let (err_read, err_write) = os::pipe().map_err(ExecError::Pipe)?;
+        let out_read = watch(out_read)?;
+        let err_read = watch(err_read)?;
+
+        let mut command = Command::new(&cmd.program);
+        command
+            .arg(&cmd.script_path)
+            .env_clear()
+            .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&cmd.cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out_write))
+            .stderr(Stdio::from(err_write))
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(hook) = switch_user {
+            // SAFETY: the hook only calls setgroups, setgid and setuid (async-signal-safe) on data
+            // prepared before the fork; it allocates nothing.
+            unsafe {
+                command.pre_exec(hook);
+            }
+        }
+        let spawned = command.spawn();
+        // The command holds our copies of the pipes' write ends: close them now, or the pipes
+        // would never reach end-of-file.
+        drop(command);
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                return Ok(CommandOutcome::SpawnFailed(format!(
+                    "cannot run `{}`: {e}",
+                    cmd.program.display()
+                )))
+            }
+        };
+        let Some(pid) = child.id() else {
+            // Only possible if the child was already reaped, which nothing here does.
+            return Err(ExecError::Wait {
+                pid: -1,
+                source: io::Error::other("the spawned shell has no pid"),
+            });
+        };
+        let pgid = pid as i32;
+        self.lock().groups.insert(pgid);
+        let mut guard = KillGuard { pgid, armed: true };
+
+        let mut lease = self.lease();
+        lease.pipes.insert(
+            0,
+            Pipe {
+                fd: out_read,
+                stream: Stream::Stdout,
+                owner: pgid,
+            },
+        );
+        lease.pipes.insert(
+            1,
+            Pipe {
+                fd: err_read,
+                stream: Stream::Stderr,
+                owner: pgid,
+            },
+        );
+        let mut reader = Reader::new();
+
+        let mut signalled: Option<CancelReason> = None;
+        let mut killed = false;
+        let mut deadline = Instant::now();
+        let status: ExitStatus = loop {
+            tokio::select! {
+                res = child.wait() => {
+                    break res.map_err(|source| ExecError::Wait { pid: pgid, source })?;
+                }
+                reason = control.stop().requested(), if signalled.is_none() => {
+                    signalled = Some(reason);
+                    deadline = Instant::now() + control.grace();
+                    if control.kill_now().is_cancelled() || control.grace().is_zero() {
+                        signal_group(pgid, Signal::SIGKILL)?;
+                        killed = true;
+                    } else {
+                        signal_group(pgid, Signal::SIGTERM)?;
+                    }
+                }
+                _ = control.kill_now().cancelled(), if !killed => {
+                    signalled.get_or_insert(control.stop().reason().unwrap_or(CancelReason::Signal));
+                    signal_group(pgid, Signal::SIGKILL)?;
+                    killed = true;
+                }
+                _ = sleep_until(deadline), if signalled.is_some() && !killed => {
+                    signal_group(pgid, Signal::SIGKILL)?;
+                    killed = true;
+                }
+                (i, res) = reader.next(&lease.pipes) => {
+                    reader.deliver(&mut lease.pipes, i, res, sink);
+                }
+            }
+        };
+
+        // Everything the shell wrote is in the pipes now: take it without waiting for EOF.
+        reader.drain_available(&mut lease.pipes, sink);
+
+        if signalled.is_some() {
+            if !killed {
+                // The shell is gone; other members of its group may still be handling SIGTERM.
+                while self.group_alive(pgid) {
+                    if control.kill_now().is_cancelled() || Instant::now() >= deadline {
+                        signal_group(pgid, Signal::SIGKILL)?;
+                        break;
+                    }
+                    tokio::select! {
+                        _ = sleep(POLL) => {}
+                        _ = control.kill_now().cancelled() => {}
+                        (i, res) = reader.next(&lease.pipes) => {
+                            reader.deliver(&mut lease.pipes, i, res, sink);
+                        }
+                    }
+                }
+            }
+            // Let the pipes of the killed group reach end-of-file so its last words are kept.
+            let settle = Instant::now() + SETTLE;
+            reader
+                .pump(&mut lease.pipes, sink, settle, |pipes| {
+                    pipes.iter().all(|p| p.owner != pgid)
+                })
+                .await;
+        }
+        guard.armed = false;
+        drop(lease);
+        self.housekeeping();
+
+        Ok(match signalled {
+            Some(reason) => stopped(reason),
+            None => outcome_of(status),
+        })
+    }
+
+    async fn sweep_all(
+        &self,
+        grace: Duration,
+        sink: &mut (dyn OutputSink + Send),
+    ) -> Result<Vec<LeakedProcess>, ExecError> {
+        let mut lease = self.lease();
+        let mut reader = Reader::new();
+        let mut leaked: Vec<LeakedProcess> = Vec::new();
+        let mut seen: HashSet<(i32, u64)> = HashSet::new();
+        let mut record = |procs: &[ProcStat], leaked: &mut Vec<LeakedProcess>| {
+            for p in procs {
+                if seen.insert((p.pid, p.start_time)) {
+                    leaked.push(LeakedProcess {
+                        pid: p.pid,
+                        command_line: os::command_line(p.pid),
+                    });
+                }
+            }
+        };
+
+        let alive = self.find_leaked()?;
+        record(&alive, &mut leaked);
+        if !alive.is_empty() {
+            self.signal_all(&alive, Signal::SIGTERM)?;
+            let deadline = Instant::now() + grace;
+            loop {
+                let alive = self.find_leaked()?;
+                record(&alive, &mut leaked);
+                if alive.is_empty() || Instant::now() >= deadline {
+                    break;
+                }
+                reader
+                    .pump(&mut lease.pipes, sink, Instant::now() + POLL, |_| false)
+                    .await;
+            }
+            // SIGKILL whatever is left, including anything forked in the meantime, until the
+            // table is clean (bounded: a fork bomb outside our reach must not hang the agent).
+            for _ in 0..100 {
+                let alive = self.find_leaked()?;
+                record(&alive, &mut leaked);
+                if alive.is_empty() {
+                    break;
+                }
+                self.signal_all(&alive, Signal::SIGKILL)?;
+                reader
+                    .pump(&mut lease.pipes, sink, Instant::now() + POLL, |_| false)
+                    .await;
+            }
+        }
+        self.housekeeping();
+        reader.drain_available(&mut lease.pipes, sink);
+        let settle = Instant::now() + SETTLE;
+        reader
+            .pump(&mut lease.pipes, sink, settle, |pipes| pipes.is_empty())
+            .await;
+        // Whatever still holds these pipes is not ours to wait for.
+        lease.pipes.clear();
+        Ok(leaked)
+    }
+
+    fn signal_all(&self, procs: &[ProcStat], signal: Signal) -> Result<(), ExecError> {
+        let groups: Vec<i32> = self.lock().groups.iter().copied().collect();
+        for g in groups {
+            signal_group(g, signal)?;
+        }
+        for p in procs {
+            // Processes outside our groups (daemons) are signalled one by one.
+            os::signal_process(p.pid, signal).map_err(|source| ExecError::Signal {
+                pgid: p.pgrp,
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The live (non-zombie) processes the build left behind; reaps the zombies among them that
+    /// are this process's reparented orphans.
+    fn find_leaked(&self) -> Result<Vec<ProcStat>, ExecError> {
+        let procs = os::scan_processes().map_err(ExecError::ProcessTable)?;
+        let groups = self.lock().groups.clone();
+        let mut roots: Vec<i32> = procs
+            .iter()
+            .filter(|p| groups.contains(&p.pgrp) && p.pid != self.me)
+            .map(|p| p.pid)
+            .collect();
+        roots.extend(
+            descendants(&procs, &[self.me])
+                .into_iter()
+                .filter(|p| {
+                    p.session != self.my_session && !self.baseline.contains(&(p.pid, p.start_time))
+                })
+                .map(|p| p.pid),
+        );
+        let by_pid: HashMap<i32, &ProcStat> = procs.iter().map(|p| (p.pid, p)).collect();
+        let mut selected: Vec<ProcStat> = roots
+            .iter()
+            .filter_map(|pid| by_pid.get(pid).map(|p| (*p).clone()))
+            .collect();
+        selected.extend(descendants(&procs, &roots));
+        let mut unique = HashSet::new();
+        selected.retain(|p| p.pid != self.me && unique.insert(p.pid));
+
+        let mut alive = Vec::new();
+        for p in selected {
+            if p.is_zombie() {
+                self.reap_orphan(&p, &groups);
+            } else {
+                alive.push(p);
+            }
+        }
+        Ok(alive)
+    }
+
+    /// Reaps `p` if it is a zombie child of this process that tokio does not own (a shell we
+    /// spawned is the leader of its group; anything else in our groups, or a daemon, was
+    /// reparented to us).
+    fn reap_orphan(&self, p: &ProcStat, groups: &BTreeSet<i32>) {
+        let is_our_shell = p.pid == p.pgrp && groups.contains(&p.pgrp);
+        if p.ppid == self.me && !is_our_shell {
+            os::reap(p.pid);
+        }
+    }
+
+    /// Whether group `pgid` has a member that is not a zombie (reaping our zombie orphans in it).
+    fn group_alive(&self, pgid: i32) -> bool {
+        if !os::group_exists(pgid) {
+            return false;
+        }
+        let Ok(procs) = os::scan_processes() else {
+            return true;
+        };
+        let groups = self.lock().groups.clone();
+        let mut alive = false;
+        for p in procs.iter().filter(|p| p.pgrp == pgid) {
+            if p.is_zombie() {
+                self.reap_orphan(p, &groups);
+            } else {
+                alive = true;
+            }
+        }
+        alive
+    }
+
+    /// Forgets groups that are empty, after reaping the zombie orphans that keep them alive.
+    fn housekeeping(&self) {
+        let mut groups = self.lock().groups.clone();
+        groups.retain(|g| os::group_exists(*g));
+        if !groups.is_empty() {
+            if let Ok(procs) = os::scan_processes() {
+                for p in procs
+                    .iter()
+                    .filter(|p| p.is_zombie() && groups.contains(&p.pgrp))
+                {
+                    self.reap_orphan(p, &groups);
+                }
+            }
+            groups.retain(|g| os::group_exists(*g));
+        }
+        let mut shared = self.lock();
+        shared
+            .groups
+            .retain(|g| groups.contains(g) || os::group_exists(*g));
+    }
+}
+
+impl Executor for HostExecutor {
+    fn run<'a>(
+        &'a self,
+        cmd: &'a CommandSpec,
+        control: CommandControl,
+        sink: &'a mut (dyn OutputSink + Send),
+    ) -> BoxFuture<'a, Result<CommandOutcome, ExecError>> {
+        Box::pin(self.run_command(cmd, control, sink))
+    }
+
+    fn sweep<'a>(
+        &'a self,
+        grace: Duration,
+        sink: &'a mut (dyn OutputSink + Send),
+    ) -> BoxFuture<'a, Result<Vec<LeakedProcess>, ExecError>> {
+        Box::pin(self.sweep_all(grace, sink))
+    }
+}
+
+fn stopped(reason: CancelReason) -> CommandOutcome {
+    match reason {
+        CancelReason::Timeout => CommandOutcome::TimedOut,
+        CancelReason::Signal => CommandOutcome::Stopped,
+    }
+}
+
+fn outcome_of(status: ExitStatus) -> CommandOutcome {
+    match (status.code(), status.signal()) {
+        (Some(0), _) => CommandOutcome::Success,
+        (Some(code), _) => CommandOutcome::Exited(code),
+        (None, Some(sig)) => CommandOutcome::Signaled(sig),
+        (None, None) => CommandOutcome::Exited(-1),
+    }
+}
+
+/// Registers a pipe's read end with the reactor.
+fn watch(fd: OwnedFd) -> Result<AsyncFd<OwnedFd>, ExecError> {
+    // SAFETY: the `OwnedFd` is a valid, open descriptor that the `AsyncFd` owns from now on; it is
+    // never closed or replaced while registered.
+    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+        .map_err(|e| ExecError::Pipe(e.into_parts().1))
+}
+
+fn signal_group(pgid: i32, signal: Signal) -> Result<bool, ExecError> {
+    os::signal_group(pgid, signal).map_err(|source| ExecError::Signal { pgid, source })
+}
+
+/// Every process below `roots` in the parent tree (the roots themselves excluded).
+fn descendants(procs: &[ProcStat], roots: &[i32]) -> Vec<ProcStat> {
+    let mut children: HashMap<i32, Vec<&ProcStat>> = HashMap::new();
+    for p in procs {
+        children.entry(p.ppid).or_default().push(p);
+    }
+    let mut out = Vec::new();
+    let mut seen: HashSet<i32> = roots.iter().copied().collect();
+    let mut stack: Vec<i32> = roots.to_vec();
+    while let Some(pid) = stack.pop() {
+        for child in children.get(&pid).into_iter().flatten() {
+            if seen.insert(child.pid) {
+                out.push((*child).clone());
+                stack.push(child.pid);
+            }
+        }
+    }
+    out
+}
+
+/// Puts the pipes back among the executor's orphans, also when a `run` future is dropped.
+struct Lease<'a> {
+    exec: &'a HostExecutor,
+    pipes: Vec<Pipe>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let pipes = std::mem::take(&mut self.pipes);
+        self.exec.lock().orphans.extend(pipes);
+    }
+}
+
+/// SIGKILLs a command's group if its `run` future is dropped before the command ended.
+struct KillGuard {
+    pgid: i32,
+    armed: bool,
+}
+
+impl Drop for KillGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = os::signal_group(self.pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// Reads from a set of non-blocking pipes into one buffer.
+struct Reader {
+    buf: Box<[u8]>,
+    /// Where the next poll starts, so that one busy pipe cannot starve the others.
+    next: usize,
+}
+
+impl Reader {
+    fn new() -> Reader {
+        Reader {
+            buf: vec![0; READ_CHUNK].into_boxed_slice(),
+            next: 0,
+        }
+    }
+
+    /// Waits until one pipe has data or is closed, and reads once from it: `(index, bytes read)`.
+    /// Never completes when there are no pipes. Cancel-safe: a read only happens inside a poll
+    /// that then returns it.
+    fn next<'p>(
+        &'p mut self,
+        pipes: &'p [Pipe],
+    ) -> impl std::future::Future<Output = (usize, io::Result<usize>)> + 'p {
+        std::future::poll_fn(move |cx| self.poll_next(pipes, cx))
+    }
+
+    fn poll_next(
+        &mut self,
+        pipes: &[Pipe],
+        cx: &mut Context<'_>,
+    ) -> Poll<(usize, io::Result<usize>)> {
+        let n = pipes.len();
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            loop {
+                match pipes[i].fd.poll_read_ready(cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(Err(e)) => return Poll::Ready((i, Err(e))),
+                    Poll::Ready(Ok(mut guard)) => {
+                        let buf = &mut self.buf;
+                        match guard.try_io(|fd| os::read(fd.get_ref().as_fd(), buf)) {
+                            Ok(res) => {
+                                self.next = i + 1;
+                                return Poll::Ready((i, res));
+                            }
+                            // Spurious readiness: cleared by try_io; poll again to register.
+                            Err(_would_block) => continue,
+                        }
+                    }
+                }
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Hands a read to the sink, or drops the pipe at end-of-file or on error.
+    fn deliver(
+        &self,
+        pipes: &mut Vec<Pipe>,
+        i: usize,
+        res: io::Result<usize>,
+        sink: &mut (dyn OutputSink + Send),
+    ) {
+        match res {
+            Ok(0) => {
+                pipes.remove(i);
+            }
+            Ok(n) => sink.output(pipes[i].stream, &self.buf[..n]),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading command output failed; closing the pipe");
+                pipes.remove(i);
+            }
+        }
+    }
+
+    /// Reads whatever is buffered in every pipe right now, without waiting, and drops the pipes
+    /// that reached end-of-file. Reads at most the pipe's capacity from each, so a background
+    /// process that writes without pause cannot keep it here forever.
+    fn drain_available(&mut self, pipes: &mut Vec<Pipe>, sink: &mut (dyn OutputSink + Send)) {
+        let mut i = 0;
+        while i < pipes.len() {
+            let fd = pipes[i].fd.get_ref().as_fd();
+            let mut budget = os::pipe_capacity(fd);
+            let mut open = true;
+            while budget > 0 {
+                match os::read(fd, &mut self.buf) {
+                    Ok(0) => {
+                        open = false;
+                        break;
+                    }
+                    Ok(n) => {
+                        sink.output(pipes[i].stream, &self.buf[..n]);
+                        budget = budget.saturating_sub(n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading command output failed; closing the pipe");
+                        open = false;
+                        break;
+                    }
+                }
+            }
+            if open {
+                i += 1;
+            } else {
+                pipes.remove(i);
+            }
+        }
+    }
+
+    /// Forwards output until `deadline`, or until `done(pipes)` holds.
+    async fn pump(
+        &mut self,
+        pipes: &mut Vec<Pipe>,
+        sink: &mut (dyn OutputSink + Send),
+        deadline: Instant,
+        done: impl Fn(&[Pipe]) -> bool,
+    ) {
+        while !done(pipes) {
+            tokio::select! {
+                _ = sleep_until(deadline) => return,
+                (i, res) = self.next(pipes) => self.deliver(pipes, i, res, sink),
+            }
+        }
+    }
+}
