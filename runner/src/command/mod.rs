@@ -29,12 +29,12 @@
 //! # The state directory
 //!
 //! A [`StateDir`] is a private directory (mode 0700) per build that holds:
-//! - `env.sh`: the committed exported environment, in the format described in [`env`]; line 3 of
+//! - `env.sh`: the committed exported environment, in the format described in [`mod@env`]; line 3 of
 //!   every script sources it.
 //! - `dir.txt`: the committed working directory (one line).
 //! - `script.sh`: the current command's script, replaced atomically for each command.
-//! - `env.out`, `dir.out`: what the last command's epilogue saved, until [`StateDir::finish`]
-//!   reads them.
+//! - `out/env.out`, `out/dir.out`: what the last command's epilogue saved, until
+//!   [`StateDir::finish`] reads them. `out/` is the only place a command writes to.
 //!
 //! The agent, not the shell, commits the state: after the command, [`StateDir::finish`] parses
 //! `env.out` (whatever the shell's `export -p` prints) and, only if it is complete (it ends with
@@ -58,16 +58,20 @@
 //!
 //! # Run-as
 //!
-//! When a command runs as another user, [`StateDir::prepare`] gives that user the state directory
-//! and its files (`chown` to the user's uid and gid; the agent is root in that case and keeps
-//! access). The directory stays mode 0700, so no third user can read the environment. The parent
+//! When a command runs as another user, [`StateDir::prepare`] gives that user what the command
+//! needs and nothing more: the state directory stays owned by the agent (root, in that case) and
+//! becomes mode 0711 (searchable, not listable or writable); `env.sh`, `dir.txt` and `script.sh`
+//! (mode 0600) and the `out/` directory (mode 0700) are `chown`ed to the user's uid and gid. No
+//! third user can read the environment, and the user cannot replace the agent's files or plant
+//! symlinks where the agent writes: the agent writes only new files it creates in its own
+//! directory and renames into place, and reads `out/` without following symlinks. The parent
 //! directory must be searchable by the user (the default, the system temporary directory, is).
 
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::executor::{CommandSpec, RunAs};
@@ -85,8 +89,9 @@ const END_MARKER: &[u8] = b"# buildagent: end of export -p";
 const ENV_FILE: &str = "env.sh";
 const DIR_FILE: &str = "dir.txt";
 const SCRIPT_FILE: &str = "script.sh";
-const ENV_OUT: &str = "env.out";
-const DIR_OUT: &str = "dir.out";
+const OUT_DIR: &str = "out";
+const ENV_OUT: &str = "out/env.out";
+const DIR_OUT: &str = "out/dir.out";
 
 /// How commands relate to each other: buildspec version 0.2 or 0.1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -263,13 +268,18 @@ impl StateDir {
         let initial = ExportedEnv::from_pairs(initial_env.iter().map(|(k, v)| (k, v)))?;
         let dir = tempfile::Builder::new()
             .prefix("buildagent-")
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .permissions(fs::Permissions::from_mode(0o700))
             .tempdir_in(parent)
             .map_err(|source| StateError::Create {
                 parent: parent.to_owned(),
                 source,
             })?;
         let visible = dir.path().to_owned();
+        let out = dir.path().join(OUT_DIR);
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&out)
+            .map_err(|source| StateError::Write { path: out, source })?;
         let state = StateDir {
             dir,
             visible,
@@ -383,7 +393,7 @@ impl StateDir {
     /// whether anything was committed (`false` after `exit`, a kill, or in version 0.1).
     pub fn finish(&mut self) -> Result<bool, StateError> {
         let env_out = self.path().join(ENV_OUT);
-        let text = match fs::read(&env_out) {
+        let text = match read_no_follow(&env_out) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(source) => {
@@ -404,7 +414,7 @@ impl StateDir {
             return Ok(false);
         }
         let dir_out = self.path().join(DIR_OUT);
-        let dir = match fs::read(&dir_out) {
+        let dir = match read_no_follow(&dir_out) {
             Ok(mut bytes) => {
                 if bytes.last() == Some(&b'\n') {
                     bytes.pop();
@@ -443,14 +453,20 @@ impl StateDir {
         write_atomic(&self.path().join(DIR_FILE), &line)
     }
 
-    /// Gives `user` the directory and the files a command reads and writes.
+    /// Gives `user` the files a command reads and the directory it writes to.
     fn grant(&self, user: &RunAs) -> Result<(), StateError> {
         let dir = self.path();
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o711)).map_err(|source| {
+            StateError::Write {
+                path: dir.to_owned(),
+                source,
+            }
+        })?;
         for path in [
-            dir.to_owned(),
             dir.join(ENV_FILE),
             dir.join(DIR_FILE),
             dir.join(SCRIPT_FILE),
+            dir.join(OUT_DIR),
         ] {
             crate::os::chown(&path, user.uid(), user.gid()).map_err(|source| {
                 StateError::Chown {
@@ -464,16 +480,30 @@ impl StateDir {
     }
 }
 
-/// Writes `bytes` to a temporary file next to `path` (mode 0600) and renames it over `path`.
+/// Reads a file a command wrote, without following a symlink planted in its place.
+fn read_no_follow(path: &Path) -> io::Result<Vec<u8>> {
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)?;
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut file, &mut bytes)?;
+    Ok(bytes)
+}
+
+/// Writes `bytes` to a new temporary file next to `path` (mode 0600) and renames it over `path`.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     let result = (|| {
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let mut file = fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
         file.write_all(bytes)?;
@@ -534,10 +564,7 @@ mod tests {
         let env = vec![("A".to_string(), "1".to_string())];
         let mut state = StateDir::new_in(parent.path(), &env, Path::new("/src")).unwrap();
         let mode = fs::metadata(state.path()).unwrap();
-        assert_eq!(
-            std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
-            0o700
-        );
+        assert_eq!(mode.permissions().mode() & 0o777, 0o700);
         assert_eq!(
             fs::read(state.path().join(ENV_FILE)).unwrap(),
             b"export A='1'\n"
