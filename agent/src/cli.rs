@@ -30,6 +30,10 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Print a JSON Schema of the buildspec, for editors' YAML language servers.
     Schema,
+    /// Run a buildspec on this machine with CodeBuild's semantics.
+    ///
+    /// Exit status: 0 SUCCEEDED, 1 FAILED, 2 invalid input, 3 FAULT, 124 TIMED_OUT, 130 STOPPED.
+    Run(Box<RunArgs>),
 }
 
 /// `buildagent validate`.
@@ -66,4 +70,76 @@ pub enum ColorChoice {
     Always,
     /// Never colour.
     Never,
+}
+
+/// `buildagent run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The buildspec (default: `buildspec.yml`, else `buildspec.yaml`, in the source directory).
+    #[arg(value_name = "BUILDSPEC", conflicts_with = "buildspec")]
+    pub buildspec_arg: Option<PathBuf>,
+
+    /// The buildspec, as a flag (same as the positional argument).
+    #[arg(short = 'b', long = "buildspec", value_name = "FILE")]
+    pub buildspec: Option<PathBuf>,
+
+    /// The source directory (default `.`); repeat as `-s ID:DIR` for secondary sources.
+    #[arg(short = 's', long = "source", value_name = "DIR")]
+    pub sources: Vec<String>,
+
+    /// Where artifacts go.
+    #[arg(short = 'a', long = "artifacts", value_name = "DIR")]
+    pub artifacts: Option<PathBuf>,
+
+    /// Where reports go.
+    #[arg(short = 'r', long = "reports", value_name = "DIR")]
+    pub reports: Option<PathBuf>,
+
+    /// A project environment file: `NAME=VALUE` lines (quotes are kept).
+    #[arg(short = 'e', long = "env-file", value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+
+    /// Override a variable (repeatable); wins over the buildspec and the env file.
+    #[arg(long = "env-var", value_name = "NAME=VALUE")]
+    pub env_vars: Vec<String>,
+
+    /// Like --env-var, and the value is masked as `***` in everything the agent writes.
+    #[arg(long = "secret", value_name = "NAME=VALUE")]
+    pub secrets: Vec<String>,
+
+    /// The build timeout (`30s`, `5m`, `1h30m`).
+    #[arg(long, default_value = "60m", value_name = "DURATION")]
+    pub timeout: String,
+
+    /// Time a stopped command gets between SIGTERM and SIGKILL.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub grace: String,
+
+    /// Build in the source directory itself instead of a fresh copy.
+    #[arg(short = 'm', long = "mount-source")]
+    pub mount_source: bool,
+
+    /// How to show the build: CodeBuild's log lines, the same with colour and a summary, or JSON
+    /// events (default: pretty on a terminal, codebuild otherwise).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Also write the full log (CodeBuild format) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+
+    /// Treat unknown buildspec keys as errors.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// `[Container] YYYY/MM/DD HH:MM:SS.ffffff ...` lines, as CodeBuild writes them.
+    Codebuild,
+    /// CodeBuild's lines with colour, per-phase timing and a summary table.
+    Pretty,
+    /// One JSON object per event (schema version in every object).
+    Json,
 }

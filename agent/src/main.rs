@@ -5,6 +5,8 @@
 
 mod cli;
 mod color;
+mod render;
+mod run;
 mod validate;
 
 use std::process::ExitCode;
@@ -16,6 +18,7 @@ fn main() -> ExitCode {
     let status = match cli.command {
         cli::Command::Validate(args) => validate::run(&args, cli.color),
         cli::Command::Schema => print_schema(),
+        cli::Command::Run(args) => run::run(&args, cli.color),
     };
     match status {
         Ok(code) => code,
@@ -28,7 +31,7 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("error: {error:#}");
-            ExitCode::from(cli::EXIT_FAULT)
+            ExitCode::from(run::error_status(&error))
         }
     }
 }

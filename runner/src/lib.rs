@@ -58,7 +58,10 @@
 #![deny(missing_docs)]
 
 pub mod command;
+pub mod engine;
 pub mod events;
 pub mod executor;
 pub mod mask;
 mod os;
+pub mod plan;
+pub mod source;

@@ -93,7 +93,12 @@ impl Environment {
     }
 
     /// Adds every pair of a layer.
-    pub fn extend<'a>(&mut self, pairs: impl IntoIterator<Item = (&'a str, &'a str)>, origin: Origin, secret: bool) {
+    pub fn extend<'a>(
+        &mut self,
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+        origin: Origin,
+        secret: bool,
+    ) {
         for (name, value) in pairs {
             self.set(name, value, origin, secret);
         }
@@ -101,7 +106,10 @@ impl Environment {
 
     /// The value of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.vars.iter().find(|v| v.name == name).map(|v| v.value.as_str())
+        self.vars
+            .iter()
+            .find(|v| v.name == name)
+            .map(|v| v.value.as_str())
     }
 
     /// Every variable, in the order first set.
@@ -111,7 +119,10 @@ impl Environment {
 
     /// The name/value pairs.
     pub fn pairs(&self) -> Vec<(String, String)> {
-        self.vars.iter().map(|v| (v.name.clone(), v.value.clone())).collect()
+        self.vars
+            .iter()
+            .map(|v| (v.name.clone(), v.value.clone()))
+            .collect()
     }
 
     /// The values to mask (non-empty values of secret variables).
@@ -184,18 +195,30 @@ pub fn agent_variables(
         .unwrap_or_default()
         .as_millis();
     let mut vars = vec![
-        ("CODEBUILD_SRC_DIR".to_string(), source_dir.display().to_string()),
+        (
+            "CODEBUILD_SRC_DIR".to_string(),
+            source_dir.display().to_string(),
+        ),
         ("CODEBUILD_BUILD_ID".to_string(), identity.build_id()),
         ("CODEBUILD_BUILD_ARN".to_string(), identity.build_arn()),
-        ("CODEBUILD_BUILD_NUMBER".to_string(), identity.number.to_string()),
+        (
+            "CODEBUILD_BUILD_NUMBER".to_string(),
+            identity.number.to_string(),
+        ),
         ("CODEBUILD_BUILD_SUCCEEDING".to_string(), "1".to_string()),
-        ("CODEBUILD_INITIATOR".to_string(), identity.initiator.clone()),
+        (
+            "CODEBUILD_INITIATOR".to_string(),
+            identity.initiator.clone(),
+        ),
         ("CODEBUILD_START_TIME".to_string(), start_ms.to_string()),
         ("CODEBUILD_BUILD_IMAGE".to_string(), identity.image.clone()),
         ("CODEBUILD_LOCAL_BUILD".to_string(), "true".to_string()),
         ("CODEBUILD_CI".to_string(), "true".to_string()),
         ("CODEBUILD_LAST_EXIT".to_string(), "0".to_string()),
-        ("CODEBUILD_BATCH_BUILD_IDENTIFIER".to_string(), String::new()),
+        (
+            "CODEBUILD_BATCH_BUILD_IDENTIFIER".to_string(),
+            String::new(),
+        ),
         ("AWS_REGION".to_string(), identity.region.clone()),
         ("AWS_DEFAULT_REGION".to_string(), identity.region.clone()),
     ];
@@ -275,7 +298,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         return Err(err("it is empty"));
     }
     if text.bytes().all(|b| b.is_ascii_digit()) {
-        return text.parse().map(Duration::from_secs).map_err(|_| err("too large"));
+        return text
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| err("too large"));
     }
     let mut total: u64 = 0;
     let mut number = String::new();
@@ -322,7 +348,15 @@ mod tests {
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("1h2m3s").unwrap(), Duration::from_secs(3723));
         assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
-        for bad in ["", "5x", "m", "5m1h", "1h1h", "3h5", "99999999999999999999h"] {
+        for bad in [
+            "",
+            "5x",
+            "m",
+            "5m1h",
+            "1h1h",
+            "3h5",
+            "99999999999999999999h",
+        ] {
             let e = parse_duration(bad).unwrap_err().to_string();
             assert!(e.contains("examples: 90s, 5m, 1h30m"), "{bad}: {e}");
         }
@@ -341,7 +375,10 @@ mod tests {
             ]
         );
         assert_eq!(parse_env_file("A=1\nnot a line\n").unwrap_err().line, 2);
-        assert!(parse_env_file("1A=x").unwrap_err().message.contains("invalid variable name"));
+        assert!(parse_env_file("1A=x")
+            .unwrap_err()
+            .message
+            .contains("invalid variable name"));
     }
 
     #[test]
@@ -371,12 +408,18 @@ mod tests {
         let vars = agent_variables(
             &identity,
             Path::new("/src"),
-            &SourceInfo { version: Some("main".into()), resolved_version: Some("abc".into()) },
+            &SourceInfo {
+                version: Some("main".into()),
+                resolved_version: Some("abc".into()),
+            },
             &[("lib".into(), "/lib".into())],
         );
         let get = |n: &str| vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
         assert_eq!(get("CODEBUILD_BUILD_ID"), Some("demo:0000"));
-        assert_eq!(get("CODEBUILD_BUILD_ARN"), Some("arn:aws:codebuild:eu-west-1:000000000000:build/demo:0000"));
+        assert_eq!(
+            get("CODEBUILD_BUILD_ARN"),
+            Some("arn:aws:codebuild:eu-west-1:000000000000:build/demo:0000")
+        );
         assert_eq!(get("CODEBUILD_START_TIME"), Some("1700000000123"));
         assert_eq!(get("CODEBUILD_SRC_DIR_lib"), Some("/lib"));
         assert_eq!(get("CODEBUILD_RESOLVED_SOURCE_VERSION"), Some("abc"));

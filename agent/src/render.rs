@@ -1,0 +1,349 @@
+//! Drawing build events for people (CodeBuild's log lines, optionally coloured, with a summary)
+//! and for machines (JSON lines).
+
+use std::io::{self, Write};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use buildagent_runner::events::{
+    BuildPhase, BuildStatus, CommandOutcome, Event, EventKind, PhaseStatus, PhaseSummary,
+};
+
+/// Something that shows events.
+pub trait Reporter {
+    /// Shows one event.
+    fn report(&mut self, event: &Event) -> io::Result<()>;
+}
+
+/// CodeBuild's log: `[Container] YYYY/MM/DD HH:MM:SS.ffffff message`, command output raw.
+pub struct CodeBuildLog<W: Write> {
+    out: W,
+    color: bool,
+    summary: bool,
+    /// The command being run, for its failure line.
+    command: String,
+    /// Whether the last output byte was a newline (or nothing was written yet).
+    at_line_start: bool,
+}
+
+impl<W: Write> CodeBuildLog<W> {
+    /// A log on `out`; `color` adds ANSI colour, `summary` a phase table at the end.
+    pub fn new(out: W, color: bool, summary: bool) -> CodeBuildLog<W> {
+        CodeBuildLog {
+            out,
+            color,
+            summary,
+            command: String::new(),
+            at_line_start: true,
+        }
+    }
+
+    fn line(&mut self, at: SystemTime, message: &str, style: Option<&str>) -> io::Result<()> {
+        if !self.at_line_start {
+            self.out.write_all(b"\n")?;
+            self.at_line_start = true;
+        }
+        let stamp = timestamp(at);
+        match (self.color, style) {
+            (true, Some(code)) => writeln!(
+                self.out,
+                "\x1b[2m[Container] {stamp}\x1b[0m {code}{message}\x1b[0m"
+            )?,
+            (true, None) => writeln!(self.out, "\x1b[2m[Container] {stamp}\x1b[0m {message}")?,
+            (false, _) => writeln!(self.out, "[Container] {stamp} {message}")?,
+        }
+        Ok(())
+    }
+
+    fn table(
+        &mut self,
+        status: BuildStatus,
+        duration: Duration,
+        phases: &[PhaseSummary],
+    ) -> io::Result<()> {
+        writeln!(self.out)?;
+        writeln!(
+            self.out,
+            "{:<18} {:<10} {:>10}",
+            "PHASE", "STATUS", "DURATION"
+        )?;
+        for p in phases {
+            let status = p.status.as_str();
+            let painted = self.paint_status(status);
+            let pad = 10usize.saturating_sub(status.len());
+            writeln!(
+                self.out,
+                "{:<18} {painted}{} {:>10}",
+                p.phase.as_str(),
+                " ".repeat(pad),
+                secs(p.duration)
+            )?;
+        }
+        let painted = self.paint_status(status.as_str());
+        writeln!(self.out, "build {painted} in {}", secs(duration))?;
+        Ok(())
+    }
+
+    fn paint_status(&self, status: &str) -> String {
+        if !self.color {
+            return status.to_string();
+        }
+        let code = match status {
+            "SUCCEEDED" => "\x1b[32m",
+            "FAILED" | "FAULT" => "\x1b[1;31m",
+            _ => "\x1b[33m",
+        };
+        format!("{code}{status}\x1b[0m")
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2}s", d.as_secs_f64())
+}
+
+/// `YYYY/MM/DD HH:MM:SS.ffffff` in UTC.
+pub fn timestamp(at: SystemTime) -> String {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (h, m, s) = (rest / 3600, rest % 3600 / 60, rest % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!(
+        "{y:04}/{mo:02}/{d:02} {h:02}:{m:02}:{s:02}.{:06}",
+        since.subsec_micros()
+    )
+}
+
+impl<W: Write> Reporter for CodeBuildLog<W> {
+    fn report(&mut self, event: &Event) -> io::Result<()> {
+        let at = event.at;
+        match &event.kind {
+            EventKind::BuildStarted { build_id, .. } => self.line(
+                at,
+                &format!(
+                    "Running on buildagent {} (build {build_id})",
+                    env!("CARGO_PKG_VERSION")
+                ),
+                None,
+            )?,
+            EventKind::PhaseStarted { phase } => match phase {
+                BuildPhase::DownloadSource => self.line(at, "Phase is DOWNLOAD_SOURCE", None)?,
+                BuildPhase::UploadArtifacts | BuildPhase::Finalizing => {}
+                other => self.line(
+                    at,
+                    &format!("Entering phase {}", other.as_str()),
+                    Some("\x1b[1m"),
+                )?,
+            },
+            EventKind::PhaseFinished {
+                phase,
+                status,
+                context,
+                ..
+            } => {
+                if *phase != BuildPhase::Finalizing {
+                    let style = if *status == PhaseStatus::Succeeded {
+                        None
+                    } else {
+                        Some("\x1b[1;31m")
+                    };
+                    self.line(
+                        at,
+                        &format!(
+                            "Phase complete: {} State: {}",
+                            phase.as_str(),
+                            status.as_str()
+                        ),
+                        style,
+                    )?;
+                    let (code, message) = context
+                        .as_ref()
+                        .map(|c| (c.code.as_str(), c.message.as_str()))
+                        .unwrap_or(("", ""));
+                    self.line(
+                        at,
+                        &format!("Phase context status code: {code} Message: {message}"),
+                        None,
+                    )?;
+                }
+            }
+            EventKind::CommandStarted { command, .. } => {
+                self.command = command.clone();
+                self.line(at, &format!("Running command {command}"), Some("\x1b[36m"))?;
+            }
+            EventKind::Output { bytes, .. } => {
+                if !bytes.is_empty() {
+                    self.out.write_all(bytes)?;
+                    self.at_line_start = bytes.ends_with(b"\n");
+                }
+            }
+            EventKind::CommandFinished { outcome, .. } => {
+                if !self.at_line_start {
+                    self.out.write_all(b"\n")?;
+                    self.at_line_start = true;
+                }
+                // CodeBuild leaves an empty line after each command's output.
+                self.out.write_all(b"\n")?;
+                let reason = match outcome {
+                    CommandOutcome::Success => None,
+                    CommandOutcome::Exited(code) => Some(format!("exit status {code}")),
+                    CommandOutcome::Signaled(sig) => Some(format!("signal {sig}")),
+                    CommandOutcome::TimedOut => Some("timed out".to_string()),
+                    CommandOutcome::Stopped => Some("stopped".to_string()),
+                    CommandOutcome::SpawnFailed(why) => Some(why.clone()),
+                };
+                if let Some(reason) = reason {
+                    let command = std::mem::take(&mut self.command);
+                    self.line(
+                        at,
+                        &format!("Command did not exit successfully {command} {reason}"),
+                        Some("\x1b[1;31m"),
+                    )?;
+                }
+            }
+            EventKind::Info { message } => self.line(at, message, None)?,
+            EventKind::Warning { message } => {
+                self.line(at, &format!("Warning: {message}"), Some("\x1b[33m"))?
+            }
+            EventKind::Cancelling { reason } => self.line(
+                at,
+                &format!("Stopping the build: {reason:?}"),
+                Some("\x1b[33m"),
+            )?,
+            EventKind::ProcessesLeaked { processes } => {
+                self.line(
+                    at,
+                    &format!(
+                        "Ended {} process(es) the build left running:",
+                        processes.len()
+                    ),
+                    Some("\x1b[33m"),
+                )?;
+                for p in processes {
+                    self.line(at, &format!("  pid {} {}", p.pid, p.command_line), None)?;
+                }
+            }
+            EventKind::BuildFinished {
+                status,
+                duration,
+                phases,
+            } => {
+                if self.summary {
+                    self.table(*status, *duration, phases)?;
+                }
+            }
+            _ => {}
+        }
+        if !matches!(event.kind, EventKind::Output { .. }) {
+            self.out.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// One JSON object per event and line.
+pub struct JsonLines<W: Write> {
+    out: W,
+}
+
+impl<W: Write> JsonLines<W> {
+    /// JSON lines on `out`.
+    pub fn new(out: W) -> JsonLines<W> {
+        JsonLines { out }
+    }
+}
+
+impl<W: Write> Reporter for JsonLines<W> {
+    fn report(&mut self, event: &Event) -> io::Result<()> {
+        event.write_json_line(&mut self.out)?;
+        if !matches!(event.kind, EventKind::Output { .. }) {
+            self.out.flush()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use buildagent_runner::events::PhaseContext;
+
+    fn event(kind: EventKind) -> Event {
+        Event::new(
+            UNIX_EPOCH + Duration::from_micros(1_741_474_926_050_806),
+            Duration::ZERO,
+            kind,
+        )
+    }
+
+    #[test]
+    fn timestamps_are_utc_with_microseconds() {
+        assert_eq!(
+            timestamp(UNIX_EPOCH + Duration::from_micros(1_741_474_926_050_806)),
+            "2025/03/08 23:02:06.050806"
+        );
+        assert_eq!(timestamp(UNIX_EPOCH), "1970/01/01 00:00:00.000000");
+    }
+
+    #[test]
+    fn codebuild_lines_are_exact() {
+        let mut out = Vec::new();
+        let mut log = CodeBuildLog::new(&mut out, false, false);
+        for kind in [
+            EventKind::PhaseStarted {
+                phase: BuildPhase::Build,
+            },
+            EventKind::CommandStarted {
+                phase: BuildPhase::Build,
+                block: buildagent_runner::events::Block::Commands,
+                index: 0,
+                command: "false".into(),
+            },
+            EventKind::Output {
+                stream: buildagent_runner::events::Stream::Stdout,
+                bytes: b"no newline".to_vec(),
+            },
+            EventKind::CommandFinished {
+                phase: BuildPhase::Build,
+                block: buildagent_runner::events::Block::Commands,
+                index: 0,
+                outcome: CommandOutcome::Exited(1),
+                duration: Duration::ZERO,
+            },
+            EventKind::PhaseFinished {
+                phase: BuildPhase::Build,
+                status: PhaseStatus::Failed,
+                duration: Duration::ZERO,
+                context: Some(PhaseContext {
+                    code: "COMMAND_EXECUTION_ERROR".into(),
+                    message: "Error while executing command: false. Reason: exit status 1".into(),
+                }),
+            },
+            EventKind::PhaseFinished {
+                phase: BuildPhase::PostBuild,
+                status: PhaseStatus::Succeeded,
+                duration: Duration::ZERO,
+                context: None,
+            },
+        ] {
+            log.report(&event(kind)).unwrap();
+        }
+        let t = "[Container] 2025/03/08 23:02:06.050806";
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!(
+                "{t} Entering phase BUILD\n{t} Running command false\nno newline\n\n{t} Command did not exit successfully false exit status 1\n\
+                 {t} Phase complete: BUILD State: FAILED\n{t} Phase context status code: COMMAND_EXECUTION_ERROR Message: Error while executing command: false. Reason: exit status 1\n\
+                 {t} Phase complete: POST_BUILD State: SUCCEEDED\n{t} Phase context status code:  Message: \n"
+            )
+        );
+    }
+}

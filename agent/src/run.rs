@@ -1,0 +1,307 @@
+//! `buildagent run`: wire the options to the engine, render its events, map the status.
+
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use anyhow::{bail, Context};
+use buildagent_runner::engine::{Build, BuildOptions};
+use buildagent_runner::events::{BuildStatus, CancelReason, Event};
+use buildagent_runner::executor::{enable_child_subreaper, HostExecutor, StopRequest};
+use buildagent_runner::plan::{self, BuildIdentity};
+use buildagent_runner::source;
+use buildagent_spec::{parse_file, ParseOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{ColorChoice, LogFormat, RunArgs, EXIT_FAULT, EXIT_INVALID};
+use crate::render::{CodeBuildLog, JsonLines, Reporter};
+
+/// An error that is the user's input, not the agent's fault: exit status 2.
+#[derive(Debug)]
+pub struct InvalidInput(pub String);
+
+impl std::fmt::Display for InvalidInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidInput {}
+
+fn invalid(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(InvalidInput(message.into()))
+}
+
+/// Runs the build and returns its exit status.
+pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
+    let timeout =
+        plan::parse_duration(&args.timeout).map_err(|e| invalid(format!("--timeout: {e}")))?;
+    let grace = plan::parse_duration(&args.grace).map_err(|e| invalid(format!("--grace: {e}")))?;
+    let (primary, secondary) = sources(&args.sources)?;
+    let primary =
+        std::path::absolute(&primary).with_context(|| format!("source `{}`", primary.display()))?;
+    if !primary.is_dir() {
+        return Err(invalid(format!(
+            "source directory `{}` does not exist",
+            primary.display()
+        )));
+    }
+    let buildspec_path = locate_buildspec(args, &primary)?;
+    let (text, parsed) = parse_file(
+        &buildspec_path,
+        &ParseOptions {
+            strict: args.strict,
+        },
+    )
+    .map_err(|e| invalid(format!("{}: {e}", buildspec_path.display())))?;
+    let stderr_color = crate::color::stderr(color);
+    let shown = buildspec_path.display().to_string();
+    for d in &parsed.diagnostics {
+        eprintln!("{}", d.render(&text, &shown, stderr_color));
+    }
+    let Some(spec) = parsed.buildspec else {
+        return Err(invalid(format!("{shown} is not a valid buildspec")));
+    };
+    let env_file = match &args.env_file {
+        None => Vec::new(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid(format!("--env-file {}: {e}", path.display())))?;
+            plan::parse_env_file(&text)
+                .map_err(|e| invalid(format!("--env-file {}: {e}", path.display())))?
+        }
+    };
+    let overrides = pairs("--env-var", &args.env_vars)?;
+    let secrets = pairs("--secret", &args.secrets)?;
+
+    // The build runs in a fresh copy unless -m; the copy is removed afterwards.
+    let staging;
+    let source_dir = if args.mount_source {
+        primary.clone()
+    } else {
+        staging = tempfile::Builder::new()
+            .prefix("buildagent-src-")
+            .tempdir()
+            .context("a directory for the source copy")?;
+        let dir = staging.path().join("src");
+        source::stage(&primary, &dir).context("copying the source")?;
+        dir
+    };
+    let mut staged_secondary = Vec::new();
+    for (id, dir) in &secondary {
+        let dir = std::path::absolute(dir)?;
+        if !dir.is_dir() {
+            return Err(invalid(format!(
+                "secondary source `{id}`: `{}` does not exist",
+                dir.display()
+            )));
+        }
+        staged_secondary.push((id.clone(), dir));
+    }
+
+    let identity = BuildIdentity {
+        project: primary
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "local".to_string()),
+        uuid: uuid::Uuid::new_v4().to_string(),
+        number: 1,
+        initiator: std::env::var("USER").unwrap_or_else(|_| "buildagent".to_string()),
+        start_time: SystemTime::now(),
+        region: std::env::var("AWS_REGION")
+            .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|_| "us-east-1".to_string()),
+        account: "000000000000".to_string(),
+        image: "host".to_string(),
+    };
+    let options = BuildOptions {
+        source_info: source::git_info(&primary),
+        source_dir,
+        secondary_sources: staged_secondary,
+        buildspec_path: buildspec_path.clone(),
+        base_env: std::env::vars().collect(),
+        env_file,
+        overrides,
+        secrets,
+        identity,
+        timeout,
+        grace,
+    };
+
+    let format = args.log_format.unwrap_or(if io::stdout().is_terminal() {
+        LogFormat::Pretty
+    } else {
+        LogFormat::Codebuild
+    });
+    let stdout_color = crate::color::enabled(color, io::stdout().is_terminal());
+    let mut reporters: Vec<Box<dyn Reporter + Send>> = vec![match format {
+        LogFormat::Codebuild => Box::new(CodeBuildLog::new(
+            BufWriter::new(io::stdout()),
+            false,
+            false,
+        )),
+        LogFormat::Pretty => Box::new(CodeBuildLog::new(
+            BufWriter::new(io::stdout()),
+            stdout_color,
+            true,
+        )),
+        LogFormat::Json => Box::new(JsonLines::new(BufWriter::new(io::stdout()))),
+    }];
+    if let Some(path) = &args.log_file {
+        let file = File::create(path).with_context(|| format!("--log-file {}", path.display()))?;
+        reporters.push(Box::new(CodeBuildLog::new(
+            BufWriter::new(file),
+            false,
+            false,
+        )));
+    }
+
+    // Orphans of the build (daemons that setsid) are reparented to the agent, so they can be
+    // found and ended with the rest.
+    if let Err(e) = enable_child_subreaper() {
+        eprintln!("warning: cannot become a child subreaper ({e}); daemons the build starts may outlive it");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(async move {
+        let stop = StopRequest::new();
+        let kill_now = CancellationToken::new();
+        let render_error: Arc<Mutex<Option<io::Error>>> = Arc::default();
+        let signals = tokio::spawn(watch_signals(stop.clone(), kill_now.clone()));
+        let build = Build::new(spec, options, Arc::new(HostExecutor::new()));
+        let errors = render_error.clone();
+        let stop_on_error = stop.clone();
+        let result = build
+            .run(stop.clone(), kill_now.clone(), move |event: Event| {
+                for r in reporters.iter_mut() {
+                    if let Err(e) = r.report(&event) {
+                        // A closed stdout (`| head`) stops the build; it still cleans up.
+                        let mut slot = errors.lock().unwrap_or_else(|p| p.into_inner());
+                        if slot.is_none() {
+                            *slot = Some(e);
+                            stop_on_error.request(CancelReason::Signal);
+                        }
+                    }
+                }
+            })
+            .await;
+        signals.abort();
+        result
+    });
+    let _ = io::stdout().flush();
+    Ok(ExitCode::from(match result.status {
+        BuildStatus::Succeeded => 0,
+        BuildStatus::Failed => 1,
+        BuildStatus::Fault => EXIT_FAULT,
+        BuildStatus::TimedOut => 124,
+        BuildStatus::Stopped => 130,
+    }))
+}
+
+/// First SIGINT or SIGTERM: stop gracefully. A second SIGINT: kill at once.
+async fn watch_signals(stop: StopRequest, kill_now: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    let mut interrupts = 0;
+    loop {
+        tokio::select! {
+            _ = int.recv() => {
+                interrupts += 1;
+                stop.request(CancelReason::Signal);
+                if interrupts >= 2 {
+                    kill_now.cancel();
+                }
+            }
+            _ = term.recv() => {
+                stop.request(CancelReason::Signal);
+            }
+        }
+    }
+}
+
+/// The primary source and the `ID:DIR` secondary ones.
+fn sources(args: &[String]) -> anyhow::Result<(PathBuf, Vec<(String, PathBuf)>)> {
+    let mut primary = None;
+    let mut secondary = Vec::new();
+    for arg in args {
+        match arg.split_once(':') {
+            Some((id, dir)) if primary.is_some() || !Path::new(arg).exists() => {
+                if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(invalid(format!(
+                        "-s {arg}: the source identifier `{id}` must be letters, digits and `_`"
+                    )));
+                }
+                secondary.push((id.to_string(), PathBuf::from(dir)));
+            }
+            _ if primary.is_none() => primary = Some(PathBuf::from(arg)),
+            _ => {
+                return Err(invalid(format!(
+                    "-s {arg}: only the first source is primary; name the others as ID:DIR"
+                )))
+            }
+        }
+    }
+    Ok((primary.unwrap_or_else(|| PathBuf::from(".")), secondary))
+}
+
+/// The buildspec path: the argument (relative to the current directory), else `buildspec.yml`
+/// or `buildspec.yaml` in the source directory.
+fn locate_buildspec(args: &RunArgs, source: &Path) -> anyhow::Result<PathBuf> {
+    if let Some(path) = args.buildspec.as_ref().or(args.buildspec_arg.as_ref()) {
+        if !path.is_file() {
+            bail!(InvalidInput(format!(
+                "YAML file does not exist: {}",
+                path.display()
+            )));
+        }
+        return Ok(std::path::absolute(path)?);
+    }
+    for name in ["buildspec.yml", "buildspec.yaml"] {
+        let path = source.join(name);
+        if path.is_file() {
+            return Ok(path);
+        }
+    }
+    Err(invalid(format!(
+        "YAML file does not exist: no buildspec.yml or buildspec.yaml in {} (name one with -b FILE)",
+        source.display()
+    )))
+}
+
+fn pairs(flag: &str, values: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    values
+        .iter()
+        .map(|v| {
+            let (name, value) = v
+                .split_once('=')
+                .ok_or_else(|| invalid(format!("{flag} {v}: expected NAME=VALUE")))?;
+            if !plan::is_variable_name(name) {
+                return Err(invalid(format!(
+                    "{flag} {v}: invalid variable name `{name}`"
+                )));
+            }
+            Ok((name.to_string(), value.to_string()))
+        })
+        .collect()
+}
+
+/// The exit status for an error from [`run`].
+pub fn error_status(error: &anyhow::Error) -> u8 {
+    if error.downcast_ref::<InvalidInput>().is_some() {
+        EXIT_INVALID
+    } else {
+        EXIT_FAULT
+    }
+}

@@ -1,0 +1,807 @@
+//! The phase machine: CodeBuild's semantics in one place.
+//!
+//! A [`Build`] takes a parsed buildspec, the options of one run and an [`Executor`], and runs
+//! DOWNLOAD_SOURCE, INSTALL, PRE_BUILD, BUILD, POST_BUILD, UPLOAD_ARTIFACTS and FINALIZING with
+//! the transitions of decisions.md "Phases and status", reporting every step as an [`Event`].
+//! It never prints: the caller's callback decides what to show.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use buildagent_spec::{Buildspec, OnFailure, PhaseName, Shell, Spanned, Version};
+use tokio_util::sync::CancellationToken;
+
+use crate::command::{ScriptMode, StateDir};
+use crate::events::{
+    Block, BuildPhase, BuildStatus, CancelReason, CommandOutcome, Event, EventKind, PhaseContext,
+    PhaseStatus, PhaseSummary, Stream,
+};
+use crate::executor::{CommandControl, Executor, OutputSink, RunAs, StopRequest};
+use crate::mask::Masker;
+use crate::plan::{agent_variables, BuildIdentity, Environment, Origin, SourceInfo};
+
+/// How much of a failing command's output is kept for `RETRY-<regex>` matching.
+const RETRY_TAIL: usize = 64 * 1024;
+
+/// The options of one build run.
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    /// The directory the build runs in (`CODEBUILD_SRC_DIR`).
+    pub source_dir: PathBuf,
+    /// Secondary sources: identifier and directory (`CODEBUILD_SRC_DIR_<id>`).
+    pub secondary_sources: Vec<(String, PathBuf)>,
+    /// Where the buildspec was read from (shown in the log).
+    pub buildspec_path: PathBuf,
+    /// The executor's own environment (lowest precedence).
+    pub base_env: Vec<(String, String)>,
+    /// The project environment file's variables (`-e FILE`).
+    pub env_file: Vec<(String, String)>,
+    /// Start-build overrides (`--env-var`).
+    pub overrides: Vec<(String, String)>,
+    /// Masked overrides (`--secret`).
+    pub secrets: Vec<(String, String)>,
+    /// The build's identity (`CODEBUILD_BUILD_ID` and friends).
+    pub identity: BuildIdentity,
+    /// What is known of the source (git versions).
+    pub source_info: SourceInfo,
+    /// The build timeout (default 60 minutes).
+    pub timeout: Duration,
+    /// Time between SIGTERM and SIGKILL when a command is stopped (default 10 seconds).
+    pub grace: Duration,
+}
+
+/// What a build ended as.
+#[derive(Clone, Debug)]
+pub struct BuildResult {
+    /// The final status.
+    pub status: BuildStatus,
+    /// Every phase that was entered, with its status and duration, in order (the last attempt).
+    pub phases: Vec<PhaseSummary>,
+    /// The `exported-variables` and their final values (masked).
+    pub exported: Vec<(String, String)>,
+    /// How many times the build ran (more than 1 after `on-failure: RETRY`).
+    pub attempts: u32,
+}
+
+/// A build: a buildspec, options and an executor, ready to run.
+pub struct Build {
+    spec: Buildspec,
+    options: BuildOptions,
+    executor: Arc<dyn Executor>,
+}
+
+/// What ended an attempt early.
+enum Halt {
+    /// Stopped by a signal or the timeout.
+    Cancelled(CancelReason),
+    /// A retry was asked for (the failing phase had `on-failure: RETRY...` and it matched).
+    Retry,
+}
+
+impl Build {
+    /// A build of `spec` with `options`, running commands through `executor`.
+    pub fn new(spec: Buildspec, options: BuildOptions, executor: Arc<dyn Executor>) -> Build {
+        Build {
+            spec,
+            options,
+            executor,
+        }
+    }
+
+    /// Runs the build to the end. `stop` ends it gracefully (SIGINT/SIGTERM: status STOPPED);
+    /// `kill_now` kills the running command at once; the timeout ends it with TIMED_OUT. Every
+    /// event goes to `report`. Whatever the ending, processes the build left are swept.
+    pub async fn run(
+        self,
+        stop: StopRequest,
+        kill_now: CancellationToken,
+        mut report: impl FnMut(Event) + Send,
+    ) -> BuildResult {
+        let started = Instant::now();
+        let clock = Clock { started };
+        let timer = {
+            let stop = stop.clone();
+            let timeout = self.options.timeout;
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                stop.request(CancelReason::Timeout);
+            })
+        };
+        report(clock.event(EventKind::BuildStarted {
+            build_id: self.options.identity.build_id(),
+            source_dir: self.options.source_dir.clone(),
+            buildspec_path: self.options.buildspec_path.clone(),
+        }));
+        let mut attempt = 0;
+        let max_retries = self.max_retries();
+        let (status, phases, exported) = loop {
+            attempt += 1;
+            let mut run = Attempt::new(&self, &clock, &stop, &kill_now);
+            let halt = run.run(&mut report).await;
+            if let Some(Halt::Retry) = halt {
+                if attempt <= max_retries {
+                    report(clock.event(EventKind::Info {
+                        message: format!(
+                            "Retrying the build: attempt {} of {}",
+                            attempt + 1,
+                            max_retries + 1
+                        ),
+                    }));
+                    continue;
+                }
+            }
+            let status = match halt {
+                Some(Halt::Cancelled(CancelReason::Timeout)) => BuildStatus::TimedOut,
+                Some(Halt::Cancelled(CancelReason::Signal)) => BuildStatus::Stopped,
+                _ if run.fault => BuildStatus::Fault,
+                _ if run.failed => BuildStatus::Failed,
+                _ => BuildStatus::Succeeded,
+            };
+            break (status, run.phases, run.exported);
+        };
+        timer.abort();
+        report(clock.event(EventKind::BuildFinished {
+            status,
+            duration: started.elapsed(),
+            phases: phases.clone(),
+        }));
+        BuildResult {
+            status,
+            phases,
+            exported,
+            attempts: attempt,
+        }
+    }
+
+    /// The largest RETRY count of any phase (a build is retried as a whole).
+    fn max_retries(&self) -> u32 {
+        self.spec
+            .phases
+            .iter()
+            .filter_map(|p| match p.on_failure.as_ref().map(|o| &o.value) {
+                Some(OnFailure::Retry(r)) => Some(r.count),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+struct Clock {
+    started: Instant,
+}
+
+impl Clock {
+    fn event(&self, kind: EventKind) -> Event {
+        Event::new(SystemTime::now(), self.started.elapsed(), kind)
+    }
+}
+
+/// One run of the build from DOWNLOAD_SOURCE to FINALIZING.
+struct Attempt<'b> {
+    build: &'b Build,
+    clock: &'b Clock,
+    stop: &'b StopRequest,
+    kill_now: &'b CancellationToken,
+    phases: Vec<PhaseSummary>,
+    exported: Vec<(String, String)>,
+    failed: bool,
+    fault: bool,
+    masker_secrets: Vec<String>,
+}
+
+/// The result of one phase's commands.
+struct PhaseRun {
+    status: PhaseStatus,
+    context: Option<PhaseContext>,
+    /// The failing command's output tail and the failure message, for RETRY matching.
+    failure_text: String,
+}
+
+impl<'b> Attempt<'b> {
+    fn new(
+        build: &'b Build,
+        clock: &'b Clock,
+        stop: &'b StopRequest,
+        kill_now: &'b CancellationToken,
+    ) -> Attempt<'b> {
+        Attempt {
+            build,
+            clock,
+            stop,
+            kill_now,
+            phases: Vec::new(),
+            exported: Vec::new(),
+            failed: false,
+            fault: false,
+            masker_secrets: Vec::new(),
+        }
+    }
+
+    fn emit(&self, report: &mut (impl FnMut(Event) + Send), kind: EventKind) {
+        report(self.clock.event(kind));
+    }
+
+    fn finish_phase(
+        &mut self,
+        report: &mut (impl FnMut(Event) + Send),
+        phase: BuildPhase,
+        started: Instant,
+        status: PhaseStatus,
+        context: Option<PhaseContext>,
+    ) {
+        let duration = started.elapsed();
+        self.phases.push(PhaseSummary {
+            phase,
+            status,
+            duration,
+        });
+        self.emit(
+            report,
+            EventKind::PhaseFinished {
+                phase,
+                status,
+                duration,
+                context,
+            },
+        );
+    }
+
+    async fn run(&mut self, report: &mut (impl FnMut(Event) + Send)) -> Option<Halt> {
+        let spec = &self.build.spec;
+        let options = &self.build.options;
+
+        // DOWNLOAD_SOURCE: assemble the environment, create the command state.
+        let started = Instant::now();
+        self.emit(
+            report,
+            EventKind::PhaseStarted {
+                phase: BuildPhase::DownloadSource,
+            },
+        );
+        self.emit(
+            report,
+            EventKind::Info {
+                message: format!("CODEBUILD_SRC_DIR={}", options.source_dir.display()),
+            },
+        );
+        self.emit(
+            report,
+            EventKind::Info {
+                message: format!("YAML location is {}", options.buildspec_path.display()),
+            },
+        );
+        self.emit(
+            report,
+            EventKind::Info {
+                message: "Processing environment variables".into(),
+            },
+        );
+        let env = self.environment();
+        self.masker_secrets = env.secret_values();
+        let shell = match spec.env.shell.as_ref().map(|s| s.value) {
+            None | Some(Shell::Sh) => PathBuf::from("/bin/sh"),
+            Some(Shell::Bash) => PathBuf::from("bash"),
+            Some(other) => {
+                let message = format!(
+                    "shell `{}` is for Windows images and cannot run here",
+                    other.as_str()
+                );
+                self.failed = true;
+                self.finish_phase(
+                    report,
+                    BuildPhase::DownloadSource,
+                    started,
+                    PhaseStatus::Failed,
+                    Some(PhaseContext {
+                        code: "YAML_FILE_ERROR".into(),
+                        message,
+                    }),
+                );
+                return self.finalize(report, None, None).await;
+            }
+        };
+        let mut state = match StateDir::new(&env.pairs(), &options.source_dir) {
+            Ok(state) => state,
+            Err(e) => {
+                self.fault = true;
+                self.finish_phase(
+                    report,
+                    BuildPhase::DownloadSource,
+                    started,
+                    PhaseStatus::Fault,
+                    Some(PhaseContext {
+                        code: "FAULT".into(),
+                        message: e.to_string(),
+                    }),
+                );
+                return self.finalize(report, None, None).await;
+            }
+        };
+        self.emit(
+            report,
+            EventKind::Info {
+                message: format!("Moving to directory {}", options.source_dir.display()),
+            },
+        );
+        let present: Vec<&buildagent_spec::Phase> = spec.phases.iter().collect();
+        self.emit(
+            report,
+            EventKind::Info {
+                message: format!("Phases found in YAML: {}", present.len()),
+            },
+        );
+        for phase in &present {
+            self.emit(
+                report,
+                EventKind::Info {
+                    message: format!(
+                        " {}: {} commands",
+                        phase.name.log_name(),
+                        phase.commands.len()
+                    ),
+                },
+            );
+        }
+        self.finish_phase(
+            report,
+            BuildPhase::DownloadSource,
+            started,
+            PhaseStatus::Succeeded,
+            None,
+        );
+
+        let mode = match spec.version {
+            Version::V0_1 => ScriptMode::V01,
+            Version::V0_2 => ScriptMode::V02,
+        };
+        let mut upload = true;
+        let mut halt = None;
+        for name in PhaseName::ALL {
+            let phase_started = Instant::now();
+            let build_phase = build_phase(name);
+            self.emit(report, EventKind::PhaseStarted { phase: build_phase });
+            let phase = spec.phase(name);
+            let run = self.run_phase(report, &mut state, &shell, mode, name).await;
+            let status = run.status;
+            self.finish_phase(report, build_phase, phase_started, status, run.context);
+            match status {
+                PhaseStatus::Succeeded => continue,
+                PhaseStatus::TimedOut => {
+                    halt = Some(Halt::Cancelled(CancelReason::Timeout));
+                    upload = false;
+                    break;
+                }
+                PhaseStatus::Stopped => {
+                    halt = Some(Halt::Cancelled(CancelReason::Signal));
+                    upload = false;
+                    break;
+                }
+                _ => {}
+            }
+            self.failed = true;
+            match phase.and_then(|p| p.on_failure.as_ref()).map(|o| &o.value) {
+                Some(OnFailure::Abort) => {
+                    upload = false;
+                    break;
+                }
+                Some(OnFailure::Continue) => continue,
+                Some(OnFailure::Retry(retry)) => {
+                    let matches = match &retry.pattern {
+                        None => true,
+                        Some(p) => regex::Regex::new(p)
+                            .map(|r| r.is_match(&run.failure_text))
+                            .unwrap_or(false),
+                    };
+                    if matches && retry.count > 0 {
+                        halt = Some(Halt::Retry);
+                        upload = false;
+                        break;
+                    }
+                    if matches!(name, PhaseName::Install | PhaseName::PreBuild) {
+                        upload = false;
+                        break;
+                    }
+                }
+                None => {
+                    if matches!(name, PhaseName::Install | PhaseName::PreBuild) {
+                        upload = false;
+                        break;
+                    }
+                }
+            }
+        }
+        self.finalize(report, Some(state), if upload { Some(()) } else { None })
+            .await
+            .or(halt)
+    }
+
+    /// UPLOAD_ARTIFACTS (when `upload` is set) and FINALIZING: exported variables, leak sweep.
+    async fn finalize(
+        &mut self,
+        report: &mut (impl FnMut(Event) + Send),
+        state: Option<StateDir>,
+        upload: Option<()>,
+    ) -> Option<Halt> {
+        let masker = Masker::new(self.masker_secrets.iter()).unwrap_or_else(|_| Masker::none());
+        if let Some(state) = &state {
+            for name in &self.build.spec.env.exported_variables {
+                let value = state
+                    .env()
+                    .get_lossy(name)
+                    .map(|v| masker.mask_str(&v))
+                    .unwrap_or_default();
+                self.exported.push((name.value.clone(), value));
+            }
+        }
+        if upload.is_some() {
+            let started = Instant::now();
+            self.emit(
+                report,
+                EventKind::PhaseStarted {
+                    phase: BuildPhase::UploadArtifacts,
+                },
+            );
+            if self.build.spec.artifacts.is_some() {
+                self.emit(
+                    report,
+                    EventKind::Warning {
+                        message: "artifacts are not packaged by this version of buildagent yet"
+                            .into(),
+                    },
+                );
+            }
+            self.finish_phase(
+                report,
+                BuildPhase::UploadArtifacts,
+                started,
+                PhaseStatus::Succeeded,
+                None,
+            );
+        }
+        let started = Instant::now();
+        self.emit(
+            report,
+            EventKind::PhaseStarted {
+                phase: BuildPhase::Finalizing,
+            },
+        );
+        let grace = self.build.options.grace;
+        let mut sink = |_: Stream, _: &[u8]| {};
+        match self.build.executor.sweep(grace, &mut sink).await {
+            Ok(leaked) if !leaked.is_empty() => {
+                self.emit(report, EventKind::ProcessesLeaked { processes: leaked })
+            }
+            Ok(_) => {}
+            Err(e) => self.emit(
+                report,
+                EventKind::Warning {
+                    message: format!("cannot end leftover processes: {e}"),
+                },
+            ),
+        }
+        if let Some(state) = state {
+            if let Err(e) = state.close() {
+                self.emit(
+                    report,
+                    EventKind::Warning {
+                        message: format!("cannot remove the command state: {e}"),
+                    },
+                );
+            }
+        }
+        self.finish_phase(
+            report,
+            BuildPhase::Finalizing,
+            started,
+            PhaseStatus::Succeeded,
+            None,
+        );
+        None
+    }
+
+    /// The initial environment, layer by layer (see [`crate::plan`]).
+    fn environment(&self) -> Environment {
+        let spec = &self.build.spec;
+        let options = &self.build.options;
+        let mut env = Environment::new();
+        env.extend(
+            options
+                .base_env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+            Origin::Executor,
+            false,
+        );
+        env.extend(
+            spec.env
+                .variables
+                .iter()
+                .map(|v| (v.name.value.as_str(), v.value.value.as_str())),
+            Origin::Buildspec,
+            false,
+        );
+        env.extend(
+            options
+                .env_file
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+            Origin::EnvFile,
+            false,
+        );
+        let agent = agent_variables(
+            &options.identity,
+            &options.source_dir,
+            &options.source_info,
+            &options.secondary_sources,
+        );
+        env.extend(
+            agent.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            Origin::Agent,
+            false,
+        );
+        env.extend(
+            options
+                .overrides
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+            Origin::Override,
+            false,
+        );
+        env.extend(
+            options
+                .secrets
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+            Origin::Override,
+            true,
+        );
+        env
+    }
+
+    async fn run_phase(
+        &mut self,
+        report: &mut (impl FnMut(Event) + Send),
+        state: &mut StateDir,
+        shell: &std::path::Path,
+        mode: ScriptMode,
+        name: PhaseName,
+    ) -> PhaseRun {
+        let spec = &self.build.spec;
+        let Some(phase) = spec.phase(name) else {
+            return PhaseRun {
+                status: PhaseStatus::Succeeded,
+                context: None,
+                failure_text: String::new(),
+            };
+        };
+        let user_name = phase.run_as.as_ref().or(spec.run_as.as_ref());
+        let user = match user_name.map(|n| RunAs::resolve(n)) {
+            None => None,
+            Some(Ok(user)) => Some(user),
+            Some(Err(e)) => {
+                return PhaseRun {
+                    status: PhaseStatus::Failed,
+                    context: Some(PhaseContext {
+                        code: "CLIENT_ERROR".into(),
+                        message: e.to_string(),
+                    }),
+                    failure_text: e.to_string(),
+                }
+            }
+        };
+        let mut result = PhaseRun {
+            status: PhaseStatus::Succeeded,
+            context: None,
+            failure_text: String::new(),
+        };
+        for (block, commands) in [
+            (Block::Commands, &phase.commands),
+            (Block::Finally, &phase.finally),
+        ] {
+            for (index, command) in commands.iter().enumerate() {
+                let outcome = self
+                    .run_command(
+                        report,
+                        state,
+                        shell,
+                        mode,
+                        user.as_ref(),
+                        name,
+                        block,
+                        index,
+                        command,
+                    )
+                    .await;
+                match outcome {
+                    (CommandOutcome::Success, _) => continue,
+                    (CommandOutcome::TimedOut, _) => {
+                        result.status = PhaseStatus::TimedOut;
+                        return result;
+                    }
+                    (CommandOutcome::Stopped, _) => {
+                        result.status = PhaseStatus::Stopped;
+                        return result;
+                    }
+                    (outcome, tail) => {
+                        let reason = match &outcome {
+                            CommandOutcome::Exited(code) => format!("exit status {code}"),
+                            CommandOutcome::Signaled(sig) => format!("signal {sig}"),
+                            CommandOutcome::SpawnFailed(why) => why.clone(),
+                            _ => "failed".to_string(),
+                        };
+                        if result.status == PhaseStatus::Succeeded {
+                            let masker = Masker::new(self.masker_secrets.iter())
+                                .unwrap_or_else(|_| Masker::none());
+                            let message = format!(
+                                "Error while executing command: {}. Reason: {reason}",
+                                masker.mask_str(&command.value)
+                            );
+                            result.failure_text = format!("{tail}\n{message}");
+                            result.context = Some(PhaseContext {
+                                code: "COMMAND_EXECUTION_ERROR".into(),
+                                message,
+                            });
+                        }
+                        result.status = PhaseStatus::Failed;
+                        // The first failing command skips the rest of its block; `finally` runs.
+                        break;
+                    }
+                }
+            }
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_command(
+        &mut self,
+        report: &mut (impl FnMut(Event) + Send),
+        state: &mut StateDir,
+        shell: &std::path::Path,
+        mode: ScriptMode,
+        user: Option<&RunAs>,
+        phase: PhaseName,
+        block: Block,
+        index: usize,
+        command: &Spanned<String>,
+    ) -> (CommandOutcome, String) {
+        let phase = build_phase(phase);
+        let display_masker =
+            Masker::new(self.masker_secrets.iter()).unwrap_or_else(|_| Masker::none());
+        self.emit(
+            report,
+            EventKind::CommandStarted {
+                phase,
+                block,
+                index,
+                command: display_masker.mask_str(&command.value),
+            },
+        );
+        let started = Instant::now();
+        let spec = match state.prepare(&command.value, mode, shell, user) {
+            Ok(spec) => spec,
+            Err(e) => {
+                let outcome = CommandOutcome::SpawnFailed(e.to_string());
+                self.emit(
+                    report,
+                    EventKind::CommandFinished {
+                        phase,
+                        block,
+                        index,
+                        outcome: outcome.clone(),
+                        duration: started.elapsed(),
+                    },
+                );
+                return (outcome, String::new());
+            }
+        };
+        let control = CommandControl::new(
+            self.stop.clone(),
+            self.kill_now.clone(),
+            self.build.options.grace,
+        );
+        let mut sink = MaskingSink {
+            stdout: Masker::new(self.masker_secrets.iter()).unwrap_or_else(|_| Masker::none()),
+            stderr: Masker::new(self.masker_secrets.iter()).unwrap_or_else(|_| Masker::none()),
+            clock: self.clock,
+            report,
+            tail: Vec::new(),
+        };
+        let outcome = match self.build.executor.run(&spec, control, &mut sink).await {
+            Ok(outcome) => outcome,
+            Err(e) => CommandOutcome::SpawnFailed(e.to_string()),
+        };
+        sink.flush();
+        let tail = String::from_utf8_lossy(&sink.tail).into_owned();
+        if mode == ScriptMode::V02 {
+            if let Err(e) = state.finish() {
+                self.emit(
+                    report,
+                    EventKind::Warning {
+                        message: format!("cannot save the command's environment: {e}"),
+                    },
+                );
+            }
+        }
+        if !outcome.is_success()
+            && matches!(
+                outcome,
+                CommandOutcome::Exited(_)
+                    | CommandOutcome::Signaled(_)
+                    | CommandOutcome::SpawnFailed(_)
+            )
+        {
+            // CODEBUILD_BUILD_SUCCEEDING is 0 from the command after the first failure on.
+            if let Err(e) = state.set_var("CODEBUILD_BUILD_SUCCEEDING", "0") {
+                self.emit(
+                    report,
+                    EventKind::Warning {
+                        message: format!("cannot update CODEBUILD_BUILD_SUCCEEDING: {e}"),
+                    },
+                );
+            }
+        }
+        self.emit(
+            report,
+            EventKind::CommandFinished {
+                phase,
+                block,
+                index,
+                outcome: outcome.clone(),
+                duration: started.elapsed(),
+            },
+        );
+        (outcome, tail)
+    }
+}
+
+/// Masks a command's output and turns it into events, keeping a tail for RETRY matching.
+struct MaskingSink<'a, R: FnMut(Event) + Send> {
+    stdout: Masker,
+    stderr: Masker,
+    clock: &'a Clock,
+    report: &'a mut R,
+    tail: Vec<u8>,
+}
+
+impl<R: FnMut(Event) + Send> MaskingSink<'_, R> {
+    fn send(&mut self, stream: Stream, bytes: Vec<u8>) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.tail.extend_from_slice(&bytes);
+        if self.tail.len() > RETRY_TAIL {
+            let cut = self.tail.len() - RETRY_TAIL;
+            self.tail.drain(..cut);
+        }
+        (self.report)(self.clock.event(EventKind::Output { stream, bytes }));
+    }
+
+    fn flush(&mut self) {
+        let out = self.stdout.finish();
+        self.send(Stream::Stdout, out);
+        let err = self.stderr.finish();
+        self.send(Stream::Stderr, err);
+    }
+}
+
+impl<R: FnMut(Event) + Send> OutputSink for MaskingSink<'_, R> {
+    fn output(&mut self, stream: Stream, bytes: &[u8]) {
+        let masked = match stream {
+            Stream::Stdout => self.stdout.push(bytes).into_owned(),
+            Stream::Stderr => self.stderr.push(bytes).into_owned(),
+        };
+        self.send(stream, masked);
+    }
+}
+
+fn build_phase(name: PhaseName) -> BuildPhase {
+    match name {
+        PhaseName::Install => BuildPhase::Install,
+        PhaseName::PreBuild => BuildPhase::PreBuild,
+        PhaseName::Build => BuildPhase::Build,
+        PhaseName::PostBuild => BuildPhase::PostBuild,
+    }
+}
