@@ -124,3 +124,49 @@ impl Run {
         self
     }
 }
+
+/// Redacts what changes from run to run in a CodeBuild-format log: timestamps, build ids and
+/// the source copy's temporary path.
+pub fn redact_log(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    for line in log.split_inclusive('\n') {
+        let line = match line.strip_prefix("[Container] ") {
+            Some(rest) if rest.len() > 27 && rest.as_bytes()[4] == b'/' => {
+                format!("[Container] [TIME]{}", &rest[26..])
+            }
+            _ => line.to_string(),
+        };
+        out.push_str(&line);
+    }
+    let mut redacted = String::new();
+    for piece in out.split("/tmp/buildagent-src-") {
+        if redacted.is_empty() && !out.starts_with("/tmp/buildagent-src-") {
+            redacted.push_str(piece);
+            continue;
+        }
+        redacted.push_str("[SRC]");
+        redacted.push_str(piece.get(6..).unwrap_or(""));
+    }
+    redacted
+        .lines()
+        .map(|l| match l.find("(build ") {
+            Some(i) => format!("{}(build [ID])", &l[..i]),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + if redacted.ends_with('\n') { "\n" } else { "" }
+}
+
+/// True while a process with this pid exists (and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
