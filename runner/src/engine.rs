@@ -29,6 +29,9 @@ const RETRY_TAIL: usize = 64 * 1024;
 pub struct BuildOptions {
     /// The directory the build runs in (`CODEBUILD_SRC_DIR`).
     pub source_dir: PathBuf,
+    /// When set, DOWNLOAD_SOURCE copies this directory into `source_dir` first (see
+    /// [`crate::source::stage`]); when `None`, the build runs in `source_dir` as it is (`-m`).
+    pub stage_from: Option<PathBuf>,
     /// Secondary sources: identifier and directory (`CODEBUILD_SRC_DIR_<id>`).
     pub secondary_sources: Vec<(String, PathBuf)>,
     /// Where the buildspec was read from (shown in the log).
@@ -272,6 +275,35 @@ impl<'b> Attempt<'b> {
                 message: format!("YAML location is {}", options.buildspec_path.display()),
             },
         );
+        if let Some(from) = &options.stage_from {
+            match crate::source::stage(from, &options.source_dir) {
+                Ok(files) => self.emit(
+                    report,
+                    EventKind::Info {
+                        message: format!(
+                            "Copied {files} file(s) from {} to {}",
+                            from.display(),
+                            options.source_dir.display()
+                        ),
+                    },
+                ),
+                Err(e) => {
+                    self.fault = true;
+                    let context = PhaseContext {
+                        code: "CLIENT_ERROR".into(),
+                        message: e.to_string(),
+                    };
+                    self.finish_phase(
+                        report,
+                        BuildPhase::DownloadSource,
+                        started,
+                        PhaseStatus::Fault,
+                        Some(context),
+                    );
+                    return self.finalize(report, None, None).await;
+                }
+            }
+        }
         self.emit(
             report,
             EventKind::Info {

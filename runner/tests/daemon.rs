@@ -36,6 +36,8 @@ async fn daemonized_processes_are_found_and_swept() {
     let daemon = read_pid(&shot.path("daemon.pid")).await;
     let orphan = read_pid(&shot.path("orphan.pid")).await;
     assert!(is_alive(daemon) && is_alive(orphan));
+    common::wait_for_command_line(daemon, "sleep 600").await;
+    common::wait_for_command_line(orphan, "sleep 601").await;
 
     // The daemon left our session and group, and was reparented to us (the subreaper).
     let me = std::process::id().to_string();

@@ -116,6 +116,8 @@ async fn background_sleep_does_not_hold_the_command_and_is_swept() {
     );
     let pid = read_pid(&shot.path("sleep.pid")).await;
     assert!(is_alive(pid));
+    // `$!` is known as soon as the shell forked; wait for the child to have exec'd `sleep`.
+    common::wait_for_command_line(pid, "sleep 600").await;
 
     let mut sink = CapturedOutput::default();
     let leaked = exec.sweep(Duration::from_secs(5), &mut sink).await.unwrap();
@@ -157,17 +159,20 @@ async fn background_output_after_the_command_returned_is_not_lost() {
 
     // Output written after the last command is passed to the sweep's sink.
     let last = OneShot::new(
-        "( while [ ! -e go ]; do sleep 0.01; done; echo swept-output; echo $$ > wrote; exec sleep 600 ) &",
+        "( while [ ! -e go ]; do sleep 0.01; done; echo swept-output; exec sh -c 'echo $$ > wrote; exec sleep 600' ) &",
     );
     let (outcome, _) = run(&exec, &last).await;
     assert_eq!(outcome, CommandOutcome::Success);
     std::fs::write(last.path("go"), "").unwrap();
-    wait_for_file(&last.path("wrote"), Duration::from_secs(10)).await;
+    let pid = read_pid(&last.path("wrote")).await;
+    common::wait_for_command_line(pid, "sleep 600").await;
     let mut sink = CapturedOutput::default();
     let leaked = exec.sweep(Duration::from_secs(5), &mut sink).await.unwrap();
     assert_eq!(sink.stdout_str(), "swept-output\n");
     assert!(
-        leaked.iter().any(|p| p.command_line == "sleep 600"),
+        leaked
+            .iter()
+            .any(|p| p.pid == pid && p.command_line == "sleep 600"),
         "{leaked:?}"
     );
 }

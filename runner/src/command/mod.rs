@@ -14,8 +14,8 @@
 //! . '/tmp/buildagent-XXXX/env.sh'
 //! <the user's command, verbatim, any number of lines>
 //! export CODEBUILD_LAST_EXIT=$?
-//! { command export -p && command echo '# buildagent: end of export -p'; } >| '/tmp/buildagent-XXXX/env.out'
-//! command pwd >| '/tmp/buildagent-XXXX/dir.out'
+//! { command export -p && command echo '# buildagent: end of export -p'; } >| '/tmp/buildagent-XXXX/out/env.out'
+//! command pwd >| '/tmp/buildagent-XXXX/out/dir.out'
 //! exit "$CODEBUILD_LAST_EXIT"
 //! ```
 //!

@@ -73,6 +73,8 @@ use crate::os::{self, ProcStat};
 const READ_CHUNK: usize = 64 * 1024;
 /// How often the group and the process table are polled while waiting for processes to die.
 const POLL: Duration = Duration::from_millis(10);
+/// How long a stopped command's group may take to die after SIGKILL before `run` gives up waiting.
+const KILL_WAIT: Duration = Duration::from_secs(5);
 /// How long output is still collected after SIGKILL, for pipes to reach end-of-file.
 const SETTLE: Duration = Duration::from_millis(250);
 
@@ -296,7 +298,15 @@ impl HostExecutor {
                     }
                 }
             }
-            // Let the pipes of the killed group reach end-of-file so its last words are kept.
+            // SIGKILL is delivered asynchronously: wait until the group is really gone (bounded),
+            // so that a stopped command never outlives `run`, forwarding its last words meanwhile.
+            let give_up = Instant::now() + KILL_WAIT;
+            while self.group_alive(pgid) && Instant::now() < give_up {
+                reader
+                    .pump(&mut lease.pipes, sink, Instant::now() + POLL, |_| false)
+                    .await;
+            }
+            // Let the pipes of the killed group reach end-of-file so nothing it wrote is lost.
             let settle = Instant::now() + SETTLE;
             reader
                 .pump(&mut lease.pipes, sink, settle, |pipes| {

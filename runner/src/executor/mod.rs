@@ -27,7 +27,8 @@ pub use host::{enable_child_subreaper, HostExecutor};
 /// What to run: `program script_path`, with exactly `env` as its environment, from `cwd`, as `user`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommandSpec {
-    /// The shell (`/bin/sh`, `bash`, ...), found through the agent's `PATH` when not absolute.
+    /// The shell (`/bin/sh`, `bash`, ...). A name without a `/` is searched in the `PATH` of
+    /// [`env`](Self::env); prefer an absolute path.
     pub program: PathBuf,
     /// The script the shell runs (its only argument).
     pub script_path: PathBuf,
@@ -348,7 +349,8 @@ impl Default for CommandControl {
 /// Runs commands somewhere. Object-safe: the engine holds a `Box<dyn Executor>` or `Arc<dyn Executor>`.
 ///
 /// Calls to [`run`](Executor::run) are sequential (one command at a time); [`sweep`](Executor::sweep)
-/// is called once, after the last command.
+/// is called after the last command (also after a stop or timeout, which ends only the running
+/// command's process group). Use one executor per build, within one tokio runtime.
 pub trait Executor: Send + Sync {
     /// Runs one command to completion and returns how it ended.
     ///

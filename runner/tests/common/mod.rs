@@ -60,6 +60,27 @@ pub async fn wait_for_file(path: &Path, timeout: Duration) -> String {
     }
 }
 
+/// Waits until `pid` runs `command_line` (arguments joined by spaces).
+pub async fn wait_for_command_line(pid: i32, command_line: &str) {
+    let start = Instant::now();
+    loop {
+        let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.join(" ") == command_line {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{pid} never ran `{command_line}` (runs {args:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Reads a pid written by a test script.
 pub async fn read_pid(path: &Path) -> i32 {
     wait_for_file(path, Duration::from_secs(10))
