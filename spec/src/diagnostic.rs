@@ -20,7 +20,7 @@ use std::fmt::{self, Write as _};
 
 use serde::Serialize;
 
-use crate::span::Span;
+use crate::span::{LineIndex, Span};
 
 /// How serious a diagnostic is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -145,7 +145,8 @@ impl Diagnostic {
             paint.style(&format!("{head}:"), style),
             paint.style(&format!(" {}", self.message), BOLD)
         );
-        let lines: Vec<&str> = source.split('\n').collect();
+        // Lines as spans count them: a lone CR ends a line too, as in YAML.
+        let lines = LineIndex::new(source);
         let mut shown = vec![(self.span, self.label.clone().unwrap_or_default(), style)];
         if let Some(related) = &self.related {
             shown.push((related.span, related.label.clone(), BLUE));
@@ -167,11 +168,7 @@ impl Diagnostic {
         let _ = writeln!(out, "{pad} {}", paint.style("|", BLUE));
         shown.sort_by_key(|(s, _, _)| s.line);
         for (span, label, style) in shown {
-            let text = lines
-                .get(span.line)
-                .copied()
-                .unwrap_or("")
-                .trim_end_matches('\r');
+            let text = lines.line_text(span.line).unwrap_or("");
             let (shown_text, caret_col, caret_len) = caret_geometry(text, span);
             let _ = writeln!(
                 out,
@@ -319,6 +316,20 @@ mod tests {
         );
         assert_eq!(shown, "    x: y");
         assert_eq!((col, len), (4, 1));
+    }
+
+    #[test]
+    fn the_snippet_is_the_line_of_the_span_whatever_the_line_ends() {
+        // A lone CR is a line break for YAML, so for the spans too (`\r\r\n` is two breaks).
+        let source = "version: 0.2\r\r\nphases:\r  build:\r    commands:\r      - echo a: b\r";
+        let parsed = crate::parse(source, &crate::ParseOptions::default());
+        let error = parsed.errors().next().unwrap();
+        assert_eq!(error.span.line_number(), 6);
+        let text = error.render(source, "buildspec.yml", false);
+        assert!(
+            text.contains("6 |       - echo a: b\n  |         ^^^^^^^^^ "),
+            "{text}"
+        );
     }
 
     #[test]

@@ -140,6 +140,12 @@ impl<'a> LineIndex<'a> {
         }
     }
 
+    /// The text of 0-based `line` without its line break; `None` past the last line.
+    pub(crate) fn line_text(&self, line: usize) -> Option<&'a str> {
+        let start = *self.starts.get(line)?;
+        Some(&self.source[start..self.line_end(line)])
+    }
+
     /// Byte offset where the content of 0-based `line` ends (before its line break).
     fn line_end(&self, line: usize) -> usize {
         let next = self
@@ -157,6 +163,11 @@ impl<'a> LineIndex<'a> {
 
     /// A span from (line, col) to (end_line, end_col), all 0-based, columns in characters.
     pub(crate) fn span(&self, line: usize, col: usize, end_line: usize, end_col: usize) -> Span {
+        // The parser reports the end of a file without a final line break as the start of the
+        // line after it: that position is the end of the source.
+        if line >= self.starts.len() {
+            return self.end();
+        }
         let offset = self.offset(line, col);
         let end = self.offset(end_line, end_col).max(offset);
         Span {
@@ -193,6 +204,30 @@ mod tests {
         assert_eq!(index.offset(2, 3), 15);
         let span = index.span(1, 3, 1, 4);
         assert_eq!((span.offset, span.len, span.line, span.col), (9, 1, 1, 3));
+    }
+
+    #[test]
+    fn a_position_past_the_last_line_is_the_end_of_the_source() {
+        let index = LineIndex::new("%a ");
+        let span = index.span(1, 0, 1, 1);
+        assert_eq!((span.offset, span.len, span.line, span.col), (3, 0, 0, 3));
+    }
+
+    #[test]
+    fn lines_break_at_lf_crlf_and_a_lone_cr() {
+        let index = LineIndex::new("a: 1\r\r\nb: 2\rc: 3\n");
+        let lines: Vec<_> = (0..6).map(|l| index.line_text(l)).collect();
+        assert_eq!(
+            lines,
+            [
+                Some("a: 1"),
+                Some(""),
+                Some("b: 2"),
+                Some("c: 3"),
+                Some(""),
+                None
+            ]
+        );
     }
 
     #[test]
