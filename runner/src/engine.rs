@@ -191,7 +191,8 @@ struct Attempt<'b> {
     exported: Vec<(String, String)>,
     failed: bool,
     fault: bool,
-    masker_secrets: Vec<String>,
+    /// Masks every secret value of the build; cloned for each output stream.
+    masker: Masker,
 }
 
 /// The result of one phase's commands.
@@ -218,7 +219,7 @@ impl<'b> Attempt<'b> {
             exported: Vec::new(),
             failed: false,
             fault: false,
-            masker_secrets: Vec::new(),
+            masker: Masker::none(),
         }
     }
 
@@ -311,7 +312,25 @@ impl<'b> Attempt<'b> {
             },
         );
         let env = self.environment();
-        self.masker_secrets = env.secret_values();
+        self.masker = match Masker::new(env.secret_values()) {
+            Ok(masker) => masker,
+            Err(e) => {
+                // Never run without masking: a build that cannot hide its secrets does not start.
+                self.fault = true;
+                let context = PhaseContext {
+                    code: "CLIENT_ERROR".into(),
+                    message: format!("cannot mask the build's secrets: {e}"),
+                };
+                self.finish_phase(
+                    report,
+                    BuildPhase::DownloadSource,
+                    started,
+                    PhaseStatus::Fault,
+                    Some(context),
+                );
+                return self.finalize(report, None, None).await;
+            }
+        };
         let shell = match spec.env.shell.as_ref().map(|s| s.value) {
             None | Some(Shell::Sh) => PathBuf::from("/bin/sh"),
             Some(Shell::Bash) => PathBuf::from("bash"),
@@ -334,7 +353,7 @@ impl<'b> Attempt<'b> {
                 return self.finalize(report, None, None).await;
             }
         };
-        let mut state = match StateDir::new(&env.pairs(), &options.source_dir) {
+        let mut state = match StateDir::new_in(&state_parent(), &env.pairs(), &options.source_dir) {
             Ok(state) => state,
             Err(e) => {
                 self.fault = true;
@@ -456,7 +475,7 @@ impl<'b> Attempt<'b> {
         state: Option<StateDir>,
         upload: Option<()>,
     ) -> Option<Halt> {
-        let masker = Masker::new(self.masker_secrets.iter()).unwrap_or_else(|_| Masker::none());
+        let masker = self.masker.clone();
         if let Some(state) = &state {
             for name in &self.build.spec.env.exported_variables {
                 let value = state
@@ -664,8 +683,7 @@ impl<'b> Attempt<'b> {
                             _ => "failed".to_string(),
                         };
                         if result.status == PhaseStatus::Succeeded {
-                            let masker = Masker::new(self.masker_secrets.iter())
-                                .unwrap_or_else(|_| Masker::none());
+                            let masker = &self.masker;
                             let message = format!(
                                 "Error while executing command: {}. Reason: {reason}",
                                 masker.mask_str(&command.value)
@@ -700,8 +718,7 @@ impl<'b> Attempt<'b> {
         command: &Spanned<String>,
     ) -> (CommandOutcome, String) {
         let phase = build_phase(phase);
-        let display_masker =
-            Masker::new(self.masker_secrets.iter()).unwrap_or_else(|_| Masker::none());
+        let display_masker = self.masker.clone();
         self.emit(
             report,
             EventKind::CommandStarted {
@@ -735,8 +752,8 @@ impl<'b> Attempt<'b> {
             self.build.options.grace,
         );
         let mut sink = MaskingSink {
-            stdout: Masker::new(self.masker_secrets.iter()).unwrap_or_else(|_| Masker::none()),
-            stderr: Masker::new(self.masker_secrets.iter()).unwrap_or_else(|_| Masker::none()),
+            stdout: self.masker.clone(),
+            stderr: self.masker.clone(),
             clock: self.clock,
             report,
             tail: Vec::new(),
@@ -826,6 +843,21 @@ impl<R: FnMut(Event) + Send> OutputSink for MaskingSink<'_, R> {
             Stream::Stderr => self.stderr.push(bytes).into_owned(),
         };
         self.send(stream, masked);
+    }
+}
+
+/// Where the command state lives: a RAM file system when there is one, because every command
+/// writes and reads its state files (on a disk file system that is a large share of the cost of a
+/// short command); the system temporary directory otherwise.
+fn state_parent() -> PathBuf {
+    let shm = std::path::Path::new("/dev/shm");
+    let usable = std::fs::metadata(shm)
+        .map(|m| m.is_dir() && !m.permissions().readonly())
+        .unwrap_or(false);
+    if usable && tempfile::tempdir_in(shm).is_ok() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
     }
 }
 
