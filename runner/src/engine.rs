@@ -519,8 +519,20 @@ impl<'b> Attempt<'b> {
             },
         );
         let grace = self.build.options.grace;
-        let mut sink = |_: Stream, _: &[u8]| {};
-        match self.build.executor.sweep(grace, &mut sink).await {
+        // What leftover processes still write while they are ended is output like any other.
+        let swept = {
+            let mut sink = MaskingSink {
+                stdout: self.masker.clone(),
+                stderr: self.masker.clone(),
+                clock: self.clock,
+                report: &mut *report,
+                tail: Vec::new(),
+            };
+            let swept = self.build.executor.sweep(grace, &mut sink).await;
+            sink.flush();
+            swept
+        };
+        match swept {
             Ok(leaked) if !leaked.is_empty() => {
                 self.emit(report, EventKind::ProcessesLeaked { processes: leaked })
             }

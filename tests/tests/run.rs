@@ -642,3 +642,21 @@ fn json_events_are_one_object_per_line_with_a_schema_version() {
     assert!(kinds.contains(&"output"));
     assert_eq!(events.last().unwrap()["status"], "SUCCEEDED");
 }
+
+#[test]
+fn output_of_background_processes_is_not_lost() {
+    let s = Sandbox::new();
+    let run = build(
+        &s,
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - (sleep 0.2; echo late-output) &\n      - sleep 1\n      - sh -c 'trap \"echo bye-from-background; exit 0\" TERM; echo started; while :; do sleep 0.1; done' &\n      - sleep 0.5\n",
+        &["--grace", "5s", "--log-file", "build.log"],
+    );
+    run.expect_code(0);
+    let log = std::fs::read_to_string(s.path().join("build.log")).unwrap();
+    for text in [&run.stdout, &log] {
+        assert!(text.contains("late-output\n"), "{text}");
+        assert!(text.contains("started\n"), "{text}");
+        // Written while the sweep ends the process, after the last command.
+        assert!(text.contains("bye-from-background\n"), "{text}");
+    }
+}
