@@ -148,42 +148,38 @@ impl<W: Write> Reporter for CodeBuildLog<W> {
                 status,
                 context,
                 ..
-            } => {
-                if *phase != BuildPhase::Finalizing {
-                    let style = if *status == PhaseStatus::Succeeded {
-                        None
-                    } else {
-                        Some("\x1b[1;31m")
-                    };
-                    self.line(
-                        at,
-                        &format!(
-                            "Phase complete: {} State: {}",
-                            phase.as_str(),
-                            status.as_str()
-                        ),
-                        style,
-                    )?;
-                    let (code, message) = context
-                        .as_ref()
-                        .map(|c| (c.code.as_str(), c.message.as_str()))
-                        .unwrap_or(("", ""));
-                    self.line(
-                        at,
-                        &format!("Phase context status code: {code} Message: {message}"),
-                        None,
-                    )?;
-                }
+            } if *phase != BuildPhase::Finalizing => {
+                let style = if *status == PhaseStatus::Succeeded {
+                    None
+                } else {
+                    Some("\x1b[1;31m")
+                };
+                self.line(
+                    at,
+                    &format!(
+                        "Phase complete: {} State: {}",
+                        phase.as_str(),
+                        status.as_str()
+                    ),
+                    style,
+                )?;
+                let (code, message) = context
+                    .as_ref()
+                    .map(|c| (c.code.as_str(), c.message.as_str()))
+                    .unwrap_or(("", ""));
+                self.line(
+                    at,
+                    &format!("Phase context status code: {code} Message: {message}"),
+                    None,
+                )?;
             }
             EventKind::CommandStarted { command, .. } => {
                 self.command = command.clone();
                 self.line(at, &format!("Running command {command}"), Some("\x1b[36m"))?;
             }
-            EventKind::Output { bytes, .. } => {
-                if !bytes.is_empty() {
-                    self.out.write_all(bytes)?;
-                    self.at_line_start = bytes.ends_with(b"\n");
-                }
+            EventKind::Output { bytes, .. } if !bytes.is_empty() => {
+                self.out.write_all(bytes)?;
+                self.at_line_start = bytes.ends_with(b"\n");
             }
             EventKind::CommandFinished { outcome, .. } => {
                 if !self.at_line_start {
@@ -235,10 +231,8 @@ impl<W: Write> Reporter for CodeBuildLog<W> {
                 status,
                 duration,
                 phases,
-            } => {
-                if self.summary {
-                    self.table(*status, *duration, phases)?;
-                }
+            } if self.summary => {
+                self.table(*status, *duration, phases)?;
             }
             _ => {}
         }
