@@ -268,23 +268,7 @@ impl Reader<'_> {
                 continue;
             };
             if let Some(first) = seen.get(name) {
-                self.push(
-                    Diagnostic::error(
-                        "duplicate-key",
-                        path.key(name).as_str(),
-                        key.span,
-                        format!(
-                            "key `{name}` is defined twice (first on line {})",
-                            first.line_number()
-                        ),
-                    )
-                    .with_label("defined again here")
-                    .with_related(*first, "first defined here")
-                    .with_help(
-                        "remove one of them; if they belong to different sections, \
-                         check the indentation",
-                    ),
-                );
+                self.repeated("key", name, path, key.span, *first, "remove one of them; if they belong to different sections, check the indentation");
                 continue;
             }
             seen.insert(name, key.span);
@@ -298,6 +282,33 @@ impl Reader<'_> {
             }
         }
         Some(fields)
+    }
+
+    /// Reports the `what` called `name`, defined again at `again` after `first`: an error that
+    /// names both lines.
+    fn repeated(
+        &mut self,
+        what: &str,
+        name: &str,
+        path: &KeyPath,
+        again: Span,
+        first: Span,
+        help: &str,
+    ) {
+        self.push(
+            Diagnostic::error(
+                "duplicate-key",
+                path.key(name).as_str(),
+                again,
+                format!(
+                    "{what} `{name}` is defined twice (first on line {})",
+                    first.line_number()
+                ),
+            )
+            .with_label("defined again here")
+            .with_related(first, "first defined here")
+            .with_help(help),
+        );
     }
 
     fn unknown_key(&mut self, name: &str, span: Span, path: &KeyPath, known: &[&str]) {
@@ -795,20 +806,7 @@ impl Reader<'_> {
                 continue;
             };
             if let Some(first) = seen.insert(name, key.span) {
-                self.push(
-                    Diagnostic::error(
-                        "duplicate-key",
-                        path.key(name).as_str(),
-                        key.span,
-                        format!(
-                            "key `{name}` is defined twice (first on line {})",
-                            first.line_number()
-                        ),
-                    )
-                    .with_label("defined again here")
-                    .with_related(first, "first defined here")
-                    .with_help("remove one of them"),
-                );
+                self.repeated("key", name, path, key.span, first, "remove one of them");
                 continue;
             }
             let name = Spanned::new(name.to_string(), key.span);
@@ -934,19 +932,13 @@ impl Reader<'_> {
                 continue;
             };
             if let Some(first) = seen.insert(name, key.span) {
-                self.push(
-                    Diagnostic::error(
-                        "duplicate-key",
-                        path.key(name).as_str(),
-                        key.span,
-                        format!(
-                            "phase `{name}` is defined twice (first on line {})",
-                            first.line_number()
-                        ),
-                    )
-                    .with_label("defined again here")
-                    .with_related(first, "first defined here")
-                    .with_help("merge the two phases into one"),
+                self.repeated(
+                    "phase",
+                    name,
+                    &path,
+                    key.span,
+                    first,
+                    "merge the two phases into one",
                 );
                 continue;
             }
@@ -1082,17 +1074,13 @@ impl Reader<'_> {
             };
             if let Some(first) = out.iter().find(|r| r.runtime.value == runtime) {
                 let first = first.runtime.span;
-                self.push(
-                    Diagnostic::error(
-                        "duplicate-key",
-                        path.key(runtime).as_str(),
-                        key.span,
-                        format!(
-                            "runtime `{runtime}` is listed twice (first on line {})",
-                            first.line_number()
-                        ),
-                    )
-                    .with_related(first, "first listed here"),
+                self.repeated(
+                    "runtime",
+                    runtime,
+                    path,
+                    key.span,
+                    first,
+                    "keep one version per runtime",
                 );
                 continue;
             }
@@ -1134,17 +1122,13 @@ impl Reader<'_> {
             let gpath = path.key(name);
             if let Some(first) = groups.iter().find(|g| g.name.value == name) {
                 let first = first.name.span;
-                self.push(
-                    Diagnostic::error(
-                        "duplicate-key",
-                        gpath.as_str(),
-                        key.span,
-                        format!(
-                            "report group `{name}` is defined twice (first on line {})",
-                            first.line_number()
-                        ),
-                    )
-                    .with_related(first, "first defined here"),
+                self.repeated(
+                    "report group",
+                    name,
+                    path,
+                    key.span,
+                    first,
+                    "give the groups different names, or merge them",
                 );
                 continue;
             }
@@ -1271,14 +1255,13 @@ impl Reader<'_> {
                         let ipath = spath.key(id);
                         if let Some(first) = secondary.iter().find(|s| s.identifier.value == id) {
                             let first = first.identifier.span;
-                            self.push(
-                                Diagnostic::error(
-                                    "duplicate-key",
-                                    ipath.as_str(),
-                                    key.span,
-                                    format!("secondary artifact `{id}` is defined twice (first on line {})", first.line_number()),
-                                )
-                                .with_related(first, "first defined here"),
+                            self.repeated(
+                                "secondary artifact",
+                                id,
+                                &spath,
+                                key.span,
+                                first,
+                                "give the artifacts different identifiers",
                             );
                             continue;
                         }

@@ -19,7 +19,11 @@ fn agent() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(Path::parent).unwrap();
     let bin = dir.join("buildagent");
-    assert!(bin.is_file(), "{} is missing: run `cargo build --release -p buildagent` first", bin.display());
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --release -p buildagent` first",
+        bin.display()
+    );
     bin
 }
 
@@ -47,11 +51,19 @@ fn run_agent(dir: &Path, extra: &[&str]) {
 }
 
 fn sh_true() {
-    assert!(Command::new("sh").args(["-c", "true"]).status().unwrap().success());
+    assert!(Command::new("sh")
+        .args(["-c", "true"])
+        .status()
+        .unwrap()
+        .success());
 }
 
 fn overhead(dir: &Path) {
-    std::fs::write(dir.join("buildspec.yml"), "version: 0.2\nphases:\n  build:\n    commands: ['true']\n").unwrap();
+    std::fs::write(
+        dir.join("buildspec.yml"),
+        "version: 0.2\nphases:\n  build:\n    commands: ['true']\n",
+    )
+    .unwrap();
     let rounds = 40;
     let mut agent = Vec::new();
     let mut shell = Vec::new();
@@ -95,7 +107,10 @@ fn throughput(dir: &Path) {
     let lines = gib / line.len() as u64;
     std::fs::write(
         dir.join("buildspec.yml"),
-        format!("version: 0.2\nphases:\n  build:\n    commands:\n      - yes '{}' | head -n {lines}\n", line.trim_end()),
+        format!(
+            "version: 0.2\nphases:\n  build:\n    commands:\n      - yes '{}' | head -n {lines}\n",
+            line.trim_end()
+        ),
     )
     .unwrap();
     let log = dir.join("build.log");
@@ -103,12 +118,22 @@ fn throughput(dir: &Path) {
     let elapsed = time(|| run_agent(dir, &["-m", "--log-file", log.to_str().unwrap()]));
     let peak_kib = getrusage(UsageWho::RUSAGE_CHILDREN).unwrap().max_rss();
     let text = std::fs::read(&log).unwrap();
-    let count = text.split(|b| *b == b'\n').filter(|l| l == &line.trim_end().as_bytes()).count() as u64;
+    let count = text
+        .split(|b| *b == b'\n')
+        .filter(|l| l == &line.trim_end().as_bytes())
+        .count() as u64;
     assert_eq!(count, lines, "lines lost in the log");
     // The baseline: the same command writing straight to a file.
     let base = time(|| {
         let status = Command::new("sh")
-            .args(["-c", &format!("yes '{}' | head -n {lines} > {}", line.trim_end(), dir.join("plain.log").display())])
+            .args([
+                "-c",
+                &format!(
+                    "yes '{}' | head -n {lines} > {}",
+                    line.trim_end(),
+                    dir.join("plain.log").display()
+                ),
+            ])
             .status()
             .unwrap();
         assert!(status.success());
@@ -136,7 +161,11 @@ fn source_copy(dir: &Path) {
         }
         std::fs::write(sub.join(format!("f{i}.txt")), format!("file {i}\n")).unwrap();
     }
-    std::fs::write(src.join("buildspec.yml"), "version: 0.2\nphases:\n  build:\n    commands: ['true']\n").unwrap();
+    std::fs::write(
+        src.join("buildspec.yml"),
+        "version: 0.2\nphases:\n  build:\n    commands: ['true']\n",
+    )
+    .unwrap();
     let mut agent = Vec::new();
     let mut cp = Vec::new();
     for round in 0..3 {
@@ -155,7 +184,15 @@ fn source_copy(dir: &Path) {
             .unwrap();
         agent.push(Duration::from_secs_f64(download));
         let target = dir.join(format!("cp{round}"));
-        cp.push(time(|| assert!(Command::new("cp").arg("-r").arg(&src).arg(&target).status().unwrap().success())));
+        cp.push(time(|| {
+            assert!(Command::new("cp")
+                .arg("-r")
+                .arg(&src)
+                .arg(&target)
+                .status()
+                .unwrap()
+                .success())
+        }));
         std::fs::remove_dir_all(target).unwrap();
     }
     let (a, c) = (median(agent), median(cp));
@@ -172,7 +209,10 @@ fn agent_path() -> PathBuf {
 }
 
 fn main() {
-    let which: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let which: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let wants = |name: &str| which.is_empty() || which.iter().any(|w| name.contains(w.as_str()));
     let dir = tempfile::tempdir().unwrap();
     if wants("overhead") {
