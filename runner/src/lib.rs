@@ -1,8 +1,12 @@
 //! The buildagent engine: runs a parsed buildspec with CodeBuild's semantics.
 //!
-//! This crate is a library: it never prints, it reports [`events::Event`]s. Today it holds the
-//! process layer the phase engine is built on:
+//! This crate is a library: it never prints, it reports [`events::Event`]s to a callback. Other
+//! CI tools and self-hosted runners embed it; the `buildagent` binary is one caller.
 //!
+//! - [`engine`]: [`engine::Build`], the phase machine (DOWNLOAD_SOURCE to FINALIZING, `finally`,
+//!   `on-failure`, retries, timeout and stop) that turns a buildspec into a [`engine::BuildResult`].
+//! - [`plan`]: the build's environment, layer by layer, and the agent's `CODEBUILD_*` variables.
+//! - [`source`]: staging the source in a fresh copy (git-aware).
 //! - [`command`]: the per-command script model of buildspec 0.2 (each command is a new shell whose
 //!   first three lines restore the previous command's working directory and exported
 //!   environment, with the user's code on line 4), version 0.1's fresh start, and the
@@ -13,6 +17,62 @@
 //! - [`mask`]: the streaming secret [`mask::Masker`] that output goes through before it becomes an
 //!   event.
 //! - [`events`]: the [`events::Event`] type and its versioned JSON form.
+//!
+//! # Running a build
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::{Duration, SystemTime};
+//! use buildagent_runner::engine::{Build, BuildOptions};
+//! use buildagent_runner::events::{BuildPhase, BuildStatus, EventKind, PhaseStatus};
+//! use buildagent_runner::executor::{HostExecutor, StopRequest};
+//! use buildagent_runner::plan::{BuildIdentity, SourceInfo};
+//! use buildagent_spec::{parse, ParseOptions};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let yaml = "version: 0.2\nphases:\n  build:\n    commands:\n      - echo \"hello $WHO\"\n      - 'false'\n  post_build:\n    commands: [echo succeeding=$CODEBUILD_BUILD_SUCCEEDING]\n";
+//! let spec = parse(yaml, &ParseOptions::default()).buildspec.expect("a valid buildspec");
+//! let options = BuildOptions {
+//!     source_dir: std::env::temp_dir(),
+//!     stage_from: None, // build in source_dir itself (`-m`)
+//!     secondary_sources: Vec::new(),
+//!     buildspec_path: "buildspec.yml".into(),
+//!     base_env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+//!     env_file: Vec::new(),
+//!     overrides: vec![("WHO".into(), "world".into())],
+//!     secrets: Vec::new(),
+//!     identity: BuildIdentity {
+//!         project: "demo".into(),
+//!         uuid: "00000000-0000-0000-0000-000000000000".into(),
+//!         number: 1,
+//!         initiator: "me".into(),
+//!         start_time: SystemTime::now(),
+//!         region: "us-east-1".into(),
+//!         account: "000000000000".into(),
+//!         image: "host".into(),
+//!     },
+//!     source_info: SourceInfo::default(),
+//!     timeout: Duration::from_secs(60),
+//!     grace: Duration::from_secs(10),
+//! };
+//! let mut output = Vec::new();
+//! let build = Build::new(spec, options, Arc::new(HostExecutor::new()));
+//! let result = build
+//!     .run(StopRequest::new(), CancellationToken::new(), |event| {
+//!         if let EventKind::Output { bytes, .. } = event.kind {
+//!             output.extend(bytes);
+//!         }
+//!     })
+//!     .await;
+//! // BUILD failed on `false`, POST_BUILD still ran and saw the failure; the build is FAILED.
+//! assert_eq!(result.status, BuildStatus::Failed);
+//! assert_eq!(String::from_utf8_lossy(&output), "hello world\nsucceeding=0\n");
+//! let build_phase = result.phases.iter().find(|p| p.phase == BuildPhase::Build).unwrap();
+//! assert_eq!(build_phase.status, PhaseStatus::Failed);
+//! # }
+//! ```
 //!
 //! # Running commands the way the engine does
 //!
