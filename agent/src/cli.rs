@@ -128,6 +128,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
 
+    /// Write the final values of the buildspec's `exported-variables` to this file, as a JSON
+    /// object (secrets masked). The file appears whole or not at all.
+    #[arg(long, value_name = "FILE")]
+    pub output_env: Option<PathBuf>,
+
     /// Treat unknown buildspec keys as errors.
     #[arg(long)]
     pub strict: bool,

@@ -5,7 +5,8 @@ use std::io::{self, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use buildagent_runner::events::{
-    BuildPhase, BuildStatus, CommandOutcome, Event, EventKind, PhaseStatus, PhaseSummary,
+    BuildPhase, BuildStatus, CancelReason, CommandOutcome, Event, EventKind, PhaseStatus,
+    PhaseSummary,
 };
 
 /// Something that shows events.
@@ -23,6 +24,8 @@ pub struct CodeBuildLog<W: Write> {
     command: String,
     /// Whether the last output byte was a newline (or nothing was written yet).
     at_line_start: bool,
+    /// The exported variables, shown in the summary.
+    exported: Vec<(String, String)>,
 }
 
 impl<W: Write> CodeBuildLog<W> {
@@ -34,6 +37,7 @@ impl<W: Write> CodeBuildLog<W> {
             summary,
             command: String::new(),
             at_line_start: true,
+            exported: Vec::new(),
         }
     }
 
@@ -77,6 +81,9 @@ impl<W: Write> CodeBuildLog<W> {
                 " ".repeat(pad),
                 secs(p.duration)
             )?;
+        }
+        for (name, value) in &self.exported {
+            writeln!(self.out, "exported {name}={value}")?;
         }
         let painted = self.paint_status(status.as_str());
         writeln!(self.out, "build {painted} in {}", secs(duration))?;
@@ -209,11 +216,19 @@ impl<W: Write> Reporter for CodeBuildLog<W> {
             EventKind::Warning { message } => {
                 self.line(at, &format!("Warning: {message}"), Some("\x1b[33m"))?
             }
-            EventKind::Cancelling { reason } => self.line(
-                at,
-                &format!("Stopping the build: {reason:?}"),
-                Some("\x1b[33m"),
-            )?,
+            EventKind::Cancelling { reason } => {
+                let message = match reason {
+                    CancelReason::Timeout => "Build timed out: the running command was stopped",
+                    CancelReason::Signal => "Build stop requested: the running command was stopped",
+                };
+                self.line(at, message, Some("\x1b[33m"))?;
+            }
+            EventKind::VariablesExported { variables } => {
+                self.exported = variables
+                    .iter()
+                    .map(|v| (v.name.clone(), v.value.clone()))
+                    .collect();
+            }
             EventKind::ProcessesLeaked { processes } => {
                 self.line(
                     at,

@@ -196,6 +196,10 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
         result
     });
     let _ = io::stdout().flush();
+    if let Some(path) = &args.output_env {
+        write_output_env(path, &result.exported)
+            .with_context(|| format!("--output-env {}", path.display()))?;
+    }
     Ok(ExitCode::from(match result.status {
         BuildStatus::Succeeded => 0,
         BuildStatus::Failed => 1,
@@ -304,4 +308,21 @@ pub fn error_status(error: &anyhow::Error) -> u8 {
     } else {
         EXIT_FAULT
     }
+}
+
+/// Writes the exported variables as a JSON object, atomically (a temporary file renamed into place).
+fn write_output_env(path: &Path, exported: &[(String, String)]) -> anyhow::Result<()> {
+    let object: serde_json::Map<String, serde_json::Value> = exported
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    serde_json::to_writer_pretty(&mut file, &object)?;
+    writeln!(file)?;
+    file.persist(path)?;
+    Ok(())
 }

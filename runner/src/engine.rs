@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::command::{ScriptMode, StateDir};
 use crate::events::{
-    Block, BuildPhase, BuildStatus, CancelReason, CommandOutcome, Event, EventKind, PhaseContext,
-    PhaseStatus, PhaseSummary, Stream,
+    Block, BuildPhase, BuildStatus, CancelReason, CommandOutcome, Event, EventKind,
+    ExportedVariable, PhaseContext, PhaseStatus, PhaseSummary, Stream,
 };
 use crate::executor::{CommandControl, Executor, OutputSink, RunAs, StopRequest};
 use crate::mask::Masker;
@@ -485,6 +485,17 @@ impl<'b> Attempt<'b> {
                     .unwrap_or_default();
                 self.exported.push((name.value.clone(), value));
             }
+            if !self.exported.is_empty() {
+                let variables = self
+                    .exported
+                    .iter()
+                    .map(|(name, value)| ExportedVariable {
+                        name: name.clone(),
+                        value: value.clone(),
+                    })
+                    .collect();
+                self.emit(report, EventKind::VariablesExported { variables });
+            }
         }
         if upload.is_some() {
             let started = Instant::now();
@@ -776,6 +787,14 @@ impl<'b> Attempt<'b> {
         };
         sink.flush();
         let tail = String::from_utf8_lossy(&sink.tail).into_owned();
+        let cancelled = match outcome {
+            CommandOutcome::TimedOut => Some(CancelReason::Timeout),
+            CommandOutcome::Stopped => Some(CancelReason::Signal),
+            _ => None,
+        };
+        if let Some(reason) = cancelled {
+            self.emit(report, EventKind::Cancelling { reason });
+        }
         if mode == ScriptMode::V02 {
             if let Err(e) = state.finish() {
                 self.emit(

@@ -175,6 +175,12 @@ pub enum EventKind {
         /// The processes, as they were before being killed.
         processes: Vec<LeakedProcess>,
     },
+    /// The final values of the buildspec's `exported-variables`, captured after POST_BUILD.
+    VariablesExported {
+        /// Each name with its value (secrets masked), in the buildspec's order; a variable the
+        /// build never set has an empty value.
+        variables: Vec<ExportedVariable>,
+    },
     /// The build completed.
     BuildFinished {
         /// The overall result.
@@ -185,6 +191,15 @@ pub enum EventKind {
         /// Every phase in order with its status and duration.
         phases: Vec<PhaseSummary>,
     },
+}
+
+/// One variable of [`EventKind::VariablesExported`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ExportedVariable {
+    /// The name.
+    pub name: String,
+    /// The value.
+    pub value: String,
 }
 
 /// One line of the build summary in [`EventKind::BuildFinished`].

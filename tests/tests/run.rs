@@ -345,6 +345,12 @@ fn a_timeout_ends_the_build_and_its_grandchildren() {
         run.stdout
     );
     assert!(
+        run.stdout
+            .contains("Build timed out: the running command was stopped"),
+        "{}",
+        run.stdout
+    );
+    assert!(
         printed(&run).is_empty(),
         "nothing runs after a timeout: {}",
         run.stdout
@@ -659,4 +665,79 @@ fn output_of_background_processes_is_not_lost() {
         // Written while the sweep ends the process, after the last command.
         assert!(text.contains("bye-from-background\n"), "{text}");
     }
+}
+
+#[test]
+fn exported_variables_are_reported_masked_in_events_and_output_env() {
+    let s = Sandbox::new();
+    let run = build(
+        &s,
+        "version: 0.2\nenv:\n  exported-variables: [IMAGE_TAG, NEVER_SET]\nphases:\n  build:\n    commands: ['IMAGE_TAG=v1-$TOKEN']\n  post_build:\n    commands: ['IMAGE_TAG=$IMAGE_TAG-final']\n",
+        &["--secret", "TOKEN=s3cr3t", "--log-format", "json", "--output-env", "exported.json"],
+    );
+    run.expect_code(0);
+    let event: serde_json::Value = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["type"] == "variables_exported")
+        .expect("a variables_exported event");
+    assert_eq!(
+        event["variables"],
+        serde_json::json!([{"name": "IMAGE_TAG", "value": "v1-***-final"}, {"name": "NEVER_SET", "value": ""}])
+    );
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.path().join("exported.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        file,
+        serde_json::json!({"IMAGE_TAG": "v1-***-final", "NEVER_SET": ""})
+    );
+    assert!(!run.stdout.contains("s3cr3t"));
+}
+
+#[test]
+fn secondary_sources_get_their_own_variables() {
+    let s = Sandbox::new();
+    s.write("lib/marker.txt", "from the secondary source\n");
+    let run = build(
+        &s,
+        "version: 0.2\nphases:\n  build:\n    commands: ['cat \"$CODEBUILD_SRC_DIR_lib/marker.txt\"']\n",
+        &["-s", ".", "-s", "lib:lib"],
+    );
+    run.expect_code(0);
+    assert_eq!(printed(&run), ["from the secondary source"]);
+    let run = build(
+        &s,
+        "version: 0.2\nphases:\n  build:\n    commands: ['true']\n",
+        &["-s", ".", "-s", "bad-id:lib"],
+    );
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("source identifier `bad-id`"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn the_agent_failing_to_work_is_a_fault() {
+    let s = Sandbox::new();
+    s.write(
+        "buildspec.yml",
+        "version: 0.2\nphases:\n  build:\n    commands: ['true']\n",
+    );
+    // No place for the source copy: the agent cannot do its job.
+    let run = Run::from(
+        s.command(["run", "--log-format", "codebuild"])
+            .env("TMPDIR", s.path().join("no-such-dir"))
+            .output()
+            .unwrap(),
+    );
+    run.expect_code(3);
+    assert!(
+        run.stderr.contains("a directory for the source copy"),
+        "{}",
+        run.stderr
+    );
 }

@@ -423,12 +423,16 @@ impl StateDir {
             }
             Err(_) => None,
         };
-        self.current = env;
-        if let Some(dir) = dir {
-            self.cwd = dir;
+        // Most commands change neither: rewriting the files only on change saves two atomic
+        // writes per command (measured by the per-command benchmark).
+        if env != self.current {
+            self.current = env;
+            self.write_env()?;
         }
-        self.write_env()?;
-        self.write_dir()?;
+        if let Some(dir) = dir.filter(|d| *d != self.cwd) {
+            self.cwd = dir;
+            self.write_dir()?;
+        }
         for path in [env_out, dir_out] {
             let _ = fs::remove_file(path);
         }
