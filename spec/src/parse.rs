@@ -775,11 +775,18 @@ impl Reader<'_> {
     }
 
     /// The entries of a `NAME: value` mapping with checked names.
-    fn named_values<'n>(
+    /// The entries of a mapping keyed by names (variables, phases, runtimes, report groups,
+    /// artifact identifiers), as (name, key, value): an empty value is a warning and no entries,
+    /// anything but a mapping an error; a key that is not a string, or a name given twice, is
+    /// reported and left out. `what` names one entry in messages (`phase`, `runtime`).
+    fn named_entries<'n>(
         &mut self,
         node: &'n Node,
         path: &KeyPath,
-    ) -> Vec<(Spanned<String>, &'n Node)> {
+        what: &str,
+        expected: &str,
+        repeat_help: &str,
+    ) -> Vec<(&'n str, &'n Node, &'n Node)> {
         if node.is_null() {
             self.warn(
                 "empty-section",
@@ -790,25 +797,39 @@ impl Reader<'_> {
             return Vec::new();
         }
         let NodeKind::Map(entries) = &node.kind else {
-            self.wrong_type(node, path, "a mapping of NAME: value");
+            self.wrong_type(node, path, expected);
             return Vec::new();
         };
         let mut seen: HashMap<&str, Span> = HashMap::new();
         let mut out = Vec::new();
         for (key, value) in entries {
             let Some(name) = key.as_str() else {
-                self.error(
-                    "wrong-type",
-                    path,
-                    key.span,
-                    format!("expected a variable name, found {}", key.describe()),
-                );
+                let message = format!("expected a {what} name, found {}", key.describe());
+                self.error("wrong-type", path, key.span, message);
                 continue;
             };
             if let Some(first) = seen.insert(name, key.span) {
-                self.repeated("key", name, path, key.span, first, "remove one of them");
+                self.repeated(what, name, path, key.span, first, repeat_help);
                 continue;
             }
+            out.push((name, key, value));
+        }
+        out
+    }
+
+    fn named_values<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &KeyPath,
+    ) -> Vec<(Spanned<String>, &'n Node)> {
+        let mut out = Vec::new();
+        for (name, key, value) in self.named_entries(
+            node,
+            path,
+            "variable",
+            "a mapping of NAME: value",
+            "remove one of them",
+        ) {
             let name = Spanned::new(name.to_string(), key.span);
             if !is_variable_name(&name) {
                 self.push(invalid_name(&path.key(&name.value), &name));
@@ -915,33 +936,15 @@ impl Reader<'_> {
                 return Vec::new();
             }
         };
-        let NodeKind::Map(entries) = &node.kind else {
-            self.wrong_type(node, &path, "a mapping of phases");
-            return Vec::new();
-        };
         let mut phases: Vec<Phase> = Vec::new();
-        let mut seen: HashMap<&str, Span> = HashMap::new();
-        for (key, value) in entries {
-            let Some(name) = key.as_str() else {
-                self.error(
-                    "wrong-type",
-                    &path,
-                    key.span,
-                    format!("expected a phase name, found {}", key.describe()),
-                );
-                continue;
-            };
-            if let Some(first) = seen.insert(name, key.span) {
-                self.repeated(
-                    "phase",
-                    name,
-                    &path,
-                    key.span,
-                    first,
-                    "merge the two phases into one",
-                );
-                continue;
-            }
+        let entries = self.named_entries(
+            node,
+            &path,
+            "phase",
+            "a mapping of phases",
+            "merge the two phases into one",
+        );
+        for (name, key, value) in entries {
             let Some(phase_name) = PhaseName::from_key(name) else {
                 let keys: Vec<&str> = PhaseName::ALL.iter().map(|p| p.key()).collect();
                 let mut d = Diagnostic::error(
@@ -1053,37 +1056,15 @@ impl Reader<'_> {
     }
 
     fn runtime_versions(&mut self, node: &Node, path: &KeyPath) -> Vec<RuntimeVersion> {
-        if node.is_null() {
-            self.warn(
-                "empty-section",
-                path,
-                node.span,
-                "`runtime-versions` is empty",
-            );
-            return Vec::new();
-        }
-        let NodeKind::Map(entries) = &node.kind else {
-            self.wrong_type(node, path, "a mapping of runtime: version");
-            return Vec::new();
-        };
         let mut out: Vec<RuntimeVersion> = Vec::new();
-        for (key, value) in entries {
-            let Some(runtime) = key.as_str() else {
-                self.error("wrong-type", path, key.span, "expected a runtime name");
-                continue;
-            };
-            if let Some(first) = out.iter().find(|r| r.runtime.value == runtime) {
-                let first = first.runtime.span;
-                self.repeated(
-                    "runtime",
-                    runtime,
-                    path,
-                    key.span,
-                    first,
-                    "keep one version per runtime",
-                );
-                continue;
-            }
+        let entries = self.named_entries(
+            node,
+            path,
+            "runtime",
+            "a mapping of runtime: version",
+            "keep one version per runtime",
+        );
+        for (runtime, key, value) in entries {
             if value.is_null() {
                 self.error(
                     "missing-value",
@@ -1105,33 +1086,16 @@ impl Reader<'_> {
     }
 
     fn reports(&mut self, node: &Node, path: &KeyPath) -> Vec<ReportGroup> {
-        if node.is_null() {
-            self.warn("empty-section", path, node.span, "`reports` is empty");
-            return Vec::new();
-        }
-        let NodeKind::Map(entries) = &node.kind else {
-            self.wrong_type(node, path, "a mapping of report groups");
-            return Vec::new();
-        };
         let mut groups: Vec<ReportGroup> = Vec::new();
-        for (key, value) in entries {
-            let Some(name) = key.as_str() else {
-                self.error("wrong-type", path, key.span, "expected a report group name");
-                continue;
-            };
+        let entries = self.named_entries(
+            node,
+            path,
+            "report group",
+            "a mapping of report groups",
+            "give the groups different names, or merge them",
+        );
+        for (name, key, value) in entries {
             let gpath = path.key(name);
-            if let Some(first) = groups.iter().find(|g| g.name.value == name) {
-                let first = first.name.span;
-                self.repeated(
-                    "report group",
-                    name,
-                    path,
-                    key.span,
-                    first,
-                    "give the groups different names, or merge them",
-                );
-                continue;
-            }
             let Some(fields) = self.fields(
                 value,
                 &gpath,
@@ -1234,73 +1198,48 @@ impl Reader<'_> {
         let mut secondary: Vec<SecondaryArtifact> = Vec::new();
         if let Some(snode) = fields.get("secondary-artifacts") {
             let spath = path.key("secondary-artifacts");
-            match &snode.kind {
-                _ if snode.is_null() => self.warn(
-                    "empty-section",
-                    &spath,
-                    snode.span,
-                    "`secondary-artifacts` is empty",
-                ),
-                NodeKind::Map(entries) => {
-                    for (key, value) in entries {
-                        let Some(id) = key.as_str() else {
-                            self.error(
-                                "wrong-type",
-                                &spath,
-                                key.span,
-                                "expected an artifact identifier",
-                            );
-                            continue;
-                        };
-                        let ipath = spath.key(id);
-                        if let Some(first) = secondary.iter().find(|s| s.identifier.value == id) {
-                            let first = first.identifier.span;
-                            self.repeated(
-                                "secondary artifact",
-                                id,
-                                &spath,
-                                key.span,
-                                first,
-                                "give the artifacts different identifiers",
-                            );
-                            continue;
-                        }
-                        if id.is_empty()
-                            || id.len() > 127
-                            || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                        {
-                            self.push(
-                                Diagnostic::error(
-                                    "invalid-identifier",
-                                    ipath.as_str(),
-                                    key.span,
-                                    format!("invalid artifact identifier `{id}`"),
-                                )
-                                .with_help("identifiers use letters, digits and `_`, at most 127 characters"),
-                            );
-                            continue;
-                        }
-                        let Some(f) = self.fields(value, &ipath, &SET, &["type"]) else {
-                            continue;
-                        };
-                        let artifact = self.artifact_set(&f, &ipath);
-                        if artifact.files.is_empty() {
-                            self.warn(
-                                "no-files",
-                                &ipath,
-                                key.span,
-                                format!(
-                                    "secondary artifact `{id}` has no `files`: it will be empty"
-                                ),
-                            );
-                        }
-                        secondary.push(SecondaryArtifact {
-                            identifier: Spanned::new(id.to_string(), key.span),
-                            artifact,
-                        });
-                    }
+            let entries = self.named_entries(
+                snode,
+                &spath,
+                "secondary artifact",
+                "a mapping of artifact identifiers",
+                "give the artifacts different identifiers",
+            );
+            for (id, key, value) in entries {
+                let ipath = spath.key(id);
+                if id.is_empty()
+                    || id.len() > 127
+                    || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                {
+                    self.push(
+                        Diagnostic::error(
+                            "invalid-identifier",
+                            ipath.as_str(),
+                            key.span,
+                            format!("invalid artifact identifier `{id}`"),
+                        )
+                        .with_help(
+                            "identifiers use letters, digits and `_`, at most 127 characters",
+                        ),
+                    );
+                    continue;
                 }
-                _ => self.wrong_type(snode, &spath, "a mapping of artifact identifiers"),
+                let Some(f) = self.fields(value, &ipath, &SET, &["type"]) else {
+                    continue;
+                };
+                let artifact = self.artifact_set(&f, &ipath);
+                if artifact.files.is_empty() {
+                    self.warn(
+                        "no-files",
+                        &ipath,
+                        key.span,
+                        format!("secondary artifact `{id}` has no `files`: it will be empty"),
+                    );
+                }
+                secondary.push(SecondaryArtifact {
+                    identifier: Spanned::new(id.to_string(), key.span),
+                    artifact,
+                });
             }
         }
         if primary.files.is_empty() {

@@ -436,3 +436,34 @@ fn diagnostics_never_point_past_the_text() {
         }
     }
 }
+
+#[test]
+fn a_name_given_twice_in_any_named_mapping_names_both_lines() {
+    for (source, message, line) in [
+        (
+            "version: 0.2\nenv:\n  variables:\n    A: 1\n    A: 2\nphases:\n  build:\n    commands: [x]\n",
+            "variable `A` is defined twice (first on line 4)",
+            5,
+        ),
+        (
+            "version: 0.2\nphases:\n  install:\n    runtime-versions:\n      nodejs: 18\n      nodejs: 20\n",
+            "runtime `nodejs` is defined twice (first on line 5)",
+            6,
+        ),
+        (
+            "version: 0.2\nphases:\n  build:\n    commands: [x]\nreports:\n  unit:\n    files: [a]\n  unit:\n    files: [b]\n",
+            "report group `unit` is defined twice (first on line 6)",
+            8,
+        ),
+        (
+            "version: 0.2\nphases:\n  build:\n    commands: [x]\nartifacts:\n  files: [a]\n  secondary-artifacts:\n    web:\n      files: [b]\n    web:\n      files: [c]\n",
+            "secondary artifact `web` is defined twice (first on line 8)",
+            10,
+        ),
+    ] {
+        let e = errors(source);
+        assert_eq!(e[0].message, message);
+        assert_eq!(e[0].span.line_number(), line);
+        assert_eq!(e[0].related.as_ref().unwrap().label, "first defined here");
+    }
+}
