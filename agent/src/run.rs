@@ -291,7 +291,7 @@ fn pairs(flag: &str, values: &[String]) -> anyhow::Result<Vec<(String, String)>>
             let (name, value) = v
                 .split_once('=')
                 .ok_or_else(|| invalid(format!("{flag} {v}: expected NAME=VALUE")))?;
-            if !plan::is_variable_name(name) {
+            if !buildagent_spec::is_variable_name(name) {
                 return Err(invalid(format!(
                     "{flag} {v}: invalid variable name `{name}`"
                 )));

@@ -12,6 +12,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use buildagent_spec::is_variable_name;
 use serde::Serialize;
 
 /// Where a variable's value came from.
@@ -270,13 +271,6 @@ pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, EnvFileError>
         out.push((name.to_string(), value.to_string()));
     }
     Ok(out)
-}
-
-/// True for names a POSIX shell can export.
-pub fn is_variable_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// A duration that could not be read.

@@ -56,6 +56,14 @@ pub use span::{Span, Spanned};
 
 use std::path::Path;
 
+/// True for names a POSIX shell can export (`[A-Za-z_][A-Za-z0-9_]*`): the rule the validator
+/// applies to `env` variable names, and the agent to every variable it passes to a build.
+pub fn is_variable_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b'A'..=b'Z' | b'a'..=b'z' | b'_'))
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 /// Why a buildspec file could not be read at all.
 #[derive(Debug)]
 #[non_exhaustive]

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use crate::diagnostic::Diagnostic;
+use crate::is_variable_name;
 use crate::model::*;
 use crate::span::{LineIndex, Span, Spanned};
 use crate::yaml::{self, Node, NodeKind};
@@ -1684,12 +1685,6 @@ impl Reader<'_> {
             ignore_failure: self.optional_bool(&fields, "ignore-failure", path),
         })
     }
-}
-
-fn is_variable_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn invalid_name(path: &KeyPath, name: &Spanned<String>) -> Diagnostic {
