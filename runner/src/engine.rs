@@ -78,8 +78,12 @@ pub struct Build {
 enum Halt {
     /// Stopped by a signal or the timeout.
     Cancelled(CancelReason),
-    /// A retry was asked for (the failing phase had `on-failure: RETRY...` and it matched).
-    Retry,
+    /// A retry was asked for: the failing phase had `on-failure: RETRY...` with this count, and
+    /// its pattern matched.
+    Retry {
+        /// How many times the build may run again for that phase.
+        limit: u32,
+    },
 }
 
 impl Build {
@@ -117,18 +121,18 @@ impl Build {
             buildspec_path: self.options.buildspec_path.clone(),
         }));
         let mut attempt = 0;
-        let max_retries = self.max_retries();
         let (status, phases, exported) = loop {
             attempt += 1;
-            let mut run = Attempt::new(&self, &clock, &stop, &kill_now);
+            // The source is staged once; a retry runs again in the same directory.
+            let mut run = Attempt::new(&self, &clock, &stop, &kill_now, attempt == 1);
             let halt = run.run(&mut report).await;
-            if let Some(Halt::Retry) = halt {
-                if attempt <= max_retries {
+            if let Some(Halt::Retry { limit }) = halt {
+                if attempt <= limit {
                     report(clock.event(EventKind::Info {
                         message: format!(
                             "Retrying the build: attempt {} of {}",
                             attempt + 1,
-                            max_retries + 1
+                            limit + 1
                         ),
                     }));
                     continue;
@@ -156,19 +160,6 @@ impl Build {
             attempts: attempt,
         }
     }
-
-    /// The largest RETRY count of any phase (a build is retried as a whole).
-    fn max_retries(&self) -> u32 {
-        self.spec
-            .phases
-            .iter()
-            .filter_map(|p| match p.on_failure.as_ref().map(|o| &o.value) {
-                Some(OnFailure::Retry(r)) => Some(r.count),
-                _ => None,
-            })
-            .max()
-            .unwrap_or(0)
-    }
 }
 
 struct Clock {
@@ -193,6 +184,8 @@ struct Attempt<'b> {
     fault: bool,
     /// Masks every secret value of the build; cloned for each output stream.
     masker: Masker,
+    /// Whether DOWNLOAD_SOURCE stages the source (the first attempt only).
+    stage: bool,
 }
 
 /// The result of one phase's commands.
@@ -209,6 +202,7 @@ impl<'b> Attempt<'b> {
         clock: &'b Clock,
         stop: &'b StopRequest,
         kill_now: &'b CancellationToken,
+        stage: bool,
     ) -> Attempt<'b> {
         Attempt {
             build,
@@ -220,6 +214,7 @@ impl<'b> Attempt<'b> {
             failed: false,
             fault: false,
             masker: Masker::none(),
+            stage,
         }
     }
 
@@ -276,7 +271,7 @@ impl<'b> Attempt<'b> {
                 message: format!("YAML location is {}", options.buildspec_path.display()),
             },
         );
-        if let Some(from) = &options.stage_from {
+        if let Some(from) = options.stage_from.as_ref().filter(|_| self.stage) {
             match crate::source::stage(from, &options.source_dir) {
                 Ok(files) => self.emit(
                     report,
@@ -446,7 +441,7 @@ impl<'b> Attempt<'b> {
                             .unwrap_or(false),
                     };
                     if matches && retry.count > 0 {
-                        halt = Some(Halt::Retry);
+                        halt = Some(Halt::Retry { limit: retry.count });
                         upload = false;
                         break;
                     }

@@ -741,3 +741,31 @@ fn the_agent_failing_to_work_is_a_fault() {
         run.stderr
     );
 }
+
+#[test]
+fn a_retry_uses_the_failing_phases_count_and_does_not_copy_the_source_again() {
+    let s = Sandbox::new();
+    std::os::unix::fs::symlink("buildspec.yml", s.path().join("link.yml")).unwrap();
+    let counter = s.path().join("attempts");
+    s.write(
+        "buildspec.yml",
+        format!(
+            "version: 0.2\nphases:\n  build:\n    on-failure: RETRY-1\n    commands:\n      - echo x >> {c}\n      - 'false'\n  post_build:\n    on-failure: RETRY-5\n    commands: ['true']\n",
+            c = counter.display()
+        ),
+    );
+    // Not -m: the source (with its symlink) is copied once, in the first DOWNLOAD_SOURCE.
+    let run = s.run(["run", "--log-format", "codebuild"]);
+    run.expect_code(1);
+    assert_eq!(
+        std::fs::read_to_string(&counter).unwrap().lines().count(),
+        2,
+        "one run and one retry"
+    );
+    assert_eq!(run.stdout.matches("Copied ").count(), 1, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("Retrying the build: attempt 2 of 2"),
+        "{}",
+        run.stdout
+    );
+}
