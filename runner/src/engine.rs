@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use buildagent_spec::{Buildspec, OnFailure, PhaseName, Shell, Spanned, Version};
 use tokio_util::sync::CancellationToken;
 
+use crate::artifacts::{self, Packaging, Progress, UploadPlan};
 use crate::command::{ScriptMode, StateDir};
 use crate::events::{
     Block, BuildPhase, BuildStatus, CancelReason, CommandOutcome, Event, EventKind,
@@ -52,6 +53,11 @@ pub struct BuildOptions {
     pub timeout: Duration,
     /// Time between SIGTERM and SIGKILL when a command is stopped (default 10 seconds).
     pub grace: Duration,
+    /// Where UPLOAD_ARTIFACTS writes (`-a DIR`). `None`: artifacts are collected and counted (a
+    /// missing file still fails the phase) but not written.
+    pub artifacts_dir: Option<PathBuf>,
+    /// Zip files (the default) or directories in `artifacts_dir`.
+    pub artifacts_packaging: Packaging,
 }
 
 /// What a build ended as.
@@ -471,6 +477,7 @@ impl<'b> Attempt<'b> {
         upload: Option<()>,
     ) -> Option<Halt> {
         let masker = self.masker.clone();
+        let mut halt = None;
         if let Some(state) = &state {
             for name in &self.build.spec.env.exported_variables {
                 let value = state
@@ -500,21 +507,25 @@ impl<'b> Attempt<'b> {
                     phase: BuildPhase::UploadArtifacts,
                 },
             );
-            if self.build.spec.artifacts.is_some() {
-                self.emit(
-                    report,
-                    EventKind::Warning {
-                        message: "artifacts are not packaged by this version of buildagent yet"
-                            .into(),
-                    },
-                );
+            let (status, context) = match &self.build.spec.artifacts {
+                Some(spec) => {
+                    let spec = spec.clone();
+                    self.upload_artifacts(report, spec, state.as_ref()).await
+                }
+                None => (PhaseStatus::Succeeded, None),
+            };
+            match status {
+                PhaseStatus::Succeeded => {}
+                PhaseStatus::TimedOut => halt = Some(Halt::Cancelled(CancelReason::Timeout)),
+                PhaseStatus::Stopped => halt = Some(Halt::Cancelled(CancelReason::Signal)),
+                _ => self.failed = true,
             }
             self.finish_phase(
                 report,
                 BuildPhase::UploadArtifacts,
                 started,
-                PhaseStatus::Succeeded,
-                None,
+                status,
+                context,
             );
         }
         let started = Instant::now();
@@ -567,7 +578,93 @@ impl<'b> Attempt<'b> {
             PhaseStatus::Succeeded,
             None,
         );
-        None
+        halt
+    }
+
+    /// Collects and writes the artifacts on a blocking thread, relaying its log lines as they come
+    /// and cancelling it when the build is stopped or times out. A failure is `CLIENT_ERROR`.
+    async fn upload_artifacts(
+        &mut self,
+        report: &mut (impl FnMut(Event) + Send),
+        mut spec: buildagent_spec::Artifacts,
+        state: Option<&StateDir>,
+    ) -> (PhaseStatus, Option<PhaseContext>) {
+        // `base-directory` may name variables (`$CODEBUILD_SRC_DIR_source1`): the build's final
+        // environment expands them.
+        let lookup = |name: &str| state.and_then(|s| s.env().get_lossy(name));
+        let sets = std::iter::once(&mut spec.primary)
+            .chain(spec.secondary.iter_mut().map(|s| &mut s.artifact));
+        for set in sets {
+            if let Some(base) = &mut set.base_directory {
+                base.value = artifacts::expand_vars(&base.value, &lookup);
+            }
+        }
+        let plan = UploadPlan {
+            artifacts: spec,
+            source_dir: self.build.options.source_dir.clone(),
+            destination: self.build.options.artifacts_dir.clone(),
+            packaging: self.build.options.artifacts_packaging,
+        };
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let job = {
+            let cancel = Arc::clone(&cancel);
+            tokio::task::spawn_blocking(move || {
+                artifacts::upload(&plan, &cancel, &mut |p| {
+                    let _ = tx.send(p);
+                })
+            })
+        };
+        let stop = self.stop;
+        let mut stopped = None;
+        loop {
+            tokio::select! {
+                progress = rx.recv() => match progress {
+                    Some(Progress::Note(artifacts::Note::Info(message))) => {
+                        self.emit(report, EventKind::Info { message })
+                    }
+                    Some(Progress::Note(artifacts::Note::Warning(message))) => {
+                        self.emit(report, EventKind::Warning { message })
+                    }
+                    Some(Progress::Written { identifier, written }) => self.emit(
+                        report,
+                        EventKind::ArtifactUploaded {
+                            identifier,
+                            path: written.path,
+                            files: written.files,
+                            bytes: written.bytes,
+                        },
+                    ),
+                    None => break,
+                },
+                reason = stop.requested(), if stopped.is_none() => {
+                    cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                    stopped = Some(reason);
+                }
+            }
+        }
+        let result = match job.await {
+            Ok(result) => result,
+            Err(e) => Err(artifacts::ArtifactError::io(
+                "cannot write",
+                "the artifacts",
+                std::io::Error::other(e.to_string()),
+            )),
+        };
+        match (result, stopped) {
+            (Ok(()), _) => (PhaseStatus::Succeeded, None),
+            (Err(artifacts::ArtifactError::Cancelled), Some(CancelReason::Timeout)) => {
+                (PhaseStatus::TimedOut, None)
+            }
+            (Err(artifacts::ArtifactError::Cancelled), _) => (PhaseStatus::Stopped, None),
+            (Err(e), _) => (
+                PhaseStatus::Failed,
+                Some(PhaseContext {
+                    code: "CLIENT_ERROR".into(),
+                    message: e.to_string(),
+                }),
+            ),
+        }
     }
 
     /// The initial environment, layer by layer (see [`crate::plan`]).

@@ -181,6 +181,18 @@ pub enum EventKind {
         /// build never set has an empty value.
         variables: Vec<ExportedVariable>,
     },
+    /// An artifact was written to the local artifacts directory.
+    ArtifactUploaded {
+        /// `None` for the primary artifact, else the secondary artifact's identifier.
+        identifier: Option<String>,
+        /// The zip file or directory written.
+        #[serde(serialize_with = "ser_path")]
+        path: PathBuf,
+        /// How many files it holds.
+        files: usize,
+        /// Its size in bytes (the zip file, or the files of a directory).
+        bytes: u64,
+    },
     /// The build completed.
     BuildFinished {
         /// The overall result.

@@ -14,6 +14,8 @@
 //! - [`executor`]: the [`executor::Executor`] seam (run one command, stop it, sweep what the build
 //!   left running) and [`executor::HostExecutor`], which runs commands as process groups on this
 //!   machine.
+//! - [`artifacts`]: UPLOAD_ARTIFACTS on local disk: collecting files with CodeBuild's glob rules
+//!   and writing them as deterministic zips (or directories), atomically.
 //! - [`mask`]: the streaming secret [`mask::Masker`] that output goes through before it becomes an
 //!   event.
 //! - [`events`]: the [`events::Event`] type and its versioned JSON form.
@@ -56,6 +58,8 @@
 //!     source_info: SourceInfo::default(),
 //!     timeout: Duration::from_secs(60),
 //!     grace: Duration::from_secs(10),
+//!     artifacts_dir: None, // with Some(dir): dir/artifacts.zip
+//!     artifacts_packaging: Default::default(),
 //! };
 //! let mut output = Vec::new();
 //! let build = Build::new(spec, options, Arc::new(HostExecutor::new()));
@@ -117,6 +121,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod artifacts;
 pub mod command;
 pub mod engine;
 pub mod events;
