@@ -87,9 +87,16 @@ pub struct RunArgs {
     #[arg(short = 's', long = "source", value_name = "DIR")]
     pub sources: Vec<String>,
 
-    /// Where artifacts go.
+    /// Write artifacts to this directory: `artifacts.zip` for the primary artifact,
+    /// `<identifier>.zip` for each secondary one (created if missing; replaced atomically).
+    /// Without it, artifacts are collected and checked but not written.
     #[arg(short = 'a', long = "artifacts", value_name = "DIR")]
     pub artifacts: Option<PathBuf>,
+
+    /// How artifacts are written to the -a directory: zip files, or plain directories
+    /// (`artifacts/`, `<identifier>/`).
+    #[arg(long, value_enum, default_value_t = ArtifactsPackaging::Zip, value_name = "PACKAGING")]
+    pub artifacts_packaging: ArtifactsPackaging,
 
     /// Where reports go.
     #[arg(short = 'r', long = "reports", value_name = "DIR")]
@@ -136,6 +143,15 @@ pub struct RunArgs {
     /// Treat unknown buildspec keys as errors.
     #[arg(long)]
     pub strict: bool,
+}
+
+/// `--artifacts-packaging`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ArtifactsPackaging {
+    /// One zip file per artifact.
+    Zip,
+    /// One directory of files per artifact.
+    None,
 }
 
 /// `--log-format`.

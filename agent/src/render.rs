@@ -213,6 +213,25 @@ impl<W: Write> Reporter for CodeBuildLog<W> {
                 }
             }
             EventKind::Info { message } => self.line(at, message, None)?,
+            EventKind::ArtifactUploaded {
+                identifier,
+                path,
+                files,
+                bytes,
+            } => {
+                let which = match identifier {
+                    None => "Primary artifact".to_string(),
+                    Some(id) => format!("Secondary artifact {id}"),
+                };
+                self.line(
+                    at,
+                    &format!(
+                        "{which} written to {}: {files} file(s), {bytes} bytes",
+                        path.display()
+                    ),
+                    Some("\x1b[32m"),
+                )?
+            }
             EventKind::Warning { message } => {
                 self.line(at, &format!("Warning: {message}"), Some("\x1b[33m"))?
             }
@@ -300,6 +319,29 @@ mod tests {
             "2025/03/08 23:02:06.050806"
         );
         assert_eq!(timestamp(UNIX_EPOCH), "1970/01/01 00:00:00.000000");
+    }
+
+    #[test]
+    fn artifact_lines_name_the_artifact_and_its_size() {
+        let mut out = Vec::new();
+        let mut log = CodeBuildLog::new(&mut out, false, false);
+        for identifier in [None, Some("docs".to_string())] {
+            log.report(&event(EventKind::ArtifactUploaded {
+                identifier,
+                path: "/out/a.zip".into(),
+                files: 3,
+                bytes: 120,
+            }))
+            .unwrap();
+        }
+        let t = "[Container] 2025/03/08 23:02:06.050806";
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!(
+                "{t} Primary artifact written to /out/a.zip: 3 file(s), 120 bytes\n\
+                 {t} Secondary artifact docs written to /out/a.zip: 3 file(s), 120 bytes\n"
+            )
+        );
     }
 
     #[test]

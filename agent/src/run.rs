@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use anyhow::{bail, Context};
+use buildagent_runner::artifacts::Packaging;
 use buildagent_runner::engine::{Build, BuildOptions};
 use buildagent_runner::events::{BuildStatus, CancelReason, Event};
 use buildagent_runner::executor::{enable_child_subreaper, HostExecutor, StopRequest};
@@ -16,7 +17,7 @@ use buildagent_runner::source;
 use buildagent_spec::{parse_file, ParseOptions};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{ColorChoice, LogFormat, RunArgs, EXIT_FAULT, EXIT_INVALID};
+use crate::cli::{ArtifactsPackaging, ColorChoice, LogFormat, RunArgs, EXIT_FAULT, EXIT_INVALID};
 use crate::render::{CodeBuildLog, JsonLines, Reporter};
 
 /// An error that is the user's input, not the agent's fault: exit status 2.
@@ -129,6 +130,16 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
         identity,
         timeout,
         grace,
+        artifacts_dir: match &args.artifacts {
+            Some(dir) => {
+                Some(std::path::absolute(dir).with_context(|| format!("-a {}", dir.display()))?)
+            }
+            None => None,
+        },
+        artifacts_packaging: match args.artifacts_packaging {
+            ArtifactsPackaging::Zip => Packaging::Zip,
+            ArtifactsPackaging::None => Packaging::None,
+        },
     };
 
     let format = args.log_format.unwrap_or(if io::stdout().is_terminal() {
