@@ -273,3 +273,32 @@ async fn background_jobs_survive_across_commands() {
         assert!(!common::is_alive(pid), "{shell}");
     }
 }
+
+#[tokio::test]
+async fn variables_the_shell_manages_carry_over_as_committed() {
+    // Line 3 re-exports only what the shell may change on its own (and what a process environment
+    // cannot hold): the next command must see the committed values all the same, as when line 3
+    // sourced the whole `env.sh`. (Checked against the sourcing version: same output.)
+    for shell in SHELLS {
+        let mut outs = Vec::new();
+        for _ in 0..2 {
+            let mut s = Session::new(shell, ScriptMode::V02, &[]);
+            s.ok("cd sub && export IFS=, OPTIND=3 SHLVL=7 RANDOM=42 NOVAL && export BIN=\"$(printf 'a\\377b')\"")
+                .await;
+            let out = s
+                .ok("printf '%s|' \"$OLDPWD\" \"$PWD\" \"$IFS\" \"$OPTIND\" \"$SHLVL\" \"${NOVAL-unset}\" \"$RANDOM\"; export -p | grep -c NOVAL; printf '%s' \"$BIN\" | od -An -tx1")
+                .await;
+            outs.push(out.replace(&s.src(), "SRC"));
+        }
+        let (fields, rest) = outs[0].rsplit_once('|').unwrap();
+        let (fields, random) = fields.rsplit_once('|').unwrap();
+        assert_eq!(fields, "SRC|SRC/sub|,|3|7|unset", "{shell}");
+        assert_eq!(rest, "1\n 61 ff 62\n", "{shell}");
+        if shell == "dash" {
+            assert_eq!(random, "42");
+        } else {
+            // Reseeded with the committed value: the same number in both sessions.
+            assert_eq!(outs[0], outs[1], "{shell}");
+        }
+    }
+}

@@ -23,7 +23,9 @@
 //! (`declare -ax`) cannot be in an environment and are skipped. `#` lines are comments.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fmt;
+use std::os::unix::ffi::OsStringExt;
 
 /// An exported environment: variable names (valid shell identifiers) with their values, or with
 /// no value for a variable that is exported but unset (`export NAME`).
@@ -142,14 +144,14 @@ impl ExportedEnv {
         self.vars.iter().map(|(k, v)| (k.as_str(), v.as_deref()))
     }
 
-    /// The variables that have a value, as a process environment. Values that are not UTF-8 are
-    /// converted lossily (the state file keeps their exact bytes).
-    pub fn to_process_env(&self) -> Vec<(String, String)> {
+    /// The variables that have a value, as a process environment, byte for byte (values that are
+    /// not UTF-8 included).
+    pub fn to_process_env(&self) -> Vec<(OsString, OsString)> {
         self.vars
             .iter()
             .filter_map(|(k, v)| {
                 v.as_ref()
-                    .map(|v| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                    .map(|v| (OsString::from(k), OsString::from_vec(v.clone())))
             })
             .collect()
     }
@@ -171,17 +173,17 @@ impl ExportedEnv {
 
     /// Reads the output of `export -p` (dash, bash, bash in POSIX mode, busybox ash).
     pub fn parse(text: &[u8]) -> Result<ExportedEnv, ParseEnvError> {
-        Parser { text, pos: 0 }.parse().map(|(env, _)| env)
+        Parser::new(text, None).parse().map(|(env, _)| env)
     }
 
-    /// Like [`parse`](Self::parse), also telling whether a top-level comment line equal to
-    /// `marker` was seen (the epilogue's proof that `export -p` completed).
+    /// Like [`parse`](Self::parse), stopping at the first top-level comment line equal to
+    /// `marker` (the epilogue's proof that `export -p` completed): returns where the text after
+    /// the marker line starts, or `None` if there is no marker.
     pub(crate) fn parse_with_marker(
         text: &[u8],
         marker: &[u8],
-    ) -> Result<(ExportedEnv, bool), ParseEnvError> {
-        let (env, comments) = Parser { text, pos: 0 }.parse()?;
-        Ok((env, comments.contains(&marker)))
+    ) -> Result<(ExportedEnv, Option<usize>), ParseEnvError> {
+        Parser::new(text, Some(marker)).parse()
     }
 }
 
@@ -208,11 +210,19 @@ pub(crate) fn push_single_quoted(out: &mut Vec<u8>, value: &[u8]) {
 struct Parser<'a> {
     text: &'a [u8],
     pos: usize,
+    /// The comment line that ends the input, if any.
+    marker: Option<&'a [u8]>,
 }
 
-type Comments<'a> = Vec<&'a [u8]>;
-
 impl<'a> Parser<'a> {
+    fn new(text: &'a [u8], marker: Option<&'a [u8]>) -> Parser<'a> {
+        Parser {
+            text,
+            pos: 0,
+            marker,
+        }
+    }
+
     fn err<T>(&self, message: impl Into<String>) -> Result<T, ParseEnvError> {
         Err(ParseEnvError {
             offset: self.pos,
@@ -234,9 +244,9 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn parse(mut self) -> Result<(ExportedEnv, Comments<'a>), ParseEnvError> {
+    /// The variables, and where the text after the marker line starts (if the marker was seen).
+    fn parse(mut self) -> Result<(ExportedEnv, Option<usize>), ParseEnvError> {
         let mut env = ExportedEnv::new();
-        let mut comments = Vec::new();
         loop {
             while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r' | b';')) {
                 self.pos += 1;
@@ -247,7 +257,10 @@ impl<'a> Parser<'a> {
                 while !matches!(self.peek(), None | Some(b'\n')) {
                     self.pos += 1;
                 }
-                comments.push(&self.text[start..self.pos]);
+                if self.marker == Some(&self.text[start..self.pos]) {
+                    let after = (self.pos + 1).min(self.text.len());
+                    return Ok((env, Some(after)));
+                }
                 continue;
             }
             let keyword = self.bare_token();
@@ -305,7 +318,7 @@ impl<'a> Parser<'a> {
             }
             env.vars.insert(name, value);
         }
-        Ok((env, comments))
+        Ok((env, None))
     }
 
     /// An unquoted token up to a blank or newline.
@@ -507,8 +520,8 @@ impl<'a> Parser<'a> {
                     // Reuse the word parser on the quoted part only.
                     let quote = self.peek();
                     let mut probe = Parser {
-                        text: self.text,
                         pos: self.pos,
+                        ..Parser::new(self.text, None)
                     };
                     if quote == Some(b'\'') {
                         probe.pos += 1;
@@ -624,12 +637,17 @@ mod tests {
     fn marker_and_errors() {
         let (env, seen) =
             ExportedEnv::parse_with_marker(b"export A='1'\n# end\n", b"# end").unwrap();
-        assert!(seen);
+        assert_eq!(seen, Some(19));
         assert_eq!(env.get("A").unwrap(), b"1");
+        // Parsing stops at the marker: what follows is not `export -p` output.
+        let text = b"export A='1'\n# end\n/some dir\n";
+        let (env, seen) = ExportedEnv::parse_with_marker(text, b"# end").unwrap();
+        assert_eq!(&text[seen.unwrap()..], b"/some dir\n");
+        assert_eq!(env.len(), 1);
         // A marker inside a value does not count.
         let (_, seen) =
             ExportedEnv::parse_with_marker(b"export A='x\n# end\n'\n", b"# end").unwrap();
-        assert!(!seen);
+        assert_eq!(seen, None);
 
         let e = ExportedEnv::parse(b"export A='unterminated\n").unwrap_err();
         assert!(e.message.contains("unterminated single quote"));

@@ -9,6 +9,7 @@
 //! trait by running the same scripts through `docker exec` (the state directory bind-mounted, see
 //! [`StateDir::set_visible_path`](crate::command::StateDir::set_visible_path)).
 
+use std::ffi::OsString;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -32,8 +33,8 @@ pub struct CommandSpec {
     pub program: PathBuf,
     /// The script the shell runs (its only argument).
     pub script_path: PathBuf,
-    /// The whole environment of the process: nothing else is inherited.
-    pub env: Vec<(String, String)>,
+    /// The whole environment of the process, byte for byte: nothing else is inherited.
+    pub env: Vec<(OsString, OsString)>,
     /// The directory the process starts in.
     pub cwd: PathBuf,
     /// The user to run as; `None` runs as the agent's user.

@@ -113,7 +113,10 @@ impl OneShot {
         let spec = CommandSpec {
             program: "/bin/sh".into(),
             script_path,
-            env: vec![path_var()],
+            env: {
+                let (name, value) = path_var();
+                vec![(name.into(), value.into())]
+            },
             cwd: dir.path().to_owned(),
             user: None,
         };
