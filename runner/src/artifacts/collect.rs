@@ -146,11 +146,13 @@ pub fn collect(
             "Expanding file paths for base directory {}",
             shown(source_dir, base)
         )));
-        let walk = walkdir::WalkDir::new(base)
-            .min_depth(1)
-            .follow_links(false)
-            .sort_by_file_name();
-        for item in walk {
+        let walks = walk_roots(base, &patterns).into_iter().map(|root| {
+            walkdir::WalkDir::new(root)
+                .min_depth(1)
+                .follow_links(false)
+                .sort_by_file_name()
+        });
+        for item in walks.flatten() {
             let item = item.map_err(|e| {
                 let path = e.path().unwrap_or(base).to_path_buf();
                 let source = e
@@ -244,6 +246,47 @@ pub fn collect(
         return Err(ArtifactError::NoMatchingPaths);
     }
     Ok(by_name.into_values().collect())
+}
+
+/// The directories to walk under `base` for `patterns`: only the literal directory prefixes of
+/// the patterns (`target/` for `target/*.jar`) when every pattern has one, so that naming one file
+/// does not walk the whole tree; else `base` itself. A prefix that is not a real directory (missing,
+/// or a link) is left out: a full walk would not find files under it either.
+fn walk_roots(base: &Path, patterns: &[&str]) -> Vec<PathBuf> {
+    let mut prefixes = Vec::new();
+    for pattern in patterns {
+        let pattern = normalize(pattern);
+        let segments: Vec<&str> = pattern.split('/').collect();
+        let literal: Vec<&str> = segments[..segments.len() - 1]
+            .iter()
+            .take_while(|s| !has_glob_chars(s) && !s.contains('\\') && !s.is_empty())
+            .copied()
+            .filter(|s| *s != ".")
+            .collect();
+        if literal.is_empty() || literal.contains(&"..") {
+            return vec![base.to_path_buf()];
+        }
+        prefixes.push(literal.join("/"));
+    }
+    prefixes.sort();
+    prefixes.dedup();
+    // Drop prefixes inside another one (`a/b` when `a` is walked).
+    let mut kept: Vec<String> = Vec::new();
+    for p in prefixes {
+        if !kept.iter().any(|k| p.starts_with(&format!("{k}/"))) {
+            kept.push(p);
+        }
+    }
+    kept.into_iter()
+        .filter(|p| {
+            let mut dir = base.to_path_buf();
+            p.split('/').all(|segment| {
+                dir.push(segment);
+                dir.symlink_metadata().is_ok_and(|m| m.is_dir())
+            })
+        })
+        .map(|p| base.join(p))
+        .collect()
 }
 
 /// What to store for the link at `path`, or why it is skipped.
@@ -405,6 +448,23 @@ mod tests {
     fn a_leading_dot_slash_is_ignored() {
         assert!(is_match("./dist/*", "dist/app.js"));
         assert!(is_match("././README.md", "README.md"));
+    }
+
+    #[test]
+    fn only_literal_prefixes_are_walked() {
+        let src = tree();
+        let base = src.path();
+        assert_eq!(walk_roots(base, &["**/*"]), [base.to_path_buf()]);
+        assert_eq!(
+            walk_roots(base, &["target/app-1.0.jar", "dist/css/*.css", "dist/*"]),
+            [base.join("dist"), base.join("target")]
+        );
+        assert_eq!(
+            walk_roots(base, &["nothere/x", "dist/*"]),
+            [base.join("dist")]
+        );
+        assert_eq!(walk_roots(base, &["README.md"]), [base.to_path_buf()]);
+        assert_eq!(walk_roots(base, &["../x/y"]), [base.to_path_buf()]);
     }
 
     #[test]
