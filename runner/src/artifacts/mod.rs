@@ -381,3 +381,63 @@ pub fn upload(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(dir: &std::path::Path) -> Vec<Entry> {
+        let path = dir.join("a.txt");
+        std::fs::write(&path, "alpha").unwrap();
+        vec![Entry {
+            name: "a.txt".into(),
+            path,
+            kind: EntryKind::File {
+                mode: 0o644,
+                size: 5,
+            },
+        }]
+    }
+
+    #[test]
+    fn a_cancelled_package_leaves_nothing_behind() {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        for packaging in [Packaging::Zip, Packaging::None] {
+            let err = package(
+                &entries(src.path()),
+                out.path(),
+                "artifacts",
+                packaging,
+                &AtomicBool::new(true),
+            )
+            .unwrap_err();
+            assert!(matches!(err, ArtifactError::Cancelled), "{err}");
+        }
+        let left: Vec<_> = std::fs::read_dir(out.path()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn a_new_zip_replaces_the_old_one_whole() {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        std::fs::write(out.path().join("artifacts.zip"), "old").unwrap();
+        let written = package(
+            &entries(src.path()),
+            out.path(),
+            "artifacts",
+            Packaging::Zip,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        let archive = ::zip::ZipArchive::new(std::fs::File::open(&written.path).unwrap()).unwrap();
+        assert_eq!(archive.len(), 1);
+        let mode = std::fs::metadata(&written.path)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644);
+        assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 1);
+    }
+}
