@@ -543,3 +543,29 @@ fn json_events_report_each_artifact() {
     assert_eq!(event["path"], path.display().to_string());
     assert_eq!(event["bytes"], std::fs::metadata(&path).unwrap().len());
 }
+
+#[test]
+fn an_artifacts_directory_inside_the_source_is_never_packed() {
+    let s = sandbox();
+    s.write(
+        "src/buildspec.yml",
+        "version: 0.2\nphases:\n  build:\n    commands: [echo built]\nartifacts:\n  files: ['**/*']\n",
+    );
+    let inside = src(&s).join("out");
+    for _ in 0..2 {
+        s.run([
+            "run",
+            "-m",
+            "-s",
+            &src(&s).display().to_string(),
+            "-a",
+            &inside.display().to_string(),
+            "--log-format",
+            "codebuild",
+        ])
+        .expect_code(0);
+    }
+    let names = zip_names(&inside.join("artifacts.zip"));
+    assert_eq!(names.len(), 9, "{names:?}");
+    assert!(names.iter().all(|n| !n.starts_with("out/")), "{names:?}");
+}

@@ -13,6 +13,7 @@ use super::{ArtifactError, Entry, EntryKind, Note};
 #[derive(Clone, Debug)]
 pub struct CollectOptions {
     source_dir: PathBuf,
+    skip: Option<PathBuf>,
 }
 
 impl CollectOptions {
@@ -21,7 +22,16 @@ impl CollectOptions {
     pub fn new(source_dir: impl Into<PathBuf>) -> CollectOptions {
         CollectOptions {
             source_dir: source_dir.into(),
+            skip: None,
         }
+    }
+
+    /// Never collects anything under `dir` (default: nothing skipped). The engine passes the
+    /// artifacts directory, so that `-a` inside the source tree does not pack earlier artifacts
+    /// or the one being written.
+    pub fn skip(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
+        self.skip = Some(dir.into());
+        self
     }
 }
 
@@ -109,6 +119,17 @@ pub fn collect(
     notes: &mut dyn FnMut(Note),
 ) -> Result<Vec<Entry>, ArtifactError> {
     let source_dir = &options.source_dir;
+    let skip = options
+        .skip
+        .as_ref()
+        .map(|d| d.canonicalize().unwrap_or_else(|_| d.clone()))
+        .and_then(|d| {
+            // Compare in the walk's terms: the source directory as given, not canonical.
+            let canonical_src = source_dir.canonicalize().ok()?;
+            d.strip_prefix(&canonical_src)
+                .ok()
+                .map(|rel| source_dir.join(rel))
+        });
     let patterns: Vec<&str> = set.files.iter().map(|f| f.value.as_str()).collect();
     let files = glob_set(&patterns)?;
     let excludes: Vec<&str> = set.exclude_paths.iter().map(|f| f.value.as_str()).collect();
@@ -151,6 +172,8 @@ pub fn collect(
                 .min_depth(1)
                 .follow_links(false)
                 .sort_by_file_name()
+                .into_iter()
+                .filter_entry(|e| skip.as_deref() != Some(e.path()))
         });
         for item in walks.flatten() {
             let item = item.map_err(|e| {
@@ -523,6 +546,18 @@ mod tests {
                 "my-subdirectory/my-file-3.txt"
             ]
         );
+    }
+
+    #[test]
+    fn the_skipped_directory_is_not_collected() {
+        let src = tree();
+        std::fs::create_dir_all(src.path().join("out")).unwrap();
+        std::fs::write(src.path().join("out/artifacts.zip"), "old").unwrap();
+        let mut options = CollectOptions::new(src.path());
+        options.skip(src.path().join("out"));
+        let entries = collect(&set(&["**/*"]), &options, &mut |_| {}).unwrap();
+        assert_eq!(entries.len(), 8);
+        assert!(entries.iter().all(|e| !e.name.starts_with("out/")));
     }
 
     #[test]

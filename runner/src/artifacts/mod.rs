@@ -345,7 +345,10 @@ pub fn upload(
     if artifacts.primary.files.is_empty() && !artifacts.secondary.is_empty() {
         return Err(ArtifactError::NoPrimaryDefinition);
     }
-    let options = CollectOptions::new(&plan.source_dir);
+    let mut options = CollectOptions::new(&plan.source_dir);
+    if let Some(dir) = &plan.destination {
+        options.skip(dir);
+    }
     let mut notes = |n: Note| progress(Progress::Note(n));
     let mut collected = vec![(
         None,
