@@ -63,9 +63,12 @@ async fn commands_run_as_the_user_and_keep_their_state() {
     for dir in [s.src.path().to_owned(), s.src.path().join("sub")] {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
+    // A first command as the agent's own user leaves its files to the next one, which runs as
+    // the user: that one must still save its state.
+    assert_eq!(s.ok("export FROM_AGENT=yes").await, "");
     s.user = Some(user.clone());
     let out = s
-        .ok("id -u; id -g; id -G; whoami; export FROM_USER=yes; cd sub")
+        .ok("id -u; id -g; id -G; whoami; export FROM_USER=$FROM_AGENT; cd sub")
         .await;
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], user.uid().to_string());

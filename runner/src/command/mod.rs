@@ -58,6 +58,11 @@
 //! printed the same bytes as the last time they were committed, `finish` does not parse them
 //! again; `env.sh` and `dir.txt` are rewritten only when they change.
 //!
+//! Until a command runs as another user, the agent overwrites `script.sh` in place and empties
+//! `out/state.out` after reading it (an empty file commits nothing), which saves creating,
+//! renaming and removing files per command. From the first run-as command on, it only creates,
+//! renames and removes them, as described under Run-as.
+//!
 //! Differences from the shape in CodeBuild's logs, on purpose:
 //! - Line 1 is `cd '<dir>'` with the directory written into the script rather than
 //!   `cd "$(cat dir.txt)"`: no fork, no dependence on `cat` being on the user's `PATH`, and exact
@@ -369,6 +374,11 @@ pub struct StateDir {
     committed_prefix: Vec<u8>,
     /// The buffer `finish` reads `state.out` into, kept from command to command.
     read_buf: Vec<u8>,
+    /// Whether a command has run as another user (see [`StateDir::grant`]): from then on the
+    /// files a command can touch are only ever replaced or removed, never written in place.
+    granted: bool,
+    /// Whether `state.out` is known to be absent or empty (`finish` emptied it).
+    out_clean: bool,
 }
 
 impl StateDir {
@@ -410,6 +420,8 @@ impl StateDir {
             cwd: start_dir.to_owned(),
             committed_prefix: Vec::new(),
             read_buf: Vec::new(),
+            granted: false,
+            out_clean: true,
         };
         state.write_env()?;
         state.write_dir()?;
@@ -490,19 +502,30 @@ impl StateDir {
         shell: &Path,
         user: Option<&RunAs>,
     ) -> Result<CommandSpec, StateError> {
-        let stale = self.path().join(STATE_OUT);
-        match fs::remove_file(&stale) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(StateError::Write {
-                    path: stale,
-                    source,
-                })
+        self.granted |= user.is_some();
+        if self.granted || !self.out_clean {
+            let stale = self.path().join(STATE_OUT);
+            match fs::remove_file(&stale) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(StateError::Write {
+                        path: stale,
+                        source,
+                    })
+                }
             }
         }
+        self.out_clean = false;
         let script = CommandScript::render(user_command, mode, &self.script_paths(mode));
-        write_atomic(&self.path().join(SCRIPT_FILE), script.as_bytes())?;
+        let script_path = self.path().join(SCRIPT_FILE);
+        if self.granted {
+            write_atomic(&script_path, script.as_bytes())?;
+        } else {
+            // Only the agent's user runs commands: overwriting the file in place saves creating
+            // a file and renaming it per command. (Nothing reads it until the shell starts.)
+            write_in_place(&script_path, script.as_bytes())?;
+        }
         if let Some(user) = user {
             self.grant(user)?;
         }
@@ -524,14 +547,36 @@ impl StateDir {
     /// whether anything was committed (`false` after `exit`, a kill, or in version 0.1).
     pub fn finish(&mut self) -> Result<bool, StateError> {
         let path = self.path().join(STATE_OUT);
+        // Without run-as, the file is the agent's own: emptied in place once read, so that the
+        // next epilogue need not create it anew nor `prepare` remove it. A run-as user's file is
+        // removed (the agent never writes to a file that user could have replaced).
+        let in_place = !self.granted;
+        let mut file = match open_no_follow(&path, in_place) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.out_clean = true;
+                return Ok(false);
+            }
+            Err(source) => return Err(StateError::Read { path, source }),
+        };
         let mut text = std::mem::take(&mut self.read_buf);
-        let committed = match read_no_follow(&path, &mut text) {
+        let committed = match read_into(&mut file, &mut text) {
             Ok(()) => self.commit(&text, &path),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(source) => Err(StateError::Read { path, source }),
+            Err(source) => Err(StateError::Read {
+                path: path.clone(),
+                source,
+            }),
         };
         self.read_buf = text;
-        committed
+        if committed? {
+            self.out_clean = if in_place {
+                file.set_len(0).is_ok()
+            } else {
+                fs::remove_file(&path).is_ok()
+            };
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Commits `text`, what the epilogue saved in `path`, if it is complete.
@@ -570,7 +615,6 @@ impl StateDir {
             self.cwd = PathBuf::from(OsStr::from_bytes(dir));
             self.write_dir()?;
         }
-        let _ = fs::remove_file(path);
         Ok(true)
     }
 
@@ -621,20 +665,26 @@ impl StateDir {
     }
 }
 
-/// Reads a file a command wrote into `buf`, without following a symlink planted in its place.
-fn read_no_follow(path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
-    buf.clear();
-    let mut file = fs::OpenOptions::new()
+/// Opens a file a command wrote, without following a symlink planted in its place; for writing
+/// too with `write`.
+fn open_no_follow(path: &Path, write: bool) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
         .read(true)
+        .write(write)
         .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)?;
-    // Into the buffer the last command's output was read into: no size probing, no allocation.
+        .open(path)
+}
+
+/// Reads `file` into `buf`, the buffer the last command's output was read into: no size probing,
+/// no allocation.
+fn read_into(file: &mut fs::File, buf: &mut Vec<u8>) -> io::Result<()> {
+    buf.clear();
     let mut len = 0;
     loop {
         if len == buf.len() {
             buf.resize((len * 2).max(8192), 0);
         }
-        match io::Read::read(&mut file, &mut buf[len..]) {
+        match io::Read::read(file, &mut buf[len..]) {
             Ok(0) => break,
             Ok(n) => len += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -646,6 +696,22 @@ fn read_no_follow(path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
     }
     buf.truncate(len);
     Ok(())
+}
+
+/// Overwrites `path` with `bytes` (creating it with mode 0600), without following a symlink.
+fn write_in_place(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let result = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .and_then(|mut file| file.write_all(bytes));
+    result.map_err(|source| StateError::Write {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Writes `bytes` to a new temporary file next to `path` (mode 0600) and renames it over `path`.
@@ -809,7 +875,8 @@ mod tests {
         )
         .unwrap();
         assert!(state.finish().unwrap());
-        assert!(!state.path().join(STATE_OUT).exists());
+        // Emptied, not removed: the agent's own file, reused by the next epilogue.
+        assert_eq!(fs::read(state.path().join(STATE_OUT)).unwrap(), b"");
         assert_eq!(state.env().get("A").unwrap(), b"2");
         assert!(!state.env().contains("CODEBUILD_BUILD_SUCCEEDING"));
         assert_eq!(state.cwd(), Path::new("/src/sub"));
