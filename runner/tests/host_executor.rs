@@ -91,7 +91,8 @@ async fn environment_is_exactly_the_given_one() {
     shot.spec.env = vec![
         ("PATH".into(), "/usr/bin:/bin".into()),
         ("ONLY".into(), "this".into()),
-    ];
+    ]
+    .into();
     let (_, out) = run(&exec, &shot).await;
     let text = out.stdout_str();
     let vars: Vec<&str> = text

@@ -169,7 +169,7 @@ async fn not_root_helper() {
     let spec = CommandSpec {
         program: "/bin/sh".into(),
         script_path: "/dev/null".into(),
-        env: vec![],
+        env: vec![].into(),
         cwd: Path::new("/").to_owned(),
         user: Some(RunAs::from_ids("root", 0, 0, vec![0], "/root")),
     };

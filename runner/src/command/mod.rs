@@ -87,12 +87,13 @@
 //! directory and renames into place, and reads `out/` without following symlinks. The parent
 //! directory must be searchable by the user (the default, the system temporary directory, is).
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::executor::{CommandSpec, RunAs};
 
@@ -379,6 +380,9 @@ pub struct StateDir {
     granted: bool,
     /// Whether `state.out` is known to be absent or empty (`finish` emptied it).
     out_clean: bool,
+    /// `current` and `initial` as process environments, shared by the specs `prepare` returns.
+    current_process_env: Arc<[(OsString, OsString)]>,
+    initial_process_env: Arc<[(OsString, OsString)]>,
 }
 
 impl StateDir {
@@ -422,7 +426,10 @@ impl StateDir {
             read_buf: Vec::new(),
             granted: false,
             out_clean: true,
+            current_process_env: Arc::new([]),
+            initial_process_env: Arc::new([]),
         };
+        state.initial_process_env = state.initial.to_process_env().into();
         state.write_env()?;
         state.write_dir()?;
         Ok(state)
@@ -464,6 +471,7 @@ impl StateDir {
     pub fn set_var(&mut self, name: &str, value: &str) -> Result<(), StateError> {
         self.current.set(name, value)?;
         self.initial.set(name, value)?;
+        self.initial_process_env = self.initial.to_process_env().into();
         self.write_env()
     }
 
@@ -471,6 +479,7 @@ impl StateDir {
     pub fn unset_var(&mut self, name: &str) -> Result<(), StateError> {
         self.current.remove(name);
         self.initial.remove(name);
+        self.initial_process_env = self.initial.to_process_env().into();
         self.write_env()
     }
 
@@ -530,13 +539,13 @@ impl StateDir {
             self.grant(user)?;
         }
         let env = match mode {
-            ScriptMode::V02 => &self.current,
-            ScriptMode::V01 => &self.initial,
+            ScriptMode::V02 => &self.current_process_env,
+            ScriptMode::V01 => &self.initial_process_env,
         };
         Ok(CommandSpec {
             program: shell.to_owned(),
             script_path: self.visible.join(SCRIPT_FILE),
-            env: env.to_process_env(),
+            env: Arc::clone(env),
             cwd: self.start_dir.clone(),
             user: user.cloned(),
         })
@@ -629,6 +638,7 @@ impl StateDir {
     fn write_env(&mut self) -> Result<(), StateError> {
         // `current` changed: no `export -p` output is known to parse to it.
         self.committed_prefix.clear();
+        self.current_process_env = self.current.to_process_env().into();
         write_atomic(&self.path().join(ENV_FILE), &self.current.to_script())
     }
 
@@ -855,8 +865,8 @@ mod tests {
         assert_eq!(spec.script_path, state.path().join(SCRIPT_FILE));
         assert_eq!(spec.cwd, Path::new("/src"));
         assert_eq!(
-            spec.env,
-            vec![
+            *spec.env,
+            [
                 ("A".into(), "1".into()),
                 ("CODEBUILD_BUILD_SUCCEEDING".into(), "0".into())
             ]

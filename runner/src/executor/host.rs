@@ -6,6 +6,8 @@
 //! two fresh pipes, exactly [`CommandSpec::env`] as its environment, and in a new process group
 //! whose id is the shell's pid. The executor remembers every group it created. `kill_on_drop` and
 //! a guard that SIGKILLs the group are only backstops for a `run` future that is dropped early.
+//! The setup of the last command without run-as is kept and reused while the next spec is the
+//! same, so that an unchanged environment is not rebuilt for every command.
 //!
 //! # Output, and the processes a command leaves running
 //!
@@ -108,6 +110,10 @@ struct Shared {
     /// The read buffer of the last `run`, reused by the next one (allocating and zeroing 64 KiB
     /// per command shows in the per-command benchmark).
     spare_buf: Option<Box<[u8]>>,
+    /// The last spawn's command setup (program, argument, environment, directory) with the spec
+    /// it was built from, reused while specs without a user stay the same: building the
+    /// environment anew per command shows in the per-command benchmark too.
+    last_command: Option<(CommandSpec, Command)>,
 }
 
 #[derive(Debug)]
@@ -195,17 +201,24 @@ impl HostExecutor {
         let out_read = watch(out_read)?;
         let err_read = watch(err_read)?;
 
-        let mut command = Command::new(&cmd.program);
+        // Only a command without a user switch is kept for reuse (the hook is not cloneable, and
+        // it is cheap enough to rebuild for run-as).
+        let reusable = switch_user.is_none();
+        let last = match reusable {
+            true => self
+                .lock()
+                .last_command
+                .take()
+                .filter(|(spec, _)| same_setup(spec, cmd)),
+            false => None,
+        };
+        let (spec, mut command) = match last {
+            Some((spec, command)) => (Some(spec), command),
+            None => (reusable.then(|| cmd.clone()), new_command(cmd)),
+        };
         command
-            .arg(&cmd.script_path)
-            .env_clear()
-            .envs(cmd.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&cmd.cwd)
-            .stdin(Stdio::null())
             .stdout(Stdio::from(out_write))
-            .stderr(Stdio::from(err_write))
-            .process_group(0)
-            .kill_on_drop(true);
+            .stderr(Stdio::from(err_write));
         if let Some(hook) = switch_user {
             // SAFETY: the hook only calls setgroups, setgid and setuid (async-signal-safe) on data
             // prepared before the fork; it allocates nothing.
@@ -216,7 +229,10 @@ impl HostExecutor {
         let spawned = command.spawn();
         // The command holds our copies of the pipes' write ends: close them now, or the pipes
         // would never reach end-of-file.
-        drop(command);
+        command.stdout(Stdio::null()).stderr(Stdio::null());
+        if let Some(spec) = spec {
+            self.lock().last_command = Some((spec, command));
+        }
         let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {
@@ -534,6 +550,30 @@ fn outcome_of(status: ExitStatus) -> CommandOutcome {
         (None, Some(sig)) => CommandOutcome::Signaled(sig),
         (None, None) => CommandOutcome::Exited(-1),
     }
+}
+
+/// The command setup for `cmd` (its stdout and stderr are set per spawn).
+fn new_command(cmd: &CommandSpec) -> Command {
+    let mut command = Command::new(&cmd.program);
+    command
+        .arg(&cmd.script_path)
+        .env_clear()
+        .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&cmd.cwd)
+        .stdin(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    command
+}
+
+/// Whether a command built for `a` runs `b` the same way (neither switches users).
+fn same_setup(a: &CommandSpec, b: &CommandSpec) -> bool {
+    a.user.is_none()
+        && b.user.is_none()
+        && a.program == b.program
+        && a.script_path == b.script_path
+        && a.cwd == b.cwd
+        && (std::sync::Arc::ptr_eq(&a.env, &b.env) || a.env == b.env)
 }
 
 /// Registers a pipe's read end with the reactor.

@@ -33,8 +33,9 @@ pub struct CommandSpec {
     pub program: PathBuf,
     /// The script the shell runs (its only argument).
     pub script_path: PathBuf,
-    /// The whole environment of the process, byte for byte: nothing else is inherited.
-    pub env: Vec<(OsString, OsString)>,
+    /// The whole environment of the process, byte for byte: nothing else is inherited. (Shared:
+    /// a state directory hands out the same one while it does not change.)
+    pub env: Arc<[(OsString, OsString)]>,
     /// The directory the process starts in.
     pub cwd: PathBuf,
     /// The user to run as; `None` runs as the agent's user.

@@ -115,7 +115,7 @@ impl OneShot {
             script_path,
             env: {
                 let (name, value) = path_var();
-                vec![(name.into(), value.into())]
+                vec![(name.into(), value.into())].into()
             },
             cwd: dir.path().to_owned(),
             user: None,
