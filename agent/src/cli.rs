@@ -95,7 +95,13 @@ pub struct RunArgs {
 
     /// How artifacts are written to the -a directory: zip files, or plain directories
     /// (`artifacts/`, `<identifier>/`).
-    #[arg(long, value_enum, default_value_t = ArtifactsPackaging::Zip, value_name = "PACKAGING")]
+    #[arg(
+        long,
+        value_enum,
+        default_value_t = ArtifactsPackaging::Zip,
+        value_name = "PACKAGING",
+        requires = "artifacts"
+    )]
     pub artifacts_packaging: ArtifactsPackaging,
 
     /// Where reports go.

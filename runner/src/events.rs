@@ -580,6 +580,28 @@ mod tests {
     }
 
     #[test]
+    fn artifact_uploaded() {
+        let v = json_of(EventKind::ArtifactUploaded {
+            identifier: Some("docs".into()),
+            path: "/out/docs.zip".into(),
+            files: 3,
+            bytes: 1234,
+        });
+        assert_eq!(v["type"], "artifact_uploaded");
+        assert_eq!(v["identifier"], "docs");
+        assert_eq!(v["path"], "/out/docs.zip");
+        assert_eq!(v["files"], 3);
+        assert_eq!(v["bytes"], 1234);
+        let v = json_of(EventKind::ArtifactUploaded {
+            identifier: None,
+            path: "/out/artifacts.zip".into(),
+            files: 1,
+            bytes: 1,
+        });
+        assert_eq!(v["identifier"], serde_json::Value::Null);
+    }
+
+    #[test]
     fn phase_and_command_events() {
         let v = json_of(EventKind::PhaseFinished {
             phase: BuildPhase::PreBuild,

@@ -569,3 +569,22 @@ fn an_artifacts_directory_inside_the_source_is_never_packed() {
     assert_eq!(names.len(), 9, "{names:?}");
     assert!(names.iter().all(|n| !n.starts_with("out/")), "{names:?}");
 }
+
+#[test]
+fn artifacts_packaging_needs_a_directory() {
+    let s = sandbox();
+    s.write(
+        "src/buildspec.yml",
+        "version: 0.2\nphases:\n  build:\n    commands: [echo built]\n",
+    );
+    let run = s.run([
+        "run",
+        "-m",
+        "-s",
+        &src(&s).display().to_string(),
+        "--artifacts-packaging",
+        "none",
+    ]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("--artifacts"), "{}", run.stderr);
+}
