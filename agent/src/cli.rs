@@ -104,6 +104,11 @@ pub struct RunArgs {
     )]
     pub artifacts_packaging: ArtifactsPackaging,
 
+    /// Store each file's own modification time in the artifacts instead of 1980-01-01 00:00
+    /// (which makes two builds of the same tree give identical zips).
+    #[arg(long, requires = "artifacts")]
+    pub artifacts_keep_mtime: bool,
+
     /// Where reports go.
     #[arg(short = 'r', long = "reports", value_name = "DIR")]
     pub reports: Option<PathBuf>,

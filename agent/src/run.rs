@@ -140,6 +140,7 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
             ArtifactsPackaging::Zip => Packaging::Zip,
             ArtifactsPackaging::None => Packaging::None,
         },
+        artifacts_keep_mtime: args.artifacts_keep_mtime,
     };
 
     let format = args.log_format.unwrap_or(if io::stdout().is_terminal() {

@@ -58,6 +58,9 @@ pub struct BuildOptions {
     pub artifacts_dir: Option<PathBuf>,
     /// Zip files (the default) or directories in `artifacts_dir`.
     pub artifacts_packaging: Packaging,
+    /// Store files' own modification times in artifacts instead of the fixed 1980-01-01
+    /// (default false: reproducible zips).
+    pub artifacts_keep_mtime: bool,
 }
 
 /// What a build ended as.
@@ -604,6 +607,7 @@ impl<'b> Attempt<'b> {
             source_dir: self.build.options.source_dir.clone(),
             destination: self.build.options.artifacts_dir.clone(),
             packaging: self.build.options.artifacts_packaging,
+            keep_mtime: self.build.options.artifacts_keep_mtime,
         };
         let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

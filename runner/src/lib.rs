@@ -60,6 +60,7 @@
 //!     grace: Duration::from_secs(10),
 //!     artifacts_dir: None, // with Some(dir): dir/artifacts.zip
 //!     artifacts_packaging: Default::default(),
+//!     artifacts_keep_mtime: false,
 //! };
 //! let mut output = Vec::new();
 //! let build = Build::new(spec, options, Arc::new(HostExecutor::new()));

@@ -588,3 +588,46 @@ fn artifacts_packaging_needs_a_directory() {
     run.expect_code(2);
     assert!(run.stderr.contains("--artifacts"), "{}", run.stderr);
 }
+
+#[test]
+fn keep_mtime_stores_each_files_own_time() {
+    let s = sandbox();
+    // 2021-06-15 10:20:30 UTC.
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_623_752_430);
+    File::options()
+        .write(true)
+        .open(src(&s).join("README.md"))
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+    build(
+        &s,
+        "version: 0.2\nphases:\n  build:\n    commands: [echo built]\nartifacts:\n  files: [README.md, dist/app.js]\n",
+        &["--artifacts-keep-mtime"],
+    )
+    .expect_code(0);
+    let mut archive =
+        zip::ZipArchive::new(File::open(out(&s).join("artifacts.zip")).unwrap()).unwrap();
+    let t = archive
+        .by_name("README.md")
+        .unwrap()
+        .last_modified()
+        .unwrap();
+    assert_eq!(
+        (
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        (2021, 6, 15, 10, 20, 30)
+    );
+    let t = archive
+        .by_name("dist/app.js")
+        .unwrap()
+        .last_modified()
+        .unwrap();
+    assert!(t.year() >= 2024, "{t:?}");
+}

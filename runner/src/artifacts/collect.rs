@@ -14,6 +14,7 @@ use super::{ArtifactError, Entry, EntryKind, Note};
 pub struct CollectOptions {
     source_dir: PathBuf,
     skip: Option<PathBuf>,
+    keep_mtime: bool,
 }
 
 impl CollectOptions {
@@ -23,7 +24,15 @@ impl CollectOptions {
         CollectOptions {
             source_dir: source_dir.into(),
             skip: None,
+            keep_mtime: false,
         }
+    }
+
+    /// Records each file's modification time in [`Entry::mtime`] (default: no, every entry gets
+    /// the fixed 1980-01-01 and zips are reproducible).
+    pub fn keep_mtime(&mut self, yes: bool) -> &mut Self {
+        self.keep_mtime = yes;
+        self
     }
 
     /// Never collects anything under `dir` (default: nothing skipped). The engine passes the
@@ -235,10 +244,22 @@ pub fn collect(
             } else {
                 relative.clone()
             };
+            let mtime = if options.keep_mtime {
+                // A followed link stores its target's time, a kept link its own.
+                match &kind {
+                    EntryKind::File { .. } => std::fs::metadata(path),
+                    EntryKind::Symlink { .. } => std::fs::symlink_metadata(path),
+                }
+                .and_then(|m| m.modified())
+                .ok()
+            } else {
+                None
+            };
             let entry = Entry {
                 name: name.clone(),
                 path: path.to_path_buf(),
                 kind,
+                mtime,
             };
             if let Some(first) = by_name.get(&name) {
                 return Err(ArtifactError::NameCollision {

@@ -91,6 +91,9 @@ pub struct Entry {
     pub path: PathBuf,
     /// What is stored.
     pub kind: EntryKind,
+    /// The modification time to store; `None` (the default): 1980-01-01 00:00, so that builds
+    /// are reproducible.
+    pub mtime: Option<std::time::SystemTime>,
 }
 
 /// What an [`Entry`] stores.
@@ -296,6 +299,13 @@ fn copy_tree(
             EntryKind::File { .. } => {
                 bytes += std::fs::copy(&entry.path, &dest)
                     .map_err(|e| ArtifactError::io("cannot copy", &entry.path, e))?;
+                if let Some(mtime) = entry.mtime {
+                    std::fs::File::options()
+                        .write(true)
+                        .open(&dest)
+                        .and_then(|f| f.set_modified(mtime))
+                        .map_err(|e| ArtifactError::io("cannot write", &dest, e))?;
+                }
             }
             EntryKind::Symlink { target } => {
                 std::os::unix::fs::symlink(target, &dest)
@@ -317,6 +327,8 @@ pub struct UploadPlan {
     pub destination: Option<PathBuf>,
     /// Zip files or directories.
     pub packaging: Packaging,
+    /// Store each file's own modification time instead of the fixed 1980-01-01.
+    pub keep_mtime: bool,
 }
 
 /// What [`upload`] reports as it goes.
@@ -349,6 +361,7 @@ pub fn upload(
     if let Some(dir) = &plan.destination {
         options.skip(dir);
     }
+    options.keep_mtime(plan.keep_mtime);
     let mut notes = |n: Note| progress(Progress::Note(n));
     let mut collected = vec![(
         None,
@@ -399,6 +412,7 @@ mod tests {
                 mode: 0o644,
                 size: 5,
             },
+            mtime: None,
         }]
     }
 

@@ -16,6 +16,7 @@ use std::io::{self, BufWriter, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use zip::write::{SimpleFileOptions, ZipFileBuilder};
 use zip::{CompressionMethod, DateTime, PreparedZipFile, ZipWriter};
@@ -31,13 +32,47 @@ const WINDOW_FILES: usize = 512;
 /// The deflate level (the `zip` tool's default).
 const LEVEL: i64 = 6;
 
-fn options(mode: u32, size: u64) -> SimpleFileOptions {
+fn options(mode: u32, size: u64, mtime: Option<SystemTime>) -> SimpleFileOptions {
     SimpleFileOptions::default()
         .compression_method(CompressionMethod::Deflated)
         .compression_level(Some(LEVEL))
-        .last_modified_time(DateTime::default())
+        .last_modified_time(dos_time(mtime))
         .unix_permissions(mode)
         .large_file(size >= u64::from(u32::MAX))
+}
+
+/// The zip (MS-DOS) time of `mtime`, in UTC, to the even second below; 1980-01-01 00:00 for `None`
+/// and for times a zip cannot hold (before 1980, after 2107).
+fn dos_time(mtime: Option<SystemTime>) -> DateTime {
+    let Some(secs) = mtime
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+    else {
+        return DateTime::default();
+    };
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let Ok(year) = u16::try_from(year) else {
+        return DateTime::default();
+    };
+    DateTime::from_date_and_time(
+        year,
+        month as u8,
+        day as u8,
+        (rest / 3600) as u8,
+        (rest % 3600 / 60) as u8,
+        (rest % 60) as u8,
+    )
+    .unwrap_or_default()
 }
 
 fn zip_error(e: zip::result::ZipError) -> ArtifactError {
@@ -119,7 +154,7 @@ fn write_entries(
         match &entry.kind {
             EntryKind::Symlink { target } => {
                 let options = SimpleFileOptions::default()
-                    .last_modified_time(DateTime::default())
+                    .last_modified_time(dos_time(entry.mtime))
                     .unix_permissions(0o777);
                 zip.add_symlink(&entry.name, target.to_string_lossy(), options)
                     .map_err(zip_error)?;
@@ -144,7 +179,7 @@ fn write_entries(
             EntryKind::File { mode, size } => {
                 let mut file = File::open(&entry.path)
                     .map_err(|e| ArtifactError::io("cannot read", &entry.path, e))?;
-                zip.start_file(entry.name.as_str(), options(*mode, *size))
+                zip.start_file(entry.name.as_str(), options(*mode, *size, entry.mtime))
                     .map_err(zip_error)?;
                 copy_cancellable(&mut file, &mut zip, cancel).map_err(|e| match e.kind() {
                     io::ErrorKind::Interrupted => ArtifactError::Cancelled,
@@ -190,8 +225,8 @@ fn prepare(entry: &Entry) -> Prepared {
     };
     let mut file =
         File::open(&entry.path).map_err(|e| ArtifactError::io("cannot read", &entry.path, e))?;
-    let mut builder =
-        ZipFileBuilder::new(entry.name.as_str(), options(mode, size)).map_err(zip_error)?;
+    let mut builder = ZipFileBuilder::new(entry.name.as_str(), options(mode, size, entry.mtime))
+        .map_err(zip_error)?;
     io::copy(&mut file, &mut builder)
         .map_err(|e| ArtifactError::io("cannot read", &entry.path, e))?;
     builder.finish().map_err(zip_error)
@@ -214,6 +249,7 @@ mod tests {
                 mode,
                 size: contents.len() as u64,
             },
+            mtime: None,
         }
     }
 
@@ -232,6 +268,7 @@ mod tests {
                 kind: EntryKind::Symlink {
                     target: "a.txt".into(),
                 },
+                mtime: None,
             },
             entry(dir.path(), "d/run.sh", b"#!/bin/sh\n", 0o755),
         ];
@@ -255,6 +292,30 @@ mod tests {
         );
         let link = archive.by_name("c-link").unwrap();
         assert!(link.is_symlink());
+    }
+
+    #[test]
+    fn dos_times_are_utc_and_clamped() {
+        let at = |secs: u64| {
+            dos_time(Some(
+                SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+            ))
+        };
+        // 2025-03-08 23:02:07 UTC: DOS time keeps even seconds.
+        let t = at(1_741_474_927);
+        assert_eq!(
+            (
+                t.year(),
+                t.month(),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            ),
+            (2025, 3, 8, 23, 2, 6)
+        );
+        assert_eq!(at(0), DateTime::default());
+        assert_eq!(dos_time(None), DateTime::default());
     }
 
     #[test]
