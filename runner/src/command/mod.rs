@@ -559,8 +559,14 @@ impl StateDir {
         // Without run-as, the file is the agent's own: emptied in place once read, so that the
         // next epilogue need not create it anew nor `prepare` remove it. A run-as user's file is
         // removed (the agent never writes to a file that user could have replaced).
-        let in_place = !self.granted;
-        let mut file = match open_no_follow(&path, in_place) {
+        let mut in_place = !self.granted;
+        let mut opened = open_no_follow(&path, in_place);
+        if in_place && matches!(&opened, Err(e) if e.kind() == io::ErrorKind::PermissionDenied) {
+            // Not writable after all (a shell running as another uid wrote it): remove it.
+            in_place = false;
+            opened = open_no_follow(&path, false);
+        }
+        let mut file = match opened {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.out_clean = true;
