@@ -497,23 +497,28 @@ impl HostExecutor {
 
     /// Forgets groups that are empty, after reaping the zombie orphans that keep them alive.
     fn housekeeping(&self) {
-        let mut groups = self.lock().groups.clone();
-        groups.retain(|g| os::group_exists(*g));
-        if !groups.is_empty() {
-            if let Ok(procs) = os::scan_processes() {
-                for p in procs
-                    .iter()
-                    .filter(|p| p.is_zombie() && groups.contains(&p.pgrp))
-                {
-                    self.reap_orphan(p, &groups);
-                }
+        // Usually the group of the command that just ended is gone: one probe, under the lock
+        // (so no group added meanwhile is dropped unprobed), and done.
+        let groups = {
+            let mut shared = self.lock();
+            shared.groups.retain(|g| os::group_exists(*g));
+            if shared.groups.is_empty() {
+                return;
             }
-            groups.retain(|g| os::group_exists(*g));
+            shared.groups.clone()
+        };
+        if let Ok(procs) = os::scan_processes() {
+            for p in procs
+                .iter()
+                .filter(|p| p.is_zombie() && groups.contains(&p.pgrp))
+            {
+                self.reap_orphan(p, &groups);
+            }
         }
-        let mut shared = self.lock();
-        shared
+        // Groups added since the snapshot are kept; the snapshot's are probed again.
+        self.lock()
             .groups
-            .retain(|g| groups.contains(g) || os::group_exists(*g));
+            .retain(|g| !groups.contains(g) || os::group_exists(*g));
     }
 }
 
