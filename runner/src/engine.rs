@@ -837,14 +837,13 @@ impl<'b> Attempt<'b> {
         command: &Spanned<String>,
     ) -> (CommandOutcome, String) {
         let phase = build_phase(phase);
-        let display_masker = self.masker.clone();
         self.emit(
             report,
             EventKind::CommandStarted {
                 phase,
                 block,
                 index,
-                command: display_masker.mask_str(&command.value),
+                command: self.masker.mask_str(&command.value),
             },
         );
         let started = Instant::now();
