@@ -41,10 +41,10 @@
 //! # The state directory
 //!
 //! A [`StateDir`] is a private directory (mode 0700) per build that holds:
-//! - `env.sh`: the committed exported environment, in the format described in [`mod@env`]; line 3 of
-//!   every script sources it.
+//! - `env.sh`: the committed exported environment, in the format described in [`mod@env`]; line 3
+//!   of a script re-exports the part of it the shell may have changed, or sources it in full.
 //! - `dir.txt`: the committed working directory (one line).
-//! - `script.sh`: the current command's script, replaced atomically for each command.
+//! - `script.sh`: the current command's script, rewritten for each command (see below).
 //! - `out/state.out`: what the last command's epilogue saved (the output of `export -p`, the
 //!   marker line, then the output of `pwd`), until [`StateDir::finish`] reads it. `out/` is the
 //!   only place a command writes to.
