@@ -383,6 +383,8 @@ pub struct StateDir {
     /// `current` and `initial` as process environments, shared by the specs `prepare` returns.
     current_process_env: Arc<[(OsString, OsString)]>,
     initial_process_env: Arc<[(OsString, OsString)]>,
+    /// Line 3 of a version 0.2 script for `current` (see [`env_line`]).
+    env_line: Option<Vec<u8>>,
 }
 
 impl StateDir {
@@ -428,6 +430,7 @@ impl StateDir {
             out_clean: true,
             current_process_env: Arc::new([]),
             initial_process_env: Arc::new([]),
+            env_line: None,
         };
         state.initial_process_env = state.initial.to_process_env().into();
         state.write_env()?;
@@ -444,6 +447,7 @@ impl StateDir {
     /// A Docker executor that bind-mounts it elsewhere sets the mount point here.
     pub fn set_visible_path(&mut self, path: impl Into<PathBuf>) {
         self.visible = path.into();
+        self.env_line = env_line(&self.current, &self.visible.join(ENV_FILE));
     }
 
     /// The exported environment as the last completed command left it (for `exported-variables`).
@@ -492,7 +496,7 @@ impl StateDir {
                 ScriptMode::V01 => self.start_dir.clone(),
             },
             env_line: match mode {
-                ScriptMode::V02 => env_line(&self.current, &env_file),
+                ScriptMode::V02 => self.env_line.clone(),
                 ScriptMode::V01 => None,
             },
             env_file,
@@ -645,6 +649,7 @@ impl StateDir {
         // `current` changed: no `export -p` output is known to parse to it.
         self.committed_prefix.clear();
         self.current_process_env = self.current.to_process_env().into();
+        self.env_line = env_line(&self.current, &self.visible.join(ENV_FILE));
         write_atomic(&self.path().join(ENV_FILE), &self.current.to_script())
     }
 
@@ -922,6 +927,34 @@ mod tests {
         let path = state.path().to_owned();
         state.close().unwrap();
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn line_3_follows_the_visible_path() {
+        let parent = tempfile::tempdir().unwrap();
+        let env = vec![("PWD".to_string(), "/src".to_string())];
+        let mut state = StateDir::new_in(parent.path(), &env, Path::new("/src")).unwrap();
+        let line_3 = |state: &mut StateDir| {
+            state
+                .prepare("true", ScriptMode::V02, Path::new("/bin/sh"), None)
+                .unwrap();
+            let script = fs::read(state.path().join(SCRIPT_FILE)).unwrap();
+            String::from_utf8(script)
+                .unwrap()
+                .lines()
+                .nth(2)
+                .unwrap()
+                .to_owned()
+        };
+        let own = format!("export PWD='/src'; : '{}/env.sh'", state.path().display());
+        assert_eq!(line_3(&mut state), own);
+        state.set_visible_path("/mnt/state");
+        assert_eq!(
+            line_3(&mut state),
+            "export PWD='/src'; : '/mnt/state/env.sh'"
+        );
+        state.set_var("IFS", " \t\n").unwrap();
+        assert_eq!(line_3(&mut state), ". '/mnt/state/env.sh'");
     }
 
     #[test]
