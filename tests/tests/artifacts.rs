@@ -6,7 +6,8 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use buildagent_tests::{Run, Sandbox};
 
@@ -630,4 +631,90 @@ fn keep_mtime_stores_each_files_own_time() {
         .last_modified()
         .unwrap();
     assert!(t.year() >= 2024, "{t:?}");
+}
+
+#[test]
+fn a_build_stopped_while_zipping_leaves_no_artifact() {
+    use std::io::BufRead;
+    let s = sandbox();
+    // 2 GiB of zeros that take no disk: several seconds to compress, so the stop lands inside.
+    File::create(src(&s).join("big.bin"))
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    s.write(
+        "src/buildspec.yml",
+        "version: 0.2\nphases:\n  build:\n    commands: [echo built]\nartifacts:\n  files: [big.bin]\n",
+    );
+    let mut child = s
+        .command([
+            "run",
+            "-m",
+            "-s",
+            &src(&s).display().to_string(),
+            "-a",
+            &out(&s).display().to_string(),
+            "--log-format",
+            "codebuild",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut log = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if line.ends_with("Found 1 file(s)") {
+            break;
+        }
+    }
+    assert!(log.contains("Found 1 file(s)"), "{log}");
+    let stopped = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    for line in lines {
+        log.push_str(&line.unwrap());
+        log.push('\n');
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert!(stopped.elapsed() < Duration::from_secs(5), "{log}");
+    assert!(
+        log.contains("Phase complete: UPLOAD_ARTIFACTS State: STOPPED"),
+        "{log}"
+    );
+    let left: Vec<_> = std::fs::read_dir(out(&s))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_build_timing_out_while_zipping_leaves_no_artifact() {
+    let s = sandbox();
+    File::create(src(&s).join("big.bin"))
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    let run = build(
+        &s,
+        "version: 0.2\nphases:\n  build:\n    commands: [echo built]\nartifacts:\n  files: [big.bin]\n",
+        &["--timeout", "2s"],
+    );
+    run.expect_code(124);
+    assert!(
+        phase_lines(&run).contains(&"UPLOAD_ARTIFACTS State: TIMED_OUT"),
+        "{}",
+        run.stdout
+    );
+    let left: Vec<_> = std::fs::read_dir(out(&s))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
 }
