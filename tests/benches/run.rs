@@ -89,7 +89,7 @@ fn per_command(dir: &Path) {
     let mut agent = Vec::new();
     let mut shell = Vec::new();
     // Interleaved rounds, medians: the machine is shared and noisy.
-    for _ in 0..15 {
+    for _ in 0..25 {
         agent.push(time(|| run_agent(dir, &["-m"])));
         shell.push(time(|| (0..500).for_each(|_| sh_true())));
     }
