@@ -1,6 +1,7 @@
 //! Speed of `buildagent run` against the plain shell doing the same work, measured in one
 //! process so both sides see the same machine load. Prints figures and ratios; run with
-//! `cargo build --release -p buildagent && cargo bench -p buildagent-tests --bench run`.
+//! `cargo build --release -p buildagent && cargo bench -p buildagent-tests --bench run`
+//! (`BUILDAGENT_BENCH_AGENT=/path/to/buildagent` measures another build of the agent).
 //!
 //! - overhead: `buildagent run -m` of a one-command buildspec (`true`) against `sh -c true`.
 //! - per command: a 500-command buildspec against 500 `sh -c true` spawns.
@@ -16,6 +17,10 @@ use std::time::{Duration, Instant};
 use nix::sys::resource::{getrusage, UsageWho};
 
 fn agent() -> PathBuf {
+    // For A/B runs against another build of the agent.
+    if let Some(bin) = std::env::var_os("BUILDAGENT_BENCH_AGENT") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(Path::parent).unwrap();
     let bin = dir.join("buildagent");
