@@ -107,3 +107,19 @@ pub fn parse_file(path: &Path, options: &ParseOptions) -> Result<(String, Parsed
     let parsed = parse(&source, options);
     Ok((source, parsed))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_variable_name;
+
+    #[test]
+    fn variable_names() {
+        assert!(is_variable_name("_"));
+        assert!(is_variable_name("CODEBUILD_SRC_DIR"));
+        assert!(is_variable_name("a1"));
+        assert!(!is_variable_name("1a"));
+        assert!(!is_variable_name("A-B"));
+        assert!(!is_variable_name(""));
+        assert!(!is_variable_name("É"));
+    }
+}
