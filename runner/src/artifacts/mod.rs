@@ -51,6 +51,7 @@
 //! # }
 //! ```
 
+mod chunked;
 mod collect;
 mod zip;
 
@@ -215,7 +216,7 @@ pub fn package(
                 .as_file()
                 .try_clone()
                 .map_err(|e| ArtifactError::io("cannot write", temp.path(), e))?;
-            write_zip(entries, file, cancel).map_err(|e| match e {
+            write_zip(entries, file, dir, cancel).map_err(|e| match e {
                 ArtifactError::Zip { source, .. } => ArtifactError::Zip {
                     path: path.clone(),
                     source,

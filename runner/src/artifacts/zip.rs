@@ -6,9 +6,9 @@
 //!
 //! Files smaller than [`PARALLEL_LIMIT`] are deflated on worker threads (one per core) into memory
 //! and appended in order by the writing thread; at most [`WINDOW_BYTES`] of such files are in
-//! flight at once. Larger files are streamed through the writer's own deflater, so memory stays
-//! bounded whatever the file sizes (such a file is compressed on one core while the workers go on
-//! with the files after it).
+//! flight at once. Larger files are split into 1 MiB pieces deflated on every core and joined into
+//! one stream through a temporary file in the artifacts directory (see `chunked.rs`), so memory
+//! stays bounded whatever the file sizes.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -84,7 +84,12 @@ fn zip_error(e: zip::result::ZipError) -> ArtifactError {
 
 /// Writes `entries` as a zip archive to `out`. Stops with [`ArtifactError::Cancelled`] as soon as
 /// `cancel` is set (the caller removes the file).
-pub fn write_zip(entries: &[Entry], out: File, cancel: &AtomicBool) -> Result<(), ArtifactError> {
+pub fn write_zip(
+    entries: &[Entry],
+    out: File,
+    temp_dir: &std::path::Path,
+    cancel: &AtomicBool,
+) -> Result<(), ArtifactError> {
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -111,7 +116,7 @@ pub fn write_zip(entries: &[Entry], out: File, cancel: &AtomicBool) -> Result<()
         drop(done_tx);
         // `job_tx` is moved in and dropped when writing ends (success or not), which lets the
         // workers finish before the scope joins them.
-        write_entries(entries, out, cancel, job_tx, done_rx)
+        write_entries(entries, out, temp_dir, workers, cancel, job_tx, done_rx)
     })
 }
 
@@ -127,6 +132,8 @@ fn is_parallel(entry: &Entry) -> Option<u64> {
 fn write_entries(
     entries: &[Entry],
     out: File,
+    temp_dir: &std::path::Path,
+    workers: usize,
     cancel: &AtomicBool,
     jobs: mpsc::Sender<usize>,
     done: mpsc::Receiver<(usize, Prepared)>,
@@ -176,16 +183,17 @@ fn write_entries(
                 ahead_bytes -= size;
                 zip.add_prepared_file(prepared).map_err(zip_error)?;
             }
-            EntryKind::File { mode, size } => {
-                let mut file = File::open(&entry.path)
-                    .map_err(|e| ArtifactError::io("cannot read", &entry.path, e))?;
-                zip.start_file(entry.name.as_str(), options(*mode, *size, entry.mtime))
-                    .map_err(zip_error)?;
-                copy_cancellable(&mut file, &mut zip, cancel).map_err(|e| match e.kind() {
-                    io::ErrorKind::Interrupted => ArtifactError::Cancelled,
-                    _ => ArtifactError::io("cannot read", &entry.path, e),
-                })?;
-            }
+            EntryKind::File { mode, .. } => super::chunked::append(
+                &mut zip,
+                &entry.name,
+                &entry.path,
+                *mode,
+                dos_time(entry.mtime),
+                LEVEL as u32,
+                workers,
+                temp_dir,
+                cancel,
+            )?,
         }
     }
     drop(jobs);
@@ -193,29 +201,6 @@ fn write_entries(
     out.flush()
         .map_err(|e| ArtifactError::io("cannot write", "the artifact", e))?;
     Ok(())
-}
-
-/// Copies `from` into `to`, checking `cancel` between blocks.
-fn copy_cancellable(
-    from: &mut impl io::Read,
-    to: &mut impl Write,
-    cancel: &AtomicBool,
-) -> io::Result<u64> {
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0;
-    loop {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
-        }
-        let n = match from.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        to.write_all(&buf[..n])?;
-        total += n as u64;
-    }
 }
 
 /// Compresses one small file into memory.
@@ -273,7 +258,13 @@ mod tests {
             entry(dir.path(), "d/run.sh", b"#!/bin/sh\n", 0o755),
         ];
         let out = tempfile::tempfile().unwrap();
-        write_zip(&entries, out.try_clone().unwrap(), &AtomicBool::new(false)).unwrap();
+        write_zip(
+            &entries,
+            out.try_clone().unwrap(),
+            dir.path(),
+            &AtomicBool::new(false),
+        )
+        .unwrap();
         let mut archive = zip::ZipArchive::new(out).unwrap();
         let names: Vec<String> = (0..archive.len())
             .map(|i| archive.by_index(i).unwrap().name().unwrap().into_owned())
@@ -323,7 +314,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let entries = vec![entry(dir.path(), "a.txt", b"alpha", 0o644)];
         let out = tempfile::tempfile().unwrap();
-        let err = write_zip(&entries, out, &AtomicBool::new(true)).unwrap_err();
+        let err = write_zip(&entries, out, dir.path(), &AtomicBool::new(true)).unwrap_err();
         assert!(matches!(err, ArtifactError::Cancelled));
     }
 }
