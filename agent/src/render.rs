@@ -2,7 +2,7 @@
 //! and for machines (JSON lines).
 
 use std::io::{self, Write};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use buildagent_runner::events::{
     BuildPhase, BuildStatus, CancelReason, CommandOutcome, Event, EventKind, PhaseStatus,
@@ -109,23 +109,16 @@ fn secs(d: Duration) -> String {
 
 /// `YYYY/MM/DD HH:MM:SS.ffffff` in UTC.
 pub fn timestamp(at: SystemTime) -> String {
-    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (h, m, s) = (rest / 3600, rest % 3600 / 60, rest % 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
+    let t = buildagent_runner::utc::utc(at);
     format!(
-        "{y:04}/{mo:02}/{d:02} {h:02}:{m:02}:{s:02}.{:06}",
-        since.subsec_micros()
+        "{:04}/{:02}/{:02} {:02}:{:02}:{:02}.{:06}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
     )
 }
 
@@ -303,6 +296,7 @@ impl<W: Write> Reporter for JsonLines<W> {
 mod tests {
     use super::*;
     use buildagent_runner::events::PhaseContext;
+    use std::time::UNIX_EPOCH;
 
     fn event(kind: EventKind) -> Event {
         Event::new(

@@ -131,3 +131,4 @@ pub mod mask;
 mod os;
 pub mod plan;
 pub mod source;
+pub mod utc;

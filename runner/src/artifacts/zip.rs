@@ -44,33 +44,19 @@ fn options(mode: u32, size: u64, mtime: Option<SystemTime>) -> SimpleFileOptions
 /// The zip (MS-DOS) time of `mtime`, in UTC, to the even second below; 1980-01-01 00:00 for `None`
 /// and for times a zip cannot hold (before 1980, after 2107).
 fn dos_time(mtime: Option<SystemTime>) -> DateTime {
-    let Some(secs) = mtime
-        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs())
-    else {
+    let Some(t) = mtime.map(crate::utc::utc) else {
         return DateTime::default();
     };
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let Ok(year) = u16::try_from(year) else {
+    let Ok(year) = u16::try_from(t.year()) else {
         return DateTime::default();
     };
     DateTime::from_date_and_time(
         year,
-        month as u8,
-        day as u8,
-        (rest / 3600) as u8,
-        (rest % 3600 / 60) as u8,
-        (rest % 60) as u8,
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
     )
     .unwrap_or_default()
 }
