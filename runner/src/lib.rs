@@ -123,6 +123,7 @@
 #![deny(missing_docs)]
 
 pub mod artifacts;
+pub mod cache;
 pub mod command;
 pub mod engine;
 pub mod events;

@@ -97,7 +97,7 @@ pub(crate) fn glob(pattern: &str) -> Result<Glob, ArtifactError> {
 }
 
 /// `./a/b` is `a/b`.
-fn normalize(pattern: &str) -> &str {
+pub(crate) fn normalize(pattern: &str) -> &str {
     let mut p = pattern;
     while let Some(rest) = p.strip_prefix("./") {
         p = rest.trim_start_matches('/');
@@ -296,7 +296,7 @@ pub fn collect(
 /// the patterns (`target/` for `target/*.jar`) when every pattern has one, so that naming one file
 /// does not walk the whole tree; else `base` itself. A prefix that is not a real directory (missing,
 /// or a link) is left out: a full walk would not find files under it either.
-fn walk_roots(base: &Path, patterns: &[&str]) -> Vec<PathBuf> {
+pub(crate) fn walk_roots(base: &Path, patterns: &[&str]) -> Vec<PathBuf> {
     let mut prefixes = Vec::new();
     for pattern in patterns {
         let pattern = normalize(pattern);

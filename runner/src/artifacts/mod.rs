@@ -52,7 +52,7 @@
 //! ```
 
 mod chunked;
-mod collect;
+pub(crate) mod collect;
 mod zip;
 
 use std::io;
