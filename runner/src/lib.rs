@@ -131,5 +131,6 @@ pub mod executor;
 pub mod mask;
 mod os;
 pub mod plan;
+pub mod reports;
 pub mod source;
 pub mod utc;
