@@ -4,6 +4,8 @@
 use std::io::{self, Write};
 use std::time::{Duration, SystemTime};
 
+use buildagent_spec::ReportFormat;
+
 use buildagent_runner::events::{
     BuildPhase, BuildStatus, CancelReason, CommandOutcome, Event, EventKind, PhaseStatus,
     PhaseSummary,
@@ -26,6 +28,8 @@ pub struct CodeBuildLog<W: Write> {
     at_line_start: bool,
     /// The exported variables, shown in the summary.
     exported: Vec<(String, String)>,
+    /// The report groups' summary lines, shown in the summary.
+    reports: Vec<String>,
 }
 
 impl<W: Write> CodeBuildLog<W> {
@@ -38,6 +42,7 @@ impl<W: Write> CodeBuildLog<W> {
             command: String::new(),
             at_line_start: true,
             exported: Vec::new(),
+            reports: Vec::new(),
         }
     }
 
@@ -84,6 +89,9 @@ impl<W: Write> CodeBuildLog<W> {
         }
         for (name, value) in &self.exported {
             writeln!(self.out, "exported {name}={value}")?;
+        }
+        for line in &self.reports {
+            writeln!(self.out, "{}", line.replacen("Report group", "report", 1))?;
         }
         let painted = self.paint_status(status.as_str());
         writeln!(self.out, "build {painted} in {}", secs(duration))?;
@@ -224,6 +232,41 @@ impl<W: Write> Reporter for CodeBuildLog<W> {
                     ),
                     Some("\x1b[32m"),
                 )?
+            }
+            EventKind::ReportGroupFinished {
+                group,
+                format,
+                total,
+                passed,
+                failed,
+                skipped,
+                errors,
+                duration,
+                line_coverage,
+                ..
+            } => {
+                let totals = buildagent_runner::reports::Totals {
+                    total: *total,
+                    passed: *passed,
+                    failed: *failed,
+                    skipped: *skipped,
+                    errors: *errors,
+                    duration: duration.as_secs_f64(),
+                };
+                let coverage = ReportFormat::from_name(format).is_some_and(|f| f.is_coverage());
+                let message = buildagent_runner::reports::summary_line(
+                    group,
+                    &totals,
+                    *line_coverage,
+                    coverage,
+                );
+                let style = if failed + errors > 0 {
+                    "\x1b[1;31m"
+                } else {
+                    "\x1b[32m"
+                };
+                self.line(at, &message, Some(style))?;
+                self.reports.push(message);
             }
             EventKind::Warning { message } => {
                 self.line(at, &format!("Warning: {message}"), Some("\x1b[33m"))?

@@ -141,6 +141,12 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
             ArtifactsPackaging::None => Packaging::None,
         },
         artifacts_keep_mtime: args.artifacts_keep_mtime,
+        reports_dir: match &args.reports {
+            Some(dir) => {
+                Some(std::path::absolute(dir).with_context(|| format!("-r {}", dir.display()))?)
+            }
+            None => None,
+        },
     };
 
     let format = args.log_format.unwrap_or(if io::stdout().is_terminal() {

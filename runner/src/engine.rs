@@ -61,6 +61,9 @@ pub struct BuildOptions {
     /// Store files' own modification times in artifacts instead of the fixed 1980-01-01
     /// (default false: reproducible zips).
     pub artifacts_keep_mtime: bool,
+    /// Where report groups' files and `summary.json` are written (`-r DIR`). `None`: reports are
+    /// still parsed and summarised in the log, but not copied.
+    pub reports_dir: Option<PathBuf>,
 }
 
 /// What a build ended as.
@@ -510,6 +513,9 @@ impl<'b> Attempt<'b> {
                     phase: BuildPhase::UploadArtifacts,
                 },
             );
+            if !self.build.spec.reports.is_empty() {
+                self.process_reports(report, state.as_ref()).await;
+            }
             let (status, context) = match &self.build.spec.artifacts {
                 Some(spec) => {
                     let spec = spec.clone();
@@ -582,6 +588,75 @@ impl<'b> Attempt<'b> {
             None,
         );
         halt
+    }
+
+    /// Collects, parses and summarises the report groups on a blocking thread (a report file that
+    /// is missing or broken is a warning; failed tests never fail the build), then reports them.
+    async fn process_reports(
+        &mut self,
+        report: &mut (impl FnMut(Event) + Send),
+        state: Option<&StateDir>,
+    ) {
+        // `base-directory` may name variables: the build's final environment expands them.
+        let env: Vec<(String, String)> = state
+            .map(|s| {
+                let env = s.env();
+                let mut vars = Vec::new();
+                for group in &self.build.spec.reports {
+                    let Some(base) = &group.base_directory else {
+                        continue;
+                    };
+                    for name in base.value.split('$').skip(1) {
+                        let name: String = name
+                            .trim_start_matches('{')
+                            .chars()
+                            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                            .collect();
+                        if let Some(value) = env.get_lossy(&name) {
+                            vars.push((name, value));
+                        }
+                    }
+                }
+                vars
+            })
+            .unwrap_or_default();
+        let groups = self.build.spec.reports.clone();
+        let source_dir = self.build.options.source_dir.clone();
+        let out = self.build.options.reports_dir.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+            let mut warnings = Vec::new();
+            let groups =
+                crate::reports::process(&groups, &source_dir, out.as_deref(), &lookup, &mut |w| {
+                    warnings.push(w)
+                });
+            (groups, warnings)
+        });
+        let (groups, warnings) = match job.await {
+            Ok(done) => done,
+            Err(e) => (Vec::new(), vec![format!("cannot process the reports: {e}")]),
+        };
+        for message in warnings {
+            let message = self.masker.mask_str(&message);
+            self.emit(report, EventKind::Warning { message });
+        }
+        for group in groups {
+            self.emit(
+                report,
+                EventKind::ReportGroupFinished {
+                    group: group.name,
+                    format: group.format.as_str().to_string(),
+                    total: group.totals.total,
+                    passed: group.totals.passed,
+                    failed: group.totals.failed,
+                    skipped: group.totals.skipped,
+                    errors: group.totals.errors,
+                    duration: group.totals.duration(),
+                    line_coverage: group.line_coverage,
+                    files: group.files.len(),
+                },
+            );
+        }
     }
 
     /// Collects and writes the artifacts on a blocking thread, relaying its log lines as they come

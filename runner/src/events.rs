@@ -193,6 +193,30 @@ pub enum EventKind {
         /// Its size in bytes (the zip file, or the files of a directory).
         bytes: u64,
     },
+    /// A report group's files were collected and parsed (in UPLOAD_ARTIFACTS).
+    ReportGroupFinished {
+        /// The group's name.
+        group: String,
+        /// Its file format (`JUNITXML`...).
+        format: String,
+        /// Test cases.
+        total: usize,
+        /// Passed test cases.
+        passed: usize,
+        /// Failed test cases.
+        failed: usize,
+        /// Skipped test cases.
+        skipped: usize,
+        /// Test cases that ended with an error.
+        errors: usize,
+        /// The test cases' total duration.
+        #[serde(serialize_with = "ser_secs")]
+        duration: Duration,
+        /// Line coverage in percent (coverage formats, when read).
+        line_coverage: Option<f64>,
+        /// How many report files were found.
+        files: usize,
+    },
     /// The build completed.
     BuildFinished {
         /// The overall result.
@@ -585,6 +609,29 @@ mod tests {
             bytes: 1,
         });
         assert_eq!(v["identifier"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn report_group_finished() {
+        let v = json_of(EventKind::ReportGroupFinished {
+            group: "unit".into(),
+            format: "JUNITXML".into(),
+            total: 3,
+            passed: 1,
+            failed: 1,
+            skipped: 1,
+            errors: 0,
+            duration: Duration::from_millis(1500),
+            line_coverage: None,
+            files: 2,
+        });
+        assert_eq!(v["type"], "report_group_finished");
+        assert_eq!(v["group"], "unit");
+        assert_eq!(v["format"], "JUNITXML");
+        assert_eq!(v["failed"], 1);
+        assert_eq!(v["duration"], 1.5);
+        assert_eq!(v["line_coverage"], serde_json::Value::Null);
+        assert_eq!(v["files"], 2);
     }
 
     #[test]

@@ -61,6 +61,7 @@
 //!     artifacts_dir: None, // with Some(dir): dir/artifacts.zip
 //!     artifacts_packaging: Default::default(),
 //!     artifacts_keep_mtime: false,
+//!     reports_dir: None, // with Some(dir): dir/<group>/... and dir/summary.json
 //! };
 //! let mut output = Vec::new();
 //! let build = Build::new(spec, options, Arc::new(HostExecutor::new()));

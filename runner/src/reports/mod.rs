@@ -67,6 +67,8 @@ pub struct GroupReport {
     pub totals: Totals,
     /// Line coverage in percent (coverage formats), averaged over the files that give it.
     pub line_coverage: Option<f64>,
+    /// The group's directory in the reports directory (see [`dir_name`]).
+    pub directory: String,
     /// The report files, as named in the group (relative to the base directory).
     pub files: Vec<String>,
     /// Every test case, file after file.
@@ -136,6 +138,10 @@ pub fn process(
         });
         let entries = match entries {
             Ok(entries) => entries,
+            Err(artifacts::ArtifactError::NoMatchingPaths) => {
+                warn(format!("report group {name}: no report files found"));
+                Vec::new()
+            }
             Err(e) => {
                 warn(format!("report group {name}: {e}"));
                 Vec::new()
@@ -146,6 +152,7 @@ pub fn process(
             format,
             totals: Totals::default(),
             line_coverage: None,
+            directory: dir_name(&name),
             files: Vec::new(),
             cases: Vec::new(),
         };
