@@ -359,6 +359,54 @@ mod tests {
     }
 
     #[test]
+    fn report_groups_have_a_line_and_a_summary_row() {
+        let mut out = Vec::new();
+        let mut log = CodeBuildLog::new(&mut out, false, true);
+        log.report(&event(EventKind::ReportGroupFinished {
+            group: "unit".into(),
+            format: "JUNITXML".into(),
+            total: 12,
+            passed: 11,
+            failed: 1,
+            skipped: 0,
+            errors: 0,
+            duration: Duration::from_millis(1230),
+            line_coverage: None,
+            files: 2,
+        }))
+        .unwrap();
+        log.report(&event(EventKind::ReportGroupFinished {
+            group: "cov".into(),
+            format: "COBERTURAXML".into(),
+            total: 0,
+            passed: 0,
+            failed: 0,
+            skipped: 0,
+            errors: 0,
+            duration: Duration::ZERO,
+            line_coverage: Some(87.5),
+            files: 1,
+        }))
+        .unwrap();
+        log.report(&event(EventKind::BuildFinished {
+            status: BuildStatus::Succeeded,
+            duration: Duration::from_secs(1),
+            phases: Vec::new(),
+        }))
+        .unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let t = "[Container] 2025/03/08 23:02:06.050806";
+        assert!(
+            out.starts_with(&format!(
+            "{t} Report group unit: 12 tests, 11 passed, 1 failed, 0 skipped, 0 errors (1.23 s)\n\
+             {t} Report group cov: line coverage 87.50%\n"
+        )),
+            "{out}"
+        );
+        assert!(out.contains("\nreport unit: 12 tests, 11 passed, 1 failed, 0 skipped, 0 errors (1.23 s)\nreport cov: line coverage 87.50%\nbuild SUCCEEDED"), "{out}");
+    }
+
+    #[test]
     fn artifact_lines_name_the_artifact_and_its_size() {
         let mut out = Vec::new();
         let mut log = CodeBuildLog::new(&mut out, false, false);

@@ -257,3 +257,103 @@ pub fn summary_line(
         totals.total, totals.passed, totals.failed, totals.skipped, totals.errors, totals.duration
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use buildagent_spec::Spanned;
+
+    fn group(name: &str, files: &[&str], base: Option<&str>, discard: bool) -> ReportGroup {
+        ReportGroup {
+            name: Spanned::new(name.to_string(), Default::default()),
+            files: files
+                .iter()
+                .map(|f| Spanned::new(f.to_string(), Default::default()))
+                .collect(),
+            base_directory: base.map(|b| Spanned::new(b.to_string(), Default::default())),
+            discard_paths: discard,
+            file_format: None,
+        }
+    }
+
+    #[test]
+    fn dir_names() {
+        assert_eq!(dir_name("unit"), "unit");
+        assert_eq!(
+            dir_name("arn:aws:codebuild:us-east-1:123:report-group/my-tests"),
+            "my-tests"
+        );
+        assert_eq!(dir_name("a b:c"), "a_b_c");
+        assert_eq!(dir_name(".."), "_");
+    }
+
+    #[test]
+    fn groups_are_collected_parsed_and_written() {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(src.path().join("build/a")).unwrap();
+        std::fs::write(
+            src.path().join("build/a/one.xml"),
+            r#"<testsuite><testcase name="x" time="1"/><testcase name="y"><error/></testcase></testsuite>"#,
+        )
+        .unwrap();
+        std::fs::write(src.path().join("build/bad.xml"), "<testsuite>\n<testcase>").unwrap();
+        let groups = [
+            group("unit", &["**/*.xml"], Some("$DIR"), true),
+            group("none", &["missing.xml"], None, false),
+        ];
+        let lookup = |name: &str| (name == "DIR").then(|| "build".to_string());
+        let mut warnings = Vec::new();
+        let reports = process(&groups, src.path(), Some(out.path()), &lookup, &mut |w| {
+            warnings.push(w)
+        });
+        assert_eq!(reports.len(), 2);
+        let unit = &reports[0];
+        assert_eq!(unit.files, ["bad.xml", "one.xml"]);
+        assert_eq!(
+            (unit.totals.total, unit.totals.passed, unit.totals.errors),
+            (2, 1, 1)
+        );
+        assert_eq!(unit.totals.duration, 1.0);
+        assert_eq!(reports[1].totals, Totals::default());
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w
+                    .starts_with("report group unit: cannot parse bad.xml as JUNITXML at line 2")),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w == "report group none: no report files found"),
+            "{warnings:?}"
+        );
+        assert!(out.path().join("unit/one.xml").is_file());
+        assert!(out.path().join("unit/bad.xml").is_file());
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.path().join("summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(summary["groups"][0]["cases"][1]["status"], "error");
+        assert_eq!(summary["groups"][1]["name"], "none");
+    }
+
+    #[test]
+    fn summary_lines() {
+        let totals = Totals {
+            total: 12,
+            passed: 11,
+            failed: 1,
+            duration: 1.234,
+            ..Totals::default()
+        };
+        assert_eq!(
+            summary_line("unit", &totals, None, false),
+            "Report group unit: 12 tests, 11 passed, 1 failed, 0 skipped, 0 errors (1.23 s)"
+        );
+        assert_eq!(
+            summary_line("cov", &Totals::default(), Some(87.5), true),
+            "Report group cov: line coverage 87.50%"
+        );
+    }
+}
