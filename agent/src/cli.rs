@@ -134,6 +134,15 @@ pub struct RunArgs {
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub grace: String,
 
+    /// Where the buildspec's `cache` entries are kept (default: `$XDG_CACHE_HOME/buildagent`,
+    /// else `~/.cache/buildagent`), one directory per project (the source directory's name).
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Neither restore nor save the buildspec's `cache`.
+    #[arg(long)]
+    pub no_cache: bool,
+
     /// Build in the source directory itself instead of a fresh copy.
     #[arg(short = 'm', long = "mount-source")]
     pub mount_source: bool,

@@ -278,6 +278,37 @@ impl<W: Write> Reporter for CodeBuildLog<W> {
                 };
                 self.line(at, message, Some("\x1b[33m"))?;
             }
+            EventKind::CacheRestored {
+                key,
+                entry,
+                files,
+                bytes,
+            } => {
+                let key = key.as_deref().map_or(String::new(), |k| format!(" {k}"));
+                self.line(
+                    at,
+                    &format!("Cache{key} restored from {entry}: {files} file(s), {bytes} bytes"),
+                    Some("\x1b[32m"),
+                )?
+            }
+            EventKind::CacheMissed { keys } => self.line(
+                at,
+                &format!("Cache miss (tried: {})", keys.join(", ")),
+                None,
+            )?,
+            EventKind::CacheSaved {
+                key,
+                entry,
+                files,
+                bytes,
+            } => {
+                let key = key.as_deref().map_or(String::new(), |k| format!(" {k}"));
+                self.line(
+                    at,
+                    &format!("Cache{key} saved to {entry}: {files} file(s), {bytes} bytes"),
+                    Some("\x1b[32m"),
+                )?
+            }
             EventKind::VariablesExported { variables } => {
                 self.exported = variables
                     .iter()

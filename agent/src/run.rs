@@ -147,6 +147,7 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
             }
             None => None,
         },
+        cache_dir: cache_dir(args)?,
     };
 
     let format = args.log_format.unwrap_or(if io::stdout().is_terminal() {
@@ -343,4 +344,27 @@ fn write_output_env(path: &Path, exported: &[(String, String)]) -> anyhow::Resul
     writeln!(file)?;
     file.persist(path)?;
     Ok(())
+}
+
+/// `--cache-dir`, or the user's cache directory; `None` with `--no-cache` (or when there is no
+/// home directory to default to).
+fn cache_dir(args: &RunArgs) -> anyhow::Result<Option<PathBuf>> {
+    if args.no_cache {
+        return Ok(None);
+    }
+    if let Some(dir) = &args.cache_dir {
+        return Ok(Some(
+            std::path::absolute(dir).with_context(|| format!("--cache-dir {}", dir.display()))?,
+        ));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+                .map(|home| home.join(".cache"))
+        });
+    Ok(base.map(|b| b.join("buildagent")))
 }

@@ -22,6 +22,8 @@ use crate::executor::{CommandControl, Executor, OutputSink, RunAs, StopRequest};
 use crate::mask::Masker;
 use crate::plan::{agent_variables, BuildIdentity, Environment, Origin, SourceInfo};
 
+mod cache_steps;
+
 /// How much of a failing command's output is kept for `RETRY-<regex>` matching.
 const RETRY_TAIL: usize = 64 * 1024;
 
@@ -64,6 +66,9 @@ pub struct BuildOptions {
     /// Where report groups' files and `summary.json` are written (`-r DIR`). `None`: reports are
     /// still parsed and summarised in the log, but not copied.
     pub reports_dir: Option<PathBuf>,
+    /// The local cache store for the buildspec's `cache` (`--cache-dir`); `None`: no cache is
+    /// restored or saved (`--no-cache`). Entries are kept per project ([`BuildIdentity::project`]).
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// What a build ended as.
@@ -402,6 +407,7 @@ impl<'b> Attempt<'b> {
                 },
             );
         }
+        self.restore_cache(report, &mut state, &shell).await;
         self.finish_phase(
             report,
             BuildPhase::DownloadSource,
@@ -424,6 +430,11 @@ impl<'b> Attempt<'b> {
             let run = self.run_phase(report, &mut state, &shell, mode, name).await;
             let status = run.status;
             self.finish_phase(report, build_phase, phase_started, status, run.context);
+            if name == PhaseName::PostBuild
+                && !matches!(status, PhaseStatus::TimedOut | PhaseStatus::Stopped)
+            {
+                self.save_cache(report, &mut state, &shell).await;
+            }
             match status {
                 PhaseStatus::Succeeded => continue,
                 PhaseStatus::TimedOut => {

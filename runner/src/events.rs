@@ -170,6 +170,34 @@ pub enum EventKind {
         /// Why.
         reason: CancelReason,
     },
+    /// A cache entry was restored (end of DOWNLOAD_SOURCE).
+    CacheRestored {
+        /// The entry's key (`None`: the project's entry without a key).
+        key: Option<String>,
+        /// Where the entry is.
+        entry: String,
+        /// Files and links restored.
+        files: u64,
+        /// Bytes of the restored files.
+        bytes: u64,
+    },
+    /// No cache entry was restored: none matched, or the one found could not be used (with a
+    /// warning before this event).
+    CacheMissed {
+        /// The keys tried in order (a fallback key ends in `*`; `(no key)` without `key`).
+        keys: Vec<String>,
+    },
+    /// A cache entry was saved (after POST_BUILD).
+    CacheSaved {
+        /// The entry's key (`None`: the project's entry without a key).
+        key: Option<String>,
+        /// Where the entry is.
+        entry: String,
+        /// Files and links saved.
+        files: u64,
+        /// Bytes of the saved files (uncompressed).
+        bytes: u64,
+    },
     /// Processes the build started were still running at its end and were killed.
     ProcessesLeaked {
         /// The processes, as they were before being killed.
@@ -632,6 +660,32 @@ mod tests {
         assert_eq!(v["duration"], 1.5);
         assert_eq!(v["line_coverage"], serde_json::Value::Null);
         assert_eq!(v["files"], 2);
+    }
+
+    #[test]
+    fn cache_events() {
+        let v = json_of(EventKind::CacheRestored {
+            key: Some("npm-1".into()),
+            entry: "/c/p/v/keys/npm-1.tar.zst".into(),
+            files: 3,
+            bytes: 1234,
+        });
+        assert_eq!(v["type"], "cache_restored");
+        assert_eq!(v["key"], "npm-1");
+        assert_eq!(v["files"], 3);
+        let v = json_of(EventKind::CacheSaved {
+            key: None,
+            entry: "/c/p/v/default.tar.zst".into(),
+            files: 1,
+            bytes: 1,
+        });
+        assert_eq!(v["type"], "cache_saved");
+        assert_eq!(v["key"], serde_json::Value::Null);
+        let v = json_of(EventKind::CacheMissed {
+            keys: vec!["npm-1".into(), "npm-*".into()],
+        });
+        assert_eq!(v["type"], "cache_missed");
+        assert_eq!(v["keys"][1], "npm-*");
     }
 
     #[test]

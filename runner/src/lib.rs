@@ -62,6 +62,7 @@
 //!     artifacts_packaging: Default::default(),
 //!     artifacts_keep_mtime: false,
 //!     reports_dir: None, // with Some(dir): dir/<group>/... and dir/summary.json
+//!     cache_dir: None, // with Some(dir): the buildspec's `cache` is kept in dir
 //! };
 //! let mut output = Vec::new();
 //! let build = Build::new(spec, options, Arc::new(HostExecutor::new()));

@@ -599,6 +599,7 @@ fn codebuild_log_format_is_exact() {
 [Container] [TIME] Moving to directory {dir}
 [Container] [TIME] Phases found in YAML: 1
 [Container] [TIME]  BUILD: 2 commands
+[Container] [TIME] Cache is not defined in the buildspec
 [Container] [TIME] Phase complete: DOWNLOAD_SOURCE State: SUCCEEDED
 [Container] [TIME] Phase context status code:  Message: 
 [Container] [TIME] Entering phase INSTALL
