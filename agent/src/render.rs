@@ -438,6 +438,39 @@ mod tests {
     }
 
     #[test]
+    fn cache_lines_name_the_key_the_entry_and_its_size() {
+        let mut out = Vec::new();
+        let mut log = CodeBuildLog::new(&mut out, false, false);
+        log.report(&event(EventKind::CacheMissed {
+            keys: vec!["npm-1".into(), "npm-*".into()],
+        }))
+        .unwrap();
+        log.report(&event(EventKind::CacheRestored {
+            key: Some("npm-1".into()),
+            entry: "/c/keys/npm-1.tar.zst".into(),
+            files: 3,
+            bytes: 120,
+        }))
+        .unwrap();
+        log.report(&event(EventKind::CacheSaved {
+            key: None,
+            entry: "/c/default.tar.zst".into(),
+            files: 1,
+            bytes: 2,
+        }))
+        .unwrap();
+        let t = "[Container] 2025/03/08 23:02:06.050806";
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!(
+                "{t} Cache miss (tried: npm-1, npm-*)\n\
+                 {t} Cache npm-1 restored from /c/keys/npm-1.tar.zst: 3 file(s), 120 bytes\n\
+                 {t} Cache saved to /c/default.tar.zst: 1 file(s), 2 bytes\n"
+            )
+        );
+    }
+
+    #[test]
     fn artifact_lines_name_the_artifact_and_its_size() {
         let mut out = Vec::new();
         let mut log = CodeBuildLog::new(&mut out, false, false);
