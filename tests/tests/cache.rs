@@ -272,3 +272,30 @@ fn no_cache_disables_the_store() {
     run.expect_code(0);
     assert!(run.stdout.contains("--no-cache"), "{}", run.stdout);
 }
+
+#[test]
+fn secrets_in_keys_are_masked() {
+    let s = Sandbox::new();
+    let spec = spec("  key: k-$TOKEN\n  paths:\n    - deps/**/*\n");
+    for _ in 0..2 {
+        clear_deps(&s);
+        s.write("src/buildspec.yml", &spec);
+        let run = s.run([
+            "run",
+            "-m",
+            "-s",
+            src(&s).to_str().unwrap(),
+            "--cache-dir",
+            store(&s).to_str().unwrap(),
+            "--secret",
+            "TOKEN=s3cr3t",
+            "--env-var",
+            "V=one",
+            "--log-format",
+            "json",
+        ]);
+        run.expect_code(0);
+        assert!(run.stdout.contains("\"type\":\"cache_"), "{}", run.stdout);
+        assert!(!run.stdout.contains("s3cr3t"), "{}", run.stdout);
+    }
+}

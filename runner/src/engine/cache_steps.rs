@@ -199,7 +199,12 @@ impl Attempt<'_> {
             }
         }
         let Some(entry) = found else {
-            self.emit(report, EventKind::CacheMissed { keys: tried });
+            self.emit(
+                report,
+                EventKind::CacheMissed {
+                    keys: tried.iter().map(|k| self.masker.mask_str(k)).collect(),
+                },
+            );
             return;
         };
         self.info(report, format!("Restoring cache from {}", entry.location));
@@ -215,8 +220,8 @@ impl Attempt<'_> {
             Ok(stats) => self.emit(
                 report,
                 EventKind::CacheRestored {
-                    key: entry.key,
-                    entry: entry.location,
+                    key: entry.key.map(|k| self.masker.mask_str(&k)),
+                    entry: self.masker.mask_str(&entry.location),
                     files: stats.files,
                     bytes: stats.bytes,
                 },
@@ -226,7 +231,12 @@ impl Attempt<'_> {
                     report,
                     format!("cannot restore the cache entry {}: {e}", entry.location),
                 );
-                self.emit(report, EventKind::CacheMissed { keys: tried });
+                self.emit(
+                    report,
+                    EventKind::CacheMissed {
+                        keys: tried.iter().map(|k| self.masker.mask_str(k)).collect(),
+                    },
+                );
             }
         }
     }
@@ -288,8 +298,8 @@ impl Attempt<'_> {
                     self.emit(
                         report,
                         EventKind::CacheSaved {
-                            key,
-                            entry: location,
+                            key: key.map(|k| self.masker.mask_str(&k)),
+                            entry: self.masker.mask_str(&location),
                             files: stats.files,
                             bytes: stats.bytes,
                         },
