@@ -608,34 +608,14 @@ impl<'b> Attempt<'b> {
         report: &mut (impl FnMut(Event) + Send),
         state: Option<&StateDir>,
     ) {
-        // `base-directory` may name variables: the build's final environment expands them.
-        let env: Vec<(String, String)> = state
-            .map(|s| {
-                let env = s.env();
-                let mut vars = Vec::new();
-                for group in &self.build.spec.reports {
-                    let Some(base) = &group.base_directory else {
-                        continue;
-                    };
-                    for name in base.value.split('$').skip(1) {
-                        let name: String = name
-                            .trim_start_matches('{')
-                            .chars()
-                            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                            .collect();
-                        if let Some(value) = env.get_lossy(&name) {
-                            vars.push((name, value));
-                        }
-                    }
-                }
-                vars
-            })
-            .unwrap_or_default();
+        // `base-directory` may name variables: the build's final environment expands them (in
+        // `reports::process`, with the same expansion as the artifacts' base directories).
+        let env = state.map(|s| s.env().clone());
         let groups = self.build.spec.reports.clone();
         let source_dir = self.build.options.source_dir.clone();
         let out = self.build.options.reports_dir.clone();
         let job = tokio::task::spawn_blocking(move || {
-            let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+            let lookup = |name: &str| env.as_ref().and_then(|e| e.get_lossy(name));
             let mut warnings = Vec::new();
             let groups =
                 crate::reports::process(&groups, &source_dir, out.as_deref(), &lookup, &mut |w| {

@@ -209,3 +209,22 @@ fn an_install_failure_processes_no_reports() {
     assert!(!run.stdout.contains("Report group"), "{}", run.stdout);
     assert!(!out.join("summary.json").exists());
 }
+
+#[test]
+fn base_directory_variables_come_from_the_builds_final_environment() {
+    let s = Sandbox::new();
+    s.write("src/out/junit/math.xml", JUNIT);
+    // REPORT_DIR exists only because a command set it: the engine passes the final environment.
+    let run = build(
+        &s,
+        "version: 0.2\nphases:\n  build:\n    commands: ['REPORT_DIR=out/junit']\nreports:\n  unit:\n    files: ['*.xml']\n    base-directory: ${REPORT_DIR}\n",
+        &[],
+    );
+    run.expect_code(0);
+    assert!(
+        run.stdout
+            .contains("Report group unit: 3 tests, 1 passed, 1 failed, 1 skipped"),
+        "{}",
+        run.stdout
+    );
+}
