@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use buildagent_spec::{parse, ParseOptions};
 
 fn corpus_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
+    // Read when the test runs, not when it is compiled: clones sharing a target directory reuse
+    // each other's test binaries, and a compiled-in path would point at the clone that built them.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .expect("run by cargo, which sets CARGO_MANIFEST_DIR");
+    let dir = PathBuf::from(manifest).join("../../shared/corpus");
     assert!(
         dir.join("INDEX.tsv").is_file(),
         "the shared corpus is missing at {}: it must sit beside the repository as ../shared/corpus",

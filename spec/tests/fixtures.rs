@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 use buildagent_spec::{parse, ParseOptions};
 
 fn fixtures(kind: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+    // Read when the test runs, not when it is compiled: clones sharing a target directory reuse
+    // each other's test binaries, and a compiled-in path would point at the clone that built them.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .expect("run by cargo, which sets CARGO_MANIFEST_DIR");
+    let dir = Path::new(&manifest)
         .join("../testdata/buildspecs")
         .join(kind);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)

@@ -27,7 +27,11 @@ pub fn binary() -> PathBuf {
 
 /// The repository's `testdata/` directory.
 pub fn testdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata")
+    // Read when the test runs, not when it is compiled: clones sharing a target directory reuse
+    // each other's test binaries, and a compiled-in path would point at the clone that built them.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .expect("run by cargo, which sets CARGO_MANIFEST_DIR");
+    Path::new(&manifest).join("../testdata")
 }
 
 /// A temporary directory to run a command in, removed when dropped.
