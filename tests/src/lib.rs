@@ -8,6 +8,8 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod services;
+
 /// The path of the `buildagent` binary next to the running test executable.
 pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable's path");
