@@ -23,6 +23,11 @@ step "shared corpus"
 # The real-world buildspecs the parser is tested against live beside the repository.
 [ -f ../shared/corpus/INDEX.tsv ] || { echo "../shared/corpus is missing: the corpus tests need it" >&2; exit 1; }
 
+step "services"
+# moto, a Docker engine, two registries, the local base image, skopeo and umoci, all on
+# 127.0.0.1 (scripts/services.sh; quick when they already run). Exports BUILDAGENT_TEST_*.
+source scripts/services.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
