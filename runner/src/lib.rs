@@ -16,6 +16,8 @@
 //!   machine.
 //! - [`artifacts`]: UPLOAD_ARTIFACTS on local disk: collecting files with CodeBuild's glob rules
 //!   and writing them as deterministic zips (or directories), atomically.
+//! - [`hash_files`]: `codebuild-hash-files`, one SHA-256 for the files some globs match (cache
+//!   keys such as `npm-$(codebuild-hash-files package-lock.json)`).
 //! - [`mask`]: the streaming secret [`mask::Masker`] that output goes through before it becomes an
 //!   event.
 //! - [`events`]: the [`events::Event`] type and its versioned JSON form.
@@ -130,6 +132,7 @@ pub mod command;
 pub mod engine;
 pub mod events;
 pub mod executor;
+pub mod hash_files;
 pub mod mask;
 mod os;
 pub mod plan;
