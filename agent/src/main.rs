@@ -1,10 +1,12 @@
 //! `buildagent`: run AWS CodeBuild buildspec files anywhere.
 //!
 //! The binary is glue: [`cli`] defines the arguments, each command lives in its own module,
-//! and `main` maps the outcome to an exit status.
+//! and `main` maps the outcome to an exit status. Started under the name `codebuild-hash-files`
+//! (a link the engine puts on each build's `PATH`), it is that helper instead ([`hash_files`]).
 
 mod cli;
 mod color;
+mod hash_files;
 mod render;
 mod run;
 mod validate;
@@ -14,6 +16,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    let mut args = std::env::args_os();
+    let argv0 = args.next();
+    if hash_files::invoked_as_helper(argv0.as_ref()) {
+        return hash_files::main(args);
+    }
     let cli = cli::Cli::parse();
     let status = match cli.command {
         cli::Command::Validate(args) => validate::run(&args, cli.color),
