@@ -124,6 +124,8 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
         secondary_sources: staged_secondary,
         buildspec_path: buildspec_path.clone(),
         base_env: std::env::vars().collect(),
+        // This executable is `codebuild-hash-files` when started under that name (see main.rs).
+        helper_bin: std::env::current_exe().ok(),
         env_file,
         overrides,
         secrets,

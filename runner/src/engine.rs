@@ -41,6 +41,10 @@ pub struct BuildOptions {
     pub buildspec_path: PathBuf,
     /// The executor's own environment (lowest precedence).
     pub base_env: Vec<(String, String)>,
+    /// The executable that implements `codebuild-hash-files` (the agent passes its own
+    /// executable). When set, each build's commands find a link of that name in a directory put
+    /// in front of their `PATH`, removed when the build ends; `None`: no helper.
+    pub helper_bin: Option<PathBuf>,
     /// The project environment file's variables (`-e FILE`).
     pub env_file: Vec<(String, String)>,
     /// Start-build overrides (`--env-var`).
@@ -323,7 +327,23 @@ impl<'b> Attempt<'b> {
                 message: "Processing environment variables".into(),
             },
         );
-        let env = self.environment();
+        let mut env = self.environment();
+        // `codebuild-hash-files` on the commands' PATH while this attempt runs.
+        let _helpers = match &options.helper_bin {
+            Some(exe) => match crate::hash_files::helper_on_path(exe, &mut env) {
+                Ok(dir) => Some(dir),
+                Err(e) => {
+                    self.emit(
+                        report,
+                        EventKind::Warning {
+                            message: format!("codebuild-hash-files is not available: {e}"),
+                        },
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
         self.masker = match Masker::new(env.secret_values()) {
             Ok(masker) => masker,
             Err(e) => {

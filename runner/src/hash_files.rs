@@ -56,6 +56,14 @@ use globset::{GlobSet, GlobSetBuilder};
 use sha2::{Digest, Sha256};
 
 use crate::artifacts::collect::{glob, normalize, walk_roots};
+use crate::plan::{Environment, Origin};
+
+/// The helper's name on a build's `PATH`.
+pub const HELPER_NAME: &str = "codebuild-hash-files";
+
+/// The `PATH` a shell uses when none is set (dash's and bash's default), kept behind the helper's
+/// directory when the build has no `PATH`.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// What [`hash_files`] hashed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -313,6 +321,34 @@ fn sha256_file(path: &Path) -> Result<[u8; 32], HashFilesError> {
     Ok(hasher.finalize().into())
 }
 
+/// Makes a directory holding one link, [`HELPER_NAME`] -> `exe` (an executable that acts as the
+/// helper when started under that name, such as the agent itself), and puts it in front of `PATH`
+/// in `env` (after every layer, so a buildspec or `-e` file that sets `PATH` keeps the helper;
+/// without a `PATH`, the shell's default one follows it). The directory is removed when the
+/// returned value is dropped: the engine keeps it for the length of the build.
+pub(crate) fn helper_on_path(exe: &Path, env: &mut Environment) -> io::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("buildagent-bin-")
+        .tempdir()?;
+    // Searchable by a `run-as` user too; it holds nothing but the link.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    std::os::unix::fs::symlink(exe, dir.path().join(HELPER_NAME))?;
+    let dir_text = dir.path().to_str().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the temporary directory's path is not valid UTF-8",
+        )
+    })?;
+    let (path, origin) = match env.variables().iter().find(|v| v.name == "PATH") {
+        Some(v) if !v.value.is_empty() => (v.value.clone(), v.origin),
+        Some(v) => (DEFAULT_PATH.to_string(), v.origin),
+        None => (DEFAULT_PATH.to_string(), Origin::Agent),
+    };
+    env.set("PATH", &format!("{dir_text}:{path}"), origin, false);
+    Ok(dir)
+}
+
 fn to_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
@@ -482,15 +518,24 @@ mod tests {
 
     #[test]
     fn an_unreadable_file_is_an_error() {
-        if nix::unistd::geteuid().is_root() {
-            return; // root reads everything
-        }
         let dir = tree(&[("secret", "x")]);
-        let path = dir.path().join("secret");
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o000))
-            .unwrap();
-        let error = hash_files(dir.path(), &["secret"]).unwrap_err();
-        assert!(error.to_string().starts_with("cannot read"), "{error}");
+        // Reading /proc/self/mem at offset 0 fails (EIO) for everyone, root included.
+        if Path::new("/proc/self/mem").exists() {
+            let error = hash_files(dir.path(), &["/proc/self/mem"]).unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .starts_with("cannot read `/proc/self/mem`"),
+                "{error}"
+            );
+        }
+        if !nix::unistd::geteuid().is_root() {
+            let path = dir.path().join("secret");
+            let mode = std::os::unix::fs::PermissionsExt::from_mode(0o000);
+            std::fs::set_permissions(&path, mode).unwrap();
+            let error = hash_files(dir.path(), &["secret"]).unwrap_err();
+            assert!(error.to_string().starts_with("cannot read"), "{error}");
+        }
     }
 
     #[test]
@@ -525,6 +570,28 @@ mod tests {
             hash(dir.path(), &["big"]).hex,
             "52fa4c38786c3eb6768f70aa3fd4e36ce84c66b4b6505c6ecc35efd1d96d644e"
         );
+    }
+
+    #[test]
+    fn the_helper_goes_in_front_of_path_and_its_directory_is_removed() {
+        let mut env = Environment::new();
+        env.set("PATH", "/usr/bin:/bin", Origin::Buildspec, false);
+        let dir = helper_on_path(Path::new("/bin/true"), &mut env).unwrap();
+        let link = dir.path().join(HELPER_NAME);
+        assert_eq!(std::fs::read_link(&link).unwrap(), Path::new("/bin/true"));
+        let expected = format!("{}:/usr/bin:/bin", dir.path().display());
+        assert_eq!(env.get("PATH"), Some(expected.as_str()));
+        // The layer that set PATH is still the one shown.
+        assert_eq!(env.variables()[0].origin, Origin::Buildspec);
+        let path = dir.path().to_path_buf();
+        drop(dir);
+        assert!(!path.exists());
+
+        // No PATH at all: the shell's default one follows the helper.
+        let mut env = Environment::new();
+        let dir = helper_on_path(Path::new("/bin/true"), &mut env).unwrap();
+        let expected = format!("{}:{DEFAULT_PATH}", dir.path().display());
+        assert_eq!(env.get("PATH"), Some(expected.as_str()));
     }
 
     #[test]

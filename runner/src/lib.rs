@@ -44,6 +44,7 @@
 //!     secondary_sources: Vec::new(),
 //!     buildspec_path: "buildspec.yml".into(),
 //!     base_env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+//!     helper_bin: None, // with Some(exe): `codebuild-hash-files` on the commands' PATH
 //!     env_file: Vec::new(),
 //!     overrides: vec![("WHO".into(), "world".into())],
 //!     secrets: Vec::new(),
