@@ -88,10 +88,22 @@ pub struct RunArgs {
     pub sources: Vec<String>,
 
     /// Write artifacts to this directory: `artifacts.zip` for the primary artifact,
-    /// `<identifier>.zip` for each secondary one (created if missing; replaced atomically).
-    /// Without it, artifacts are collected and checked but not written.
-    #[arg(short = 'a', long = "artifacts", value_name = "DIR")]
-    pub artifacts: Option<PathBuf>,
+    /// `<identifier>.zip` for each secondary one (created if missing; replaced atomically); or
+    /// upload them to `s3://BUCKET/PREFIX` (keys: see the README). Without it, artifacts are
+    /// collected and checked but not written.
+    #[arg(short = 'a', long = "artifacts", value_name = "DIR|s3://BUCKET/PREFIX")]
+    pub artifacts: Option<String>,
+
+    /// Under an s3:// artifacts location, put the artifacts under a directory named after the
+    /// build's id (CodeBuild's namespaceType BUILD_ID), or not.
+    #[arg(
+        long,
+        value_enum,
+        default_value_t = ArtifactsNamespace::None,
+        value_name = "NAMESPACE",
+        requires = "artifacts"
+    )]
+    pub artifacts_namespace: ArtifactsNamespace,
 
     /// How artifacts are written to the -a directory: zip files, or plain directories
     /// (`artifacts/`, `<identifier>/`).
@@ -134,10 +146,16 @@ pub struct RunArgs {
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub grace: String,
 
-    /// Where the buildspec's `cache` entries are kept (default: `$XDG_CACHE_HOME/buildagent`,
-    /// else `~/.cache/buildagent`), one directory per project (the source directory's name).
-    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
-    pub cache_dir: Option<PathBuf>,
+    /// Where the buildspec's `cache` entries are kept: a directory (default:
+    /// `$XDG_CACHE_HOME/buildagent`, else `~/.cache/buildagent`) or `s3://BUCKET/PREFIX`; one
+    /// folder per project (the source directory's name).
+    #[arg(
+        long = "cache",
+        visible_alias = "cache-dir",
+        value_name = "DIR|s3://BUCKET/PREFIX",
+        conflicts_with = "no_cache"
+    )]
+    pub cache: Option<String>,
 
     /// Neither restore nor save the buildspec's `cache`.
     #[arg(long)]
@@ -173,6 +191,15 @@ pub enum ArtifactsPackaging {
     Zip,
     /// One directory of files per artifact.
     None,
+}
+
+/// `--artifacts-namespace`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ArtifactsNamespace {
+    /// `<prefix>/[<s3-prefix>/]<name>`.
+    None,
+    /// `<prefix>/[<s3-prefix>/]<build uuid>/<name>`.
+    BuildId,
 }
 
 /// `--log-format`.

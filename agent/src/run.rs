@@ -9,15 +9,19 @@ use std::time::SystemTime;
 
 use anyhow::{bail, Context};
 use buildagent_runner::artifacts::Packaging;
-use buildagent_runner::engine::{Build, BuildOptions};
+use buildagent_runner::engine::{Build, BuildOptions, Namespace};
 use buildagent_runner::events::{BuildStatus, CancelReason, Event};
 use buildagent_runner::executor::{enable_child_subreaper, HostExecutor, StopRequest};
+use buildagent_runner::location::Location;
 use buildagent_runner::plan::{self, BuildIdentity};
 use buildagent_runner::source;
 use buildagent_spec::{parse_file, ParseOptions};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{ArtifactsPackaging, ColorChoice, LogFormat, RunArgs, EXIT_FAULT, EXIT_INVALID};
+use crate::cli::{
+    ArtifactsNamespace, ArtifactsPackaging, ColorChoice, LogFormat, RunArgs, EXIT_FAULT,
+    EXIT_INVALID,
+};
 use crate::render::{CodeBuildLog, JsonLines, Reporter};
 
 /// An error that is the user's input, not the agent's fault: exit status 2.
@@ -132,11 +136,13 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
         identity,
         timeout,
         grace,
-        artifacts_dir: match &args.artifacts {
-            Some(dir) => {
-                Some(std::path::absolute(dir).with_context(|| format!("-a {}", dir.display()))?)
-            }
+        artifacts: match &args.artifacts {
+            Some(text) => Some(location(text, "-a")?),
             None => None,
+        },
+        artifacts_namespace: match args.artifacts_namespace {
+            ArtifactsNamespace::None => Namespace::None,
+            ArtifactsNamespace::BuildId => Namespace::BuildId,
         },
         artifacts_packaging: match args.artifacts_packaging {
             ArtifactsPackaging::Zip => Packaging::Zip,
@@ -149,7 +155,7 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
             }
             None => None,
         },
-        cache_dir: cache_dir(args)?,
+        cache: cache_location(args)?,
     };
 
     let format = args.log_format.unwrap_or(if io::stdout().is_terminal() {
@@ -348,16 +354,24 @@ fn write_output_env(path: &Path, exported: &[(String, String)]) -> anyhow::Resul
     Ok(())
 }
 
-/// `--cache-dir`, or the user's cache directory; `None` with `--no-cache` (or when there is no
+/// A directory (made absolute) or an `s3://` location given to `flag`.
+fn location(text: &str, flag: &str) -> anyhow::Result<Location> {
+    match Location::parse(text).map_err(|e| anyhow::anyhow!("{flag}: {e}"))? {
+        Location::Dir(dir) => Ok(Location::Dir(
+            std::path::absolute(&dir).with_context(|| format!("{flag} {}", dir.display()))?,
+        )),
+        s3 => Ok(s3),
+    }
+}
+
+/// `--cache`, or the user's cache directory; `None` with `--no-cache` (or when there is no
 /// home directory to default to).
-fn cache_dir(args: &RunArgs) -> anyhow::Result<Option<PathBuf>> {
+fn cache_location(args: &RunArgs) -> anyhow::Result<Option<Location>> {
     if args.no_cache {
         return Ok(None);
     }
-    if let Some(dir) = &args.cache_dir {
-        return Ok(Some(
-            std::path::absolute(dir).with_context(|| format!("--cache-dir {}", dir.display()))?,
-        ));
+    if let Some(text) = &args.cache {
+        return location(text, "--cache").map(Some);
     }
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
@@ -368,5 +382,5 @@ fn cache_dir(args: &RunArgs) -> anyhow::Result<Option<PathBuf>> {
                 .filter(|p| p.is_absolute())
                 .map(|home| home.join(".cache"))
         });
-    Ok(base.map(|b| b.join("buildagent")))
+    Ok(base.map(|b| Location::Dir(b.join("buildagent"))))
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use buildagent_spec::{Buildspec, OnFailure, PhaseName, Shell, Spanned, Version};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::artifacts::s3::Namespace;
 use crate::artifacts::{self, Packaging, Progress, UploadPlan};
 use crate::command::{ScriptMode, StateDir};
 use crate::events::{
@@ -19,6 +20,7 @@ use crate::events::{
     ExportedVariable, PhaseContext, PhaseStatus, PhaseSummary, Stream,
 };
 use crate::executor::{CommandControl, Executor, OutputSink, RunAs, StopRequest};
+use crate::location::Location;
 use crate::mask::Masker;
 use crate::plan::{agent_variables, BuildIdentity, Environment, Origin, SourceInfo};
 
@@ -59,10 +61,13 @@ pub struct BuildOptions {
     pub timeout: Duration,
     /// Time between SIGTERM and SIGKILL when a command is stopped (default 10 seconds).
     pub grace: Duration,
-    /// Where UPLOAD_ARTIFACTS writes (`-a DIR`). `None`: artifacts are collected and counted (a
-    /// missing file still fails the phase) but not written.
-    pub artifacts_dir: Option<PathBuf>,
-    /// Zip files (the default) or directories in `artifacts_dir`.
+    /// Where UPLOAD_ARTIFACTS writes: a local directory (`-a DIR`) or an S3 location (`-a
+    /// s3://bucket/prefix`). `None`: artifacts are collected and counted (a missing file still
+    /// fails the phase) but not written.
+    pub artifacts: Option<Location>,
+    /// Where artifacts go under an S3 location (`--artifacts-namespace`).
+    pub artifacts_namespace: Namespace,
+    /// Zip files (the default) or directories.
     pub artifacts_packaging: Packaging,
     /// Store files' own modification times in artifacts instead of the fixed 1980-01-01
     /// (default false: reproducible zips).
@@ -70,9 +75,10 @@ pub struct BuildOptions {
     /// Where report groups' files and `summary.json` are written (`-r DIR`). `None`: reports are
     /// still parsed and summarised in the log, but not copied.
     pub reports_dir: Option<PathBuf>,
-    /// The local cache store for the buildspec's `cache` (`--cache-dir`); `None`: no cache is
-    /// restored or saved (`--no-cache`). Entries are kept per project ([`BuildIdentity::project`]).
-    pub cache_dir: Option<PathBuf>,
+    /// Where the buildspec's `cache` is kept: a local directory (`--cache-dir`) or an S3
+    /// location (`--cache s3://bucket/prefix`); `None`: no cache is restored or saved
+    /// (`--no-cache`). Entries are kept per project ([`BuildIdentity::project`]).
+    pub cache: Option<Location>,
 }
 
 /// What a build ended as.
@@ -207,6 +213,8 @@ struct Attempt<'b> {
     masker: Masker,
     /// Whether DOWNLOAD_SOURCE stages the source (the first attempt only).
     stage: bool,
+    /// The shell commands run with (`env.shell`).
+    shell: PathBuf,
 }
 
 /// The result of one phase's commands.
@@ -236,6 +244,7 @@ impl<'b> Attempt<'b> {
             fault: false,
             masker: Masker::none(),
             stage,
+            shell: PathBuf::from("/bin/sh"),
         }
     }
 
@@ -385,6 +394,7 @@ impl<'b> Attempt<'b> {
                 return self.finalize(report, None, None).await;
             }
         };
+        self.shell = shell.clone();
         let mut state = match StateDir::new_in(&state_parent(), &env.pairs(), &options.source_dir) {
             Ok(state) => state,
             Err(e) => {
@@ -510,7 +520,7 @@ impl<'b> Attempt<'b> {
     async fn finalize(
         &mut self,
         report: &mut (impl FnMut(Event) + Send),
-        state: Option<StateDir>,
+        mut state: Option<StateDir>,
         upload: Option<()>,
     ) -> Option<Halt> {
         let masker = self.masker.clone();
@@ -550,7 +560,7 @@ impl<'b> Attempt<'b> {
             let (status, context) = match &self.build.spec.artifacts {
                 Some(spec) => {
                     let spec = spec.clone();
-                    self.upload_artifacts(report, spec, state.as_ref()).await
+                    self.upload_artifacts(report, spec, state.as_mut()).await
                 }
                 None => (PhaseStatus::Succeeded, None),
             };
@@ -621,6 +631,39 @@ impl<'b> Attempt<'b> {
         halt
     }
 
+    /// Expands `text` as the build's shell would a double-quoted word (`printf %s "<text>"` run
+    /// like a command, so variables and `$(...)` work), with the build's current environment.
+    async fn expand_with_shell(
+        &mut self,
+        state: &mut StateDir,
+        shell: &std::path::Path,
+        text: &str,
+    ) -> Result<String, String> {
+        let mode = match self.build.spec.version {
+            Version::V0_1 => ScriptMode::V01,
+            Version::V0_2 => ScriptMode::V02,
+        };
+        let script = format!("printf %s \"{text}\"");
+        let spec = state
+            .prepare(&script, mode, shell, None)
+            .map_err(|e| e.to_string())?;
+        let control = CommandControl::new(
+            self.stop.clone(),
+            self.kill_now.clone(),
+            self.build.options.grace,
+        );
+        let mut out = crate::executor::CapturedOutput::default();
+        let outcome = self.build.executor.run(&spec, control, &mut out).await;
+        if mode == ScriptMode::V02 {
+            let _ = state.finish();
+        }
+        match outcome {
+            Ok(outcome) if outcome.is_success() => Ok(out.stdout_str()),
+            Ok(outcome) => Err(format!("{outcome:?}: {}", out.stderr_str().trim())),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Collects, parses and summarises the report groups on a blocking thread (a report file that
     /// is missing or broken is a warning; failed tests never fail the build), then reports them.
     async fn process_reports(
@@ -671,38 +714,82 @@ impl<'b> Attempt<'b> {
     }
 
     /// Collects and writes the artifacts on a blocking thread, relaying its log lines as they come
-    /// and cancelling it when the build is stopped or times out. A failure is `CLIENT_ERROR`.
+    /// and cancelling it when the build is stopped or times out; then, for an S3 destination,
+    /// uploads them. A failure is `CLIENT_ERROR`.
     async fn upload_artifacts(
         &mut self,
         report: &mut (impl FnMut(Event) + Send),
         mut spec: buildagent_spec::Artifacts,
-        state: Option<&StateDir>,
+        state: Option<&mut StateDir>,
     ) -> (PhaseStatus, Option<PhaseContext>) {
         // `base-directory` may name variables (`$CODEBUILD_SRC_DIR_source1`): the build's final
         // environment expands them.
-        let lookup = |name: &str| state.and_then(|s| s.env().get_lossy(name));
-        let sets = std::iter::once(&mut spec.primary)
-            .chain(spec.secondary.iter_mut().map(|s| &mut s.artifact));
-        for set in sets {
-            if let Some(base) = &mut set.base_directory {
-                base.value = artifacts::expand_vars(&base.value, &lookup);
+        {
+            let state = state.as_deref();
+            let lookup = |name: &str| state.and_then(|s| s.env().get_lossy(name));
+            let sets = std::iter::once(&mut spec.primary)
+                .chain(spec.secondary.iter_mut().map(|s| &mut s.artifact));
+            for set in sets {
+                if let Some(base) = &mut set.base_directory {
+                    base.value = artifacts::expand_vars(&base.value, &lookup);
+                }
             }
         }
+        let options = &self.build.options;
+        let remote = match &options.artifacts {
+            Some(Location::S3(url)) => Some(url.clone()),
+            _ => None,
+        };
+        // An S3 zip is written here first, then uploaded.
+        let staging = match remote {
+            Some(_) => match tempfile::Builder::new()
+                .prefix("buildagent-artifacts-")
+                .tempdir()
+            {
+                Ok(dir) => Some(dir),
+                Err(e) => return client_error(format!("cannot create a staging directory: {e}")),
+            },
+            None => None,
+        };
+        let destination = match (&options.artifacts, &staging) {
+            (Some(Location::Dir(dir)), _) => Some(dir.clone()),
+            (_, Some(staging)) => Some(staging.path().to_path_buf()),
+            _ => None,
+        };
         let plan = UploadPlan {
-            artifacts: spec,
-            source_dir: self.build.options.source_dir.clone(),
-            destination: self.build.options.artifacts_dir.clone(),
-            packaging: self.build.options.artifacts_packaging,
-            keep_mtime: self.build.options.artifacts_keep_mtime,
+            artifacts: spec.clone(),
+            source_dir: options.source_dir.clone(),
+            destination,
+            packaging: options.artifacts_packaging,
+            keep_mtime: options.artifacts_keep_mtime,
         };
         let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let job = {
             let cancel = Arc::clone(&cancel);
+            let remote = remote.is_some();
             tokio::task::spawn_blocking(move || {
-                artifacts::upload(&plan, &cancel, &mut |p| {
+                let mut progress = |p| {
                     let _ = tx.send(p);
-                })
+                };
+                if !remote {
+                    return artifacts::upload(&plan, &cancel, &mut progress).map(|()| Vec::new());
+                }
+                let mut staged = Vec::new();
+                for artifact in artifacts::collect_all(&plan, &mut progress)? {
+                    let zip = match (plan.packaging, &plan.destination) {
+                        (Packaging::Zip, Some(dir)) => Some(artifacts::package(
+                            &artifact.entries,
+                            dir,
+                            &artifact.stem,
+                            Packaging::Zip,
+                            &cancel,
+                        )?),
+                        _ => None,
+                    };
+                    staged.push((artifact, zip));
+                }
+                Ok(staged)
             })
         };
         let stop = self.stop;
@@ -741,20 +828,160 @@ impl<'b> Attempt<'b> {
                 std::io::Error::other(e.to_string()),
             )),
         };
-        match (result, stopped) {
-            (Ok(()), _) => (PhaseStatus::Succeeded, None),
-            (Err(artifacts::ArtifactError::Cancelled), Some(CancelReason::Timeout)) => {
-                (PhaseStatus::TimedOut, None)
+        let staged = match (result, stopped) {
+            (Ok(staged), None) => staged,
+            (Ok(_), Some(reason)) | (Err(artifacts::ArtifactError::Cancelled), Some(reason)) => {
+                return cancelled(reason)
             }
-            (Err(artifacts::ArtifactError::Cancelled), _) => (PhaseStatus::Stopped, None),
-            (Err(e), _) => (
-                PhaseStatus::Failed,
-                Some(PhaseContext {
-                    code: "CLIENT_ERROR".into(),
-                    message: e.to_string(),
-                }),
-            ),
+            (Err(artifacts::ArtifactError::Cancelled), None) => {
+                return (PhaseStatus::Stopped, None)
+            }
+            (Err(e), _) => return client_error(e.to_string()),
+        };
+        let Some(url) = remote else {
+            return (PhaseStatus::Succeeded, None);
+        };
+        self.upload_to_s3(report, &spec, state, &url, staged).await
+    }
+
+    /// `text` expanded by the build's shell (as written when there is no shell state left).
+    async fn expand_field(
+        &mut self,
+        state: Option<&mut StateDir>,
+        shell: &std::path::Path,
+        text: Option<&Spanned<String>>,
+        what: &str,
+    ) -> Result<Option<String>, String> {
+        let Some(text) = text else {
+            return Ok(None);
+        };
+        let Some(state) = state else {
+            return Ok(Some(text.value.clone()));
+        };
+        self.expand_with_shell(state, shell, &text.value)
+            .await
+            .map(Some)
+            .map_err(|e| format!("cannot expand the artifact {what} {:?}: {e}", text.value))
+    }
+
+    /// Uploads collected (and, for zips, packaged) artifacts to `url` (see [`artifacts::s3`]).
+    async fn upload_to_s3(
+        &mut self,
+        report: &mut (impl FnMut(Event) + Send),
+        spec: &buildagent_spec::Artifacts,
+        mut state: Option<&mut StateDir>,
+        url: &crate::s3::S3Url,
+        staged: Vec<(artifacts::Collected, Option<artifacts::Written>)>,
+    ) -> (PhaseStatus, Option<PhaseContext>) {
+        let options = &self.build.options;
+        let client = crate::s3::S3Client::from_env(&options.identity.region).await;
+        let arn = options.identity.build_arn();
+        let metadata = [("codebuild-buildarn", arn.as_str())];
+        let build = match options.artifacts_namespace {
+            artifacts::s3::Namespace::None => None,
+            artifacts::s3::Namespace::BuildId => Some(options.identity.uuid.clone()),
+        };
+        let shell = self.shell.clone();
+        let cancel = CancellationToken::new();
+        for (artifact, zip) in staged {
+            let set = match &artifact.identifier {
+                None => &spec.primary,
+                Some(id) => match spec.secondary.iter().find(|s| &s.identifier.value == id) {
+                    Some(secondary) => &secondary.artifact,
+                    None => &spec.primary,
+                },
+            };
+            // `name` and `s3-prefix` are expanded by the build's shell (`$(date +%F)` works).
+            let name = self
+                .expand_field(state.as_deref_mut(), &shell, set.name.as_ref(), "name")
+                .await;
+            let s3_prefix = self
+                .expand_field(
+                    state.as_deref_mut(),
+                    &shell,
+                    set.s3_prefix.as_ref(),
+                    "s3-prefix",
+                )
+                .await;
+            let (name, s3_prefix) = match (name, s3_prefix) {
+                (Ok(name), Ok(prefix)) => (name, prefix),
+                (Err(e), _) | (_, Err(e)) => return client_error(self.masker.mask_str(&e)),
+            };
+            let entries = match zip {
+                Some(_) => Vec::new(),
+                None => {
+                    let mut warnings = Vec::new();
+                    let entries =
+                        artifacts::s3::uploadable(artifact.entries, &mut |w| warnings.push(w));
+                    for message in warnings {
+                        let message = self.masker.mask_str(&message);
+                        self.emit(report, EventKind::Warning { message });
+                    }
+                    entries
+                }
+            };
+            let packaging = self.build.options.artifacts_packaging;
+            let key = artifacts::s3::artifact_key(
+                url,
+                s3_prefix.as_deref(),
+                build.as_deref(),
+                name.as_deref(),
+                &artifact.stem,
+                packaging,
+            );
+            let upload = async {
+                match &zip {
+                    Some(zip) => client
+                        .upload(&url.bucket, &key, &zip.path, &metadata, false, &cancel)
+                        .await
+                        .map(|_| (zip.files, zip.bytes)),
+                    None => {
+                        artifacts::s3::upload_folder(
+                            &client,
+                            &url.bucket,
+                            &key,
+                            &entries,
+                            &metadata,
+                            &cancel,
+                        )
+                        .await
+                    }
+                }
+            };
+            let mut stopped = None;
+            let result = {
+                tokio::pin!(upload);
+                loop {
+                    tokio::select! {
+                        result = &mut upload => break result,
+                        reason = self.stop.requested(), if stopped.is_none() => {
+                            cancel.cancel();
+                            stopped = Some(reason);
+                        }
+                    }
+                }
+            };
+            if let Some(reason) = stopped {
+                return cancelled(reason);
+            }
+            let location = match &zip {
+                Some(_) => format!("s3://{}/{key}", url.bucket),
+                None => format!("s3://{}/{key}/", url.bucket),
+            };
+            match result {
+                Ok((files, bytes)) => self.emit(
+                    report,
+                    EventKind::ArtifactUploaded {
+                        identifier: artifact.identifier.clone(),
+                        path: PathBuf::from(self.masker.mask_str(&location)),
+                        files,
+                        bytes,
+                    },
+                ),
+                Err(e) => return client_error(self.masker.mask_str(&e.to_string())),
+            }
         }
+        (PhaseStatus::Succeeded, None)
     }
 
     /// The initial environment, layer by layer (see [`crate::plan`]).
@@ -1079,5 +1306,24 @@ fn build_phase(name: PhaseName) -> BuildPhase {
         PhaseName::PreBuild => BuildPhase::PreBuild,
         PhaseName::Build => BuildPhase::Build,
         PhaseName::PostBuild => BuildPhase::PostBuild,
+    }
+}
+
+/// A failed UPLOAD_ARTIFACTS: `CLIENT_ERROR` with `message`.
+fn client_error(message: String) -> (PhaseStatus, Option<PhaseContext>) {
+    (
+        PhaseStatus::Failed,
+        Some(PhaseContext {
+            code: "CLIENT_ERROR".into(),
+            message,
+        }),
+    )
+}
+
+/// A phase ended by a stop or the timeout.
+fn cancelled(reason: CancelReason) -> (PhaseStatus, Option<PhaseContext>) {
+    match reason {
+        CancelReason::Timeout => (PhaseStatus::TimedOut, None),
+        _ => (PhaseStatus::Stopped, None),
     }
 }

@@ -61,11 +61,13 @@
 //!     source_info: SourceInfo::default(),
 //!     timeout: Duration::from_secs(60),
 //!     grace: Duration::from_secs(10),
-//!     artifacts_dir: None, // with Some(dir): dir/artifacts.zip
+//!     // With Some(Location::Dir(dir)): dir/artifacts.zip; Location::S3(url): uploaded there.
+//!     artifacts: None,
+//!     artifacts_namespace: Default::default(),
 //!     artifacts_packaging: Default::default(),
 //!     artifacts_keep_mtime: false,
 //!     reports_dir: None, // with Some(dir): dir/<group>/... and dir/summary.json
-//!     cache_dir: None, // with Some(dir): the buildspec's `cache` is kept in dir
+//!     cache: None, // with Some(location): the buildspec's `cache` is kept there
 //! };
 //! let mut output = Vec::new();
 //! let build = Build::new(spec, options, Arc::new(HostExecutor::new()));

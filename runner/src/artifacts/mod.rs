@@ -53,6 +53,7 @@
 
 mod chunked;
 pub(crate) mod collect;
+pub mod s3;
 mod zip;
 
 use std::io;
@@ -346,14 +347,22 @@ pub enum Progress {
     },
 }
 
-/// Collects every artifact of `plan` (the primary one, then each secondary one in file order) and,
-/// when it has a destination, writes them: `artifacts.zip` and `<identifier>.zip` (or
-/// directories). Nothing is written unless every artifact was collected.
-pub fn upload(
+/// The files of one artifact, collected.
+#[derive(Clone, Debug)]
+pub struct Collected {
+    /// `None` for the primary artifact, else the secondary artifact's identifier.
+    pub identifier: Option<String>,
+    /// The local file name without extension: `artifacts`, or the identifier.
+    pub stem: String,
+    /// Its files, sorted by name.
+    pub entries: Vec<Entry>,
+}
+
+/// Collects every artifact of `plan`: the primary one, then each secondary one in file order.
+pub fn collect_all(
     plan: &UploadPlan,
-    cancel: &AtomicBool,
     progress: &mut dyn FnMut(Progress),
-) -> Result<(), ArtifactError> {
+) -> Result<Vec<Collected>, ArtifactError> {
     let artifacts = &plan.artifacts;
     if artifacts.primary.files.is_empty() && !artifacts.secondary.is_empty() {
         return Err(ArtifactError::NoPrimaryDefinition);
@@ -364,11 +373,11 @@ pub fn upload(
     }
     options.keep_mtime(plan.keep_mtime);
     let mut notes = |n: Note| progress(Progress::Note(n));
-    let mut collected = vec![(
-        None,
-        "artifacts".to_string(),
-        collect(&artifacts.primary, &options, &mut notes)?,
-    )];
+    let mut collected = vec![Collected {
+        identifier: None,
+        stem: "artifacts".to_string(),
+        entries: collect(&artifacts.primary, &options, &mut notes)?,
+    }];
     if artifacts.secondary.is_empty() {
         notes(Note::Info(
             "No secondary artifacts defined in buildspec".into(),
@@ -380,19 +389,41 @@ pub fn upload(
             "Preparing to copy secondary artifacts {id}"
         )));
         let entries = collect(&secondary.artifact, &options, &mut notes)?;
-        collected.push((Some(id.clone()), id, entries));
+        collected.push(Collected {
+            identifier: Some(id.clone()),
+            stem: id,
+            entries,
+        });
     }
+    Ok(collected)
+}
+
+/// Collects every artifact of `plan` ([`collect_all`]) and, when it has a destination, writes
+/// them: `artifacts.zip` and `<identifier>.zip` (or directories). Nothing is written unless every
+/// artifact was collected.
+pub fn upload(
+    plan: &UploadPlan,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(), ArtifactError> {
+    let collected = collect_all(plan, progress)?;
     let Some(dir) = &plan.destination else {
-        let total: usize = collected.iter().map(|(_, _, e)| e.len()).sum();
-        notes(Note::Info(format!(
+        let total: usize = collected.iter().map(|c| c.entries.len()).sum();
+        progress(Progress::Note(Note::Info(format!(
             "{total} artifact file(s) collected; not written (no artifacts directory given)"
-        )));
+        ))));
         return Ok(());
     };
-    for (identifier, stem, entries) in collected {
-        let written = package(&entries, dir, &stem, plan.packaging, cancel)?;
+    for artifact in collected {
+        let written = package(
+            &artifact.entries,
+            dir,
+            &artifact.stem,
+            plan.packaging,
+            cancel,
+        )?;
         progress(Progress::Written {
-            identifier,
+            identifier: artifact.identifier,
             written,
         });
     }

@@ -25,10 +25,12 @@
 //! through it.
 
 pub mod archive;
+mod s3_store;
 pub mod store;
 
 pub use archive::{CachePaths, Stats};
-pub use store::{CacheStore, EntryInfo, LocalStore, Slot};
+pub use s3_store::S3Store;
+pub use store::{CacheStore, EntryInfo, Fetched, LocalStore, Slot};
 
 /// The version of the entries for `paths`: a hash of the list (FNV-1a, 64 bits, hex), stable
 /// across runs and builds of the agent.

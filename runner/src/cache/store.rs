@@ -7,11 +7,16 @@
 //! <project>/<version>/keys/<key>.tar.zst   a keyed entry (written once, never replaced)
 //! <project>/<version>/.tmp-*               entries being written (renamed into place when whole)
 //! ```
+//!
+//! [`S3Store`](super::S3Store) keeps the same layout under its bucket and prefix (without the
+//! temporary files: an object appears whole or not at all).
 
-use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
+
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
 
 /// Which entry: a project's cache for one path list (version), keyed or not.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,22 +38,52 @@ pub struct EntryInfo {
     pub location: String,
 }
 
-/// A place that keeps cache entries.
+/// A local file holding an entry's bytes, from [`CacheStore::fetch`].
+#[derive(Debug)]
+pub enum Fetched {
+    /// The store's own file (a local store).
+    Stored(PathBuf),
+    /// A download, removed when this is dropped.
+    Downloaded(tempfile::NamedTempFile),
+}
+
+impl Fetched {
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        match self {
+            Fetched::Stored(path) => path,
+            Fetched::Downloaded(temp) => temp.path(),
+        }
+    }
+}
+
+/// A place that keeps cache entries. Its methods are asynchronous because a remote store's are;
+/// archives are packed and unpacked by the caller, on a blocking thread, in local files.
 pub trait CacheStore: Send + Sync {
     /// The entry of `slot`, if there is one.
-    fn get(&self, slot: &Slot) -> io::Result<Option<EntryInfo>>;
+    fn get<'a>(&'a self, slot: &'a Slot) -> BoxFuture<'a, io::Result<Option<EntryInfo>>>;
     /// The newest keyed entry of `slot`'s project and version whose key starts with `prefix`.
-    fn newest_with_prefix(&self, slot: &Slot, prefix: &str) -> io::Result<Option<EntryInfo>>;
-    /// Reads an entry found by [`get`](Self::get) or [`newest_with_prefix`](Self::newest_with_prefix).
-    fn open(&self, entry: &EntryInfo) -> io::Result<Box<dyn Read + Send>>;
-    /// Writes the entry of `slot` with `write`, atomically: a reader sees the old entry or the
-    /// whole new one. A keyed entry that already exists is left alone (`Ok(false)`, and `write`
-    /// is not called); an unkeyed one is replaced.
-    fn put(
-        &self,
-        slot: &Slot,
-        write: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
-    ) -> io::Result<bool>;
+    fn newest_with_prefix<'a>(
+        &'a self,
+        slot: &'a Slot,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, io::Result<Option<EntryInfo>>>;
+    /// A local file with the bytes of an entry found by [`get`](Self::get) or
+    /// [`newest_with_prefix`](Self::newest_with_prefix).
+    fn fetch<'a>(&'a self, entry: &'a EntryInfo) -> BoxFuture<'a, io::Result<Fetched>>;
+    /// A new empty temporary file to write the entry of `slot` into, then hand to
+    /// [`put`](Self::put); removed if it never is.
+    fn staging(&self, slot: &Slot) -> io::Result<tempfile::NamedTempFile>;
+    /// Stores `file` (from [`staging`](Self::staging), written and flushed) as the entry of
+    /// `slot`, atomically: a reader sees the old entry or the whole new one. A keyed entry that
+    /// already exists is left alone (`Ok(false)`); an unkeyed one is replaced. When `cancel` fires
+    /// the store gives up and stores nothing.
+    fn put<'a>(
+        &'a self,
+        slot: &'a Slot,
+        file: tempfile::NamedTempFile,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, io::Result<bool>>;
 }
 
 /// A store in a local directory (see the module docs for the layout).
@@ -57,7 +92,7 @@ pub struct LocalStore {
     root: PathBuf,
 }
 
-const SUFFIX: &str = ".tar.zst";
+pub(super) const SUFFIX: &str = ".tar.zst";
 
 impl LocalStore {
     /// A store under `root` (created on the first save).
@@ -84,7 +119,7 @@ impl LocalStore {
 }
 
 /// A project name as one directory name: no `/`, not `.` or `..`, not empty.
-fn safe_name(name: &str) -> String {
+pub(super) fn safe_name(name: &str) -> String {
     let name: String = name
         .chars()
         .map(|c| if c == '/' || c == '\0' { '_' } else { c })
@@ -102,8 +137,8 @@ fn info(slot_key: Option<String>, path: &Path) -> EntryInfo {
     }
 }
 
-impl CacheStore for LocalStore {
-    fn get(&self, slot: &Slot) -> io::Result<Option<EntryInfo>> {
+impl LocalStore {
+    fn get_now(&self, slot: &Slot) -> io::Result<Option<EntryInfo>> {
         let path = self.path(slot);
         match path.metadata() {
             Ok(m) if m.is_file() => Ok(Some(info(slot.key.clone(), &path))),
@@ -113,7 +148,7 @@ impl CacheStore for LocalStore {
         }
     }
 
-    fn newest_with_prefix(&self, slot: &Slot, prefix: &str) -> io::Result<Option<EntryInfo>> {
+    fn newest_now(&self, slot: &Slot, prefix: &str) -> io::Result<Option<EntryInfo>> {
         let dir = self.dir(slot).join("keys");
         let read = match std::fs::read_dir(&dir) {
             Ok(read) => read,
@@ -149,45 +184,76 @@ impl CacheStore for LocalStore {
         }))
     }
 
-    fn open(&self, entry: &EntryInfo) -> io::Result<Box<dyn Read + Send>> {
-        Ok(Box::new(io::BufReader::new(File::open(&entry.location)?)))
-    }
-
-    fn put(
-        &self,
-        slot: &Slot,
-        write: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
-    ) -> io::Result<bool> {
-        if slot.key.is_some() && self.get(slot)?.is_some() {
+    fn put_now(&self, slot: &Slot, file: tempfile::NamedTempFile) -> io::Result<bool> {
+        if slot.key.is_some() && self.get_now(slot)?.is_some() {
             return Ok(false);
         }
         let path = self.path(slot);
-        let dir = self.dir(slot);
-        std::fs::create_dir_all(path.parent().unwrap_or(&dir))?;
-        let temp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&dir)?;
-        {
-            let mut out = io::BufWriter::new(temp.as_file());
-            write(&mut out)?;
-            out.flush()?;
+        file.as_file().sync_all()?;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
         }
-        temp.as_file().sync_all()?;
         if slot.key.is_some() {
             // A hard link never replaces an entry another build saved meanwhile.
-            match std::fs::hard_link(temp.path(), &path) {
+            match std::fs::hard_link(file.path(), &path) {
                 Ok(()) => Ok(true),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
                 Err(e) => Err(e),
             }
         } else {
-            temp.persist(&path).map_err(|e| e.error)?;
+            file.persist(&path).map_err(|e| e.error)?;
             Ok(true)
         }
+    }
+}
+
+impl CacheStore for LocalStore {
+    fn get<'a>(&'a self, slot: &'a Slot) -> BoxFuture<'a, io::Result<Option<EntryInfo>>> {
+        Box::pin(std::future::ready(self.get_now(slot)))
+    }
+
+    fn newest_with_prefix<'a>(
+        &'a self,
+        slot: &'a Slot,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, io::Result<Option<EntryInfo>>> {
+        Box::pin(std::future::ready(self.newest_now(slot, prefix)))
+    }
+
+    fn fetch<'a>(&'a self, entry: &'a EntryInfo) -> BoxFuture<'a, io::Result<Fetched>> {
+        Box::pin(std::future::ready(Ok(Fetched::Stored(PathBuf::from(
+            &entry.location,
+        )))))
+    }
+
+    fn staging(&self, slot: &Slot) -> io::Result<tempfile::NamedTempFile> {
+        // In the entry's own directory, so that `put` is a rename on one file system.
+        let dir = self.dir(slot);
+        std::fs::create_dir_all(&dir)?;
+        tempfile::Builder::new().prefix(".tmp-").tempfile_in(&dir)
+    }
+
+    fn put<'a>(
+        &'a self,
+        slot: &'a Slot,
+        file: tempfile::NamedTempFile,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, io::Result<bool>> {
+        let result = if cancel.is_cancelled() {
+            Err(io::Error::other("cancelled"))
+        } else {
+            self.put_now(slot, file)
+        };
+        Box::pin(std::future::ready(result))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::executor::block_on;
+    use std::fs::File;
+    use std::io::Write;
 
     fn slot(key: Option<&str>) -> Slot {
         Slot {
@@ -198,30 +264,34 @@ mod tests {
     }
 
     fn put(store: &LocalStore, slot: &Slot, data: &[u8]) -> bool {
-        store.put(slot, &mut |w| w.write_all(data)).unwrap()
+        let mut file = store.staging(slot).unwrap();
+        file.write_all(data).unwrap();
+        block_on(store.put(slot, file, &CancellationToken::new())).unwrap()
+    }
+
+    fn get(store: &LocalStore, slot: &Slot) -> Option<EntryInfo> {
+        block_on(store.get(slot)).unwrap()
     }
 
     fn read(store: &LocalStore, entry: &EntryInfo) -> Vec<u8> {
-        let mut out = Vec::new();
-        store.open(entry).unwrap().read_to_end(&mut out).unwrap();
-        out
+        std::fs::read(block_on(store.fetch(entry)).unwrap().path()).unwrap()
     }
 
     #[test]
     fn keyed_entries_are_written_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path());
-        assert_eq!(store.get(&slot(Some("k"))).unwrap(), None);
+        assert_eq!(get(&store, &slot(Some("k"))), None);
         assert!(put(&store, &slot(Some("k")), b"one"));
         assert!(!put(&store, &slot(Some("k")), b"two"));
-        let entry = store.get(&slot(Some("k"))).unwrap().unwrap();
+        let entry = get(&store, &slot(Some("k"))).unwrap();
         assert_eq!(read(&store, &entry), b"one");
         // Another version is another entry.
         let other = Slot {
             version: "v2".into(),
             ..slot(Some("k"))
         };
-        assert_eq!(store.get(&other).unwrap(), None);
+        assert_eq!(get(&store, &other), None);
         // No temporary file is left.
         let names: Vec<_> = std::fs::read_dir(dir.path().join("p/v1"))
             .unwrap()
@@ -236,22 +306,24 @@ mod tests {
         let store = LocalStore::new(dir.path());
         assert!(put(&store, &slot(None), b"one"));
         assert!(put(&store, &slot(None), b"two"));
-        let entry = store.get(&slot(None)).unwrap().unwrap();
+        let entry = get(&store, &slot(None)).unwrap();
         assert_eq!(read(&store, &entry), b"two");
     }
 
     #[test]
-    fn a_failed_write_leaves_nothing() {
+    fn an_unused_or_cancelled_staging_file_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path());
-        let err = store
-            .put(&slot(Some("k")), &mut |_| Err(io::Error::other("boom")))
-            .unwrap_err();
-        assert_eq!(err.to_string(), "boom");
-        assert_eq!(store.get(&slot(Some("k"))).unwrap(), None);
+        drop(store.staging(&slot(Some("k"))).unwrap());
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let file = store.staging(&slot(Some("k"))).unwrap();
+        let err = block_on(store.put(&slot(Some("k")), file, &cancel)).unwrap_err();
+        assert_eq!(err.to_string(), "cancelled");
+        assert_eq!(get(&store, &slot(Some("k"))), None);
         assert_eq!(
             std::fs::read_dir(dir.path().join("p/v1")).unwrap().count(),
-            1
+            0
         );
     }
 
@@ -270,11 +342,13 @@ mod tests {
             .unwrap()
             .set_modified(old)
             .unwrap();
-        let hit = store
-            .newest_with_prefix(&slot(None), "npm-")
+        let hit = block_on(store.newest_with_prefix(&slot(None), "npm-"))
             .unwrap()
             .unwrap();
         assert_eq!(hit.key.as_deref(), Some("npm-a"));
-        assert_eq!(store.newest_with_prefix(&slot(None), "x").unwrap(), None);
+        assert_eq!(
+            block_on(store.newest_with_prefix(&slot(None), "x")).unwrap(),
+            None
+        );
     }
 }

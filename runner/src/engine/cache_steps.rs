@@ -2,16 +2,20 @@
 //! [`crate::cache`] for entries and the store). Nothing here fails the build: a problem is a
 //! warning and, on restore, a miss.
 
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::Path;
+
+use tokio_util::sync::CancellationToken;
 
 use buildagent_spec::{CacheAction, Spanned};
 
 use super::Attempt;
 use crate::artifacts::collect::expand_vars;
-use crate::cache::{self, CachePaths, CacheStore, LocalStore, Slot};
-use crate::command::{ScriptMode, StateDir};
+use crate::cache::{self, CachePaths, CacheStore, LocalStore, S3Store, Slot};
+use crate::command::StateDir;
 use crate::events::{Event, EventKind};
-use crate::executor::{CapturedOutput, CommandControl};
+use crate::location::Location;
+use crate::s3::S3Client;
 
 /// When a cache step runs.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -31,45 +35,18 @@ impl Attempt<'_> {
         self.emit(report, EventKind::Warning { message });
     }
 
-    /// Expands `key` with the build's shell and environment (`printf %s "<key>"` run like a
-    /// command, so variables and `$(...)` work) and checks it.
+    /// Expands `key` with the build's shell and checks it.
     async fn expand_key(
         &mut self,
         state: &mut StateDir,
         shell: &Path,
         key: &Spanned<String>,
     ) -> Result<String, String> {
-        let mode = match self.build.spec.version {
-            buildagent_spec::Version::V0_1 => ScriptMode::V01,
-            buildagent_spec::Version::V0_2 => ScriptMode::V02,
-        };
-        let written = &key.value;
-        let script = format!("printf %s \"{written}\"");
-        let spec = state
-            .prepare(&script, mode, shell, None)
-            .map_err(|e| format!("cannot expand cache key {written:?}: {e}"))?;
-        let control = CommandControl::new(
-            self.stop.clone(),
-            self.kill_now.clone(),
-            self.build.options.grace,
-        );
-        let mut out = CapturedOutput::default();
-        let outcome = self.build.executor.run(&spec, control, &mut out).await;
-        if mode == ScriptMode::V02 {
-            let _ = state.finish();
-        }
-        match outcome {
-            Ok(outcome) if outcome.is_success() => {}
-            Ok(outcome) => {
-                return Err(format!(
-                    "cannot expand cache key {written:?}: {outcome:?}: {}",
-                    out.stderr_str().trim()
-                ))
-            }
-            Err(e) => return Err(format!("cannot expand cache key {written:?}: {e}")),
-        }
-        let expanded = out.stdout_str();
-        cache::check_key(written, &expanded)?;
+        let expanded = self
+            .expand_with_shell(state, shell, &key.value)
+            .await
+            .map_err(|e| format!("cannot expand cache key {:?}: {e}", key.value))?;
+        cache::check_key(&key.value, &expanded)?;
         Ok(expanded)
     }
 
@@ -80,7 +57,7 @@ impl Attempt<'_> {
         report: &mut (impl FnMut(Event) + Send),
         state: &StateDir,
         step: Step,
-    ) -> Option<(CachePaths, String, PathBuf)> {
+    ) -> Option<(CachePaths, String, Location)> {
         let Some(spec) = self.build.spec.cache.as_ref() else {
             if step == Step::Restore {
                 self.info(report, "Cache is not defined in the buildspec".into());
@@ -96,7 +73,7 @@ impl Attempt<'_> {
             }
             return None;
         }
-        let Some(dir) = self.build.options.cache_dir.clone() else {
+        let Some(location) = self.build.options.cache.clone() else {
             if step == Step::Restore {
                 self.info(
                     report,
@@ -128,8 +105,10 @@ impl Attempt<'_> {
         }
         match CachePaths::new(&self.build.options.source_dir, &expanded) {
             Ok(mut paths) => {
-                paths.skip(&dir);
-                Some((paths, cache::version(&expanded), dir))
+                if let Some(dir) = location.dir() {
+                    paths.skip(dir);
+                }
+                Some((paths, cache::version(&expanded), location))
             }
             Err(e) => {
                 self.warn(report, format!("Skip cache due to: {e}"));
@@ -146,11 +125,13 @@ impl Attempt<'_> {
         state: &mut StateDir,
         shell: &Path,
     ) {
-        let Some((paths, version, dir)) = self.cache_paths(report, state, Step::Restore) else {
+        let Some((paths, version, location)) = self.cache_paths(report, state, Step::Restore)
+        else {
             return;
         };
         let spec = self.build.spec.cache.clone().unwrap_or_default();
-        let store = LocalStore::new(dir);
+        let remote = matches!(location, Location::S3(_));
+        let store = self.cache_store(location).await;
         let slot = |key: Option<String>| Slot {
             project: self.build.options.identity.project.clone(),
             version: version.clone(),
@@ -161,7 +142,7 @@ impl Attempt<'_> {
         match &spec.key {
             None => {
                 tried.push("(no key)".to_string());
-                found = store.get(&slot(None)).unwrap_or_else(|e| {
+                found = store.get(&slot(None)).await.unwrap_or_else(|e| {
                     self.warn(report, format!("cannot read the cache store: {e}"));
                     None
                 });
@@ -170,7 +151,7 @@ impl Attempt<'_> {
                 match self.expand_key(state, shell, key).await {
                     Ok(key) => {
                         tried.push(key.clone());
-                        found = store.get(&slot(Some(key))).unwrap_or_else(|e| {
+                        found = store.get(&slot(Some(key))).await.unwrap_or_else(|e| {
                             self.warn(report, format!("cannot read the cache store: {e}"));
                             None
                         });
@@ -191,6 +172,7 @@ impl Attempt<'_> {
                     tried.push(format!("{prefix}*"));
                     found = store
                         .newest_with_prefix(&slot(None), &prefix)
+                        .await
                         .unwrap_or_else(|e| {
                             self.warn(report, format!("cannot read the cache store: {e}"));
                             None
@@ -208,15 +190,20 @@ impl Attempt<'_> {
             return;
         };
         self.info(report, format!("Restoring cache from {}", entry.location));
-        self.info(report, "Unarchiving cache...".into());
-        let job = {
-            let entry = entry.clone();
-            tokio::task::spawn_blocking(move || {
-                cache::archive::verify(&paths, store.open(&entry)?)?;
-                cache::archive::unpack(&paths, store.open(&entry)?)
-            })
+        let restored = async {
+            if remote {
+                self.info(report, "Downloading S3 cache...".into());
+            }
+            let fetched = store.fetch(&entry).await?;
+            self.info(report, "Unarchiving cache...".into());
+            let job = tokio::task::spawn_blocking(move || {
+                let open = || std::fs::File::open(fetched.path()).map(std::io::BufReader::new);
+                cache::archive::verify(&paths, open()?)?;
+                cache::archive::unpack(&paths, open()?)
+            });
+            job.await.map_err(std::io::Error::other).and_then(|r| r)
         };
-        match job.await.map_err(std::io::Error::other).and_then(|r| r) {
+        match restored.await {
             Ok(stats) => self.emit(
                 report,
                 EventKind::CacheRestored {
@@ -241,14 +228,26 @@ impl Attempt<'_> {
         }
     }
 
+    /// The store at `location`.
+    async fn cache_store(&self, location: Location) -> Box<dyn CacheStore> {
+        match location {
+            Location::Dir(dir) => Box::new(LocalStore::new(dir)),
+            Location::S3(url) => {
+                let client = S3Client::from_env(&self.build.options.identity.region).await;
+                Box::new(S3Store::new(client, url))
+            }
+        }
+    }
+
     /// Saves the cached paths after POST_BUILD: a keyed entry once, the unkeyed one each build.
+    /// A stop or timeout while it runs abandons the save, leaving the store as it was.
     pub(super) async fn save_cache(
         &mut self,
         report: &mut (impl FnMut(Event) + Send),
         state: &mut StateDir,
         shell: &Path,
     ) {
-        let Some((paths, version, dir)) = self.cache_paths(report, state, Step::Save) else {
+        let Some((paths, version, location)) = self.cache_paths(report, state, Step::Save) else {
             return;
         };
         let spec = self.build.spec.cache.clone().unwrap_or_default();
@@ -262,13 +261,14 @@ impl Attempt<'_> {
                 }
             },
         };
-        let store = LocalStore::new(dir);
+        let remote = matches!(location, Location::S3(_));
+        let store = self.cache_store(location).await;
         let slot = Slot {
             project: self.build.options.identity.project.clone(),
             version,
             key: key.clone(),
         };
-        if key.is_some() && matches!(store.get(&slot), Ok(Some(_))) {
+        if key.is_some() && matches!(store.get(&slot).await, Ok(Some(_))) {
             self.info(
                 report,
                 format!(
@@ -279,17 +279,56 @@ impl Attempt<'_> {
             return;
         }
         self.info(report, "Archiving cache...".into());
-        let job = tokio::task::spawn_blocking(move || {
-            let mut stats = cache::Stats::default();
-            let mut notes = Vec::new();
-            let saved = store.put(&slot, &mut |out| {
-                stats = cache::archive::pack(&paths, out, &mut |n| notes.push(n))?;
-                Ok(())
-            })?;
-            let location = store.get(&slot)?.map(|e| e.location).unwrap_or_default();
+        let cancel = CancellationToken::new();
+        let stop = self.stop;
+        let saved = async {
+            let file = store.staging(&slot)?;
+            let pack = {
+                let cancel = cancel.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut notes = Vec::new();
+                    let stats = {
+                        let mut out = std::io::BufWriter::with_capacity(
+                            1 << 20,
+                            Cancellable {
+                                inner: file.as_file(),
+                                cancel: &cancel,
+                            },
+                        );
+                        let stats = cache::archive::pack(&paths, &mut out, &mut |n| notes.push(n))?;
+                        out.flush()?;
+                        stats
+                    };
+                    Ok::<_, std::io::Error>((file, stats, notes))
+                })
+            };
+            let (file, stats, notes) = pack.await.map_err(std::io::Error::other)??;
+            if remote {
+                self.info(report, "Uploading S3 cache...".into());
+            }
+            let saved = store.put(&slot, file, &cancel).await?;
+            let location = store
+                .get(&slot)
+                .await?
+                .map(|e| e.location)
+                .unwrap_or_default();
             Ok::<_, std::io::Error>((saved, stats, notes, location))
-        });
-        match job.await.map_err(std::io::Error::other).and_then(|r| r) {
+        };
+        let mut stopped = false;
+        let result = {
+            tokio::pin!(saved);
+            loop {
+                tokio::select! {
+                    result = &mut saved => break result,
+                    _ = stop.requested(), if !stopped => {
+                        // The packer and the upload see this and give up; the store keeps nothing.
+                        cancel.cancel();
+                        stopped = true;
+                    }
+                }
+            }
+        };
+        match result {
             Ok((saved, stats, notes, location)) => {
                 for note in notes {
                     self.warn(report, note);
@@ -308,7 +347,30 @@ impl Attempt<'_> {
                     self.info(report, "Cache entry already exists: not saved again".into());
                 }
             }
+            Err(_) if stopped => {
+                self.warn(report, "cache not saved: the build was stopped".into());
+            }
             Err(e) => self.warn(report, format!("cannot save the cache: {e}")),
         }
+    }
+}
+
+/// A writer that fails once `cancel` fires, so that packing a cache entry stops promptly.
+struct Cancellable<'a, W> {
+    inner: W,
+    cancel: &'a CancellationToken,
+}
+
+impl<W: Write> Write for Cancellable<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.cancel.is_cancelled() {
+            // Not `Interrupted`: writers retry on that.
+            return Err(std::io::Error::other("cancelled"));
+        }
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
