@@ -120,13 +120,30 @@ _svc_moto_up() {
     [ "$(_svc_http_status "http://127.0.0.1:$BUILDAGENT_SERVICES_MOTO_PORT/moto-api/")" = 200 ]
 }
 
+# moto 5.2.5 or later: earlier 5.2 releases answer CompleteMultipartUpload with a
+# `CompleteMultipartUploadResponse` root element, which the AWS SDK for Rust rejects.
+BUILDAGENT_SERVICES_MOTO_VERSION=5.2.5
+
+_svc_moto_installed() {
+    python3 - "$BUILDAGENT_SERVICES_MOTO_VERSION" >/dev/null 2>&1 <<'PY'
+import importlib.metadata, sys
+have = tuple(int(p) for p in importlib.metadata.version("moto").split(".")[:3])
+need = tuple(int(p) for p in sys.argv[1].split("."))
+import moto.server  # the server extra's dependencies are there too
+sys.exit(0 if have >= need else 1)
+PY
+}
+
 _svc_moto() {
-    _svc_moto_up && return 0
-    if ! python3 -c 'import moto.server' >/dev/null 2>&1; then
-        _svc_say "installing moto[server] from PyPI"
-        python3 -m pip install -q "moto[server]" >"$BUILDAGENT_SERVICES_DIR/pip.log" 2>&1 ||
+    if ! _svc_moto_installed; then
+        _svc_say "installing moto[server]==$BUILDAGENT_SERVICES_MOTO_VERSION from PyPI"
+        python3 -m pip install -q "moto[server]==$BUILDAGENT_SERVICES_MOTO_VERSION" \
+            >"$BUILDAGENT_SERVICES_DIR/pip.log" 2>&1 ||
             _svc_die "pip install moto[server] failed (log: $BUILDAGENT_SERVICES_DIR/pip.log)"
+        # A server of ours still running the old version is replaced.
+        _svc_stop_one moto moto.server
     fi
+    _svc_moto_up && return 0
     _svc_say "starting moto on 127.0.0.1:$BUILDAGENT_SERVICES_MOTO_PORT"
     # The same python3 that imports moto, whatever moto_server shim is first on PATH.
     _svc_spawn moto python3 -m moto.server -H 127.0.0.1 -p "$BUILDAGENT_SERVICES_MOTO_PORT"
