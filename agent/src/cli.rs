@@ -34,6 +34,8 @@ pub enum Command {
     ///
     /// Exit status: 0 SUCCEEDED, 1 FAILED, 2 invalid input, 3 FAULT, 124 TIMED_OUT, 130 STOPPED.
     Run(Box<RunArgs>),
+    /// Build, append to and push container images (Docker Engine API, or daemonless OCI).
+    Image(Box<crate::image::ImageArgs>),
 }
 
 /// `buildagent validate`.

@@ -7,6 +7,7 @@
 mod cli;
 mod color;
 mod hash_files;
+mod image;
 mod render;
 mod run;
 mod validate;
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
         cli::Command::Validate(args) => validate::run(&args, cli.color),
         cli::Command::Schema => print_schema(),
         cli::Command::Run(args) => run::run(&args, cli.color),
+        cli::Command::Image(args) => image::run(&args),
     };
     match status {
         Ok(code) => code,

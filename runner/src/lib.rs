@@ -132,6 +132,8 @@
 pub mod artifacts;
 pub mod cache;
 pub mod command;
+pub mod credentials;
+pub mod docker;
 pub mod engine;
 pub mod events;
 pub mod executor;
