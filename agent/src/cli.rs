@@ -167,6 +167,21 @@ pub struct RunArgs {
     #[arg(short = 'm', long = "mount-source")]
     pub mount_source: bool,
 
+    /// Run the build inside a container of this build image (through the Docker Engine API),
+    /// instead of on this machine.
+    #[arg(short = 'i', long = "image", value_name = "IMAGE")]
+    pub image: Option<String>,
+
+    /// With -i: a privileged container with the engine's socket mounted, so that `docker build`
+    /// works in the buildspec.
+    #[arg(short = 'd', long = "privileged", requires = "image")]
+    pub privileged: bool,
+
+    /// With -i: pass this machine's AWS credentials and AWS_* variables into the build (the
+    /// secret ones masked in everything the agent writes).
+    #[arg(short = 'c', long = "aws-credentials", requires = "image")]
+    pub aws_credentials: bool,
+
     /// How to show the build: CodeBuild's log lines, the same with colour and a summary, or JSON
     /// events (default: pretty on a terminal, codebuild otherwise).
     #[arg(long, value_enum, value_name = "FORMAT")]

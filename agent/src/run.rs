@@ -11,7 +11,10 @@ use anyhow::{bail, Context};
 use buildagent_runner::artifacts::Packaging;
 use buildagent_runner::engine::{Build, BuildOptions, Namespace};
 use buildagent_runner::events::{BuildStatus, CancelReason, Event};
-use buildagent_runner::executor::{enable_child_subreaper, HostExecutor, StopRequest};
+use buildagent_runner::executor::container::StartProgress;
+use buildagent_runner::executor::{
+    enable_child_subreaper, ContainerExecutor, ContainerOptions, HostExecutor, StopRequest,
+};
 use buildagent_runner::location::Location;
 use buildagent_runner::plan::{self, BuildIdentity};
 use buildagent_runner::source;
@@ -79,18 +82,33 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
                 .map_err(|e| invalid(format!("--env-file {}: {e}", path.display())))?
         }
     };
-    let overrides = pairs("--env-var", &args.env_vars)?;
-    let secrets = pairs("--secret", &args.secrets)?;
+    let mut overrides = pairs("--env-var", &args.env_vars)?;
+    let mut secrets = pairs("--secret", &args.secrets)?;
+    if args.aws_credentials {
+        // As the local agent's -c: the AWS settings of this machine, keys and tokens masked.
+        for (name, value) in std::env::vars() {
+            if !name.starts_with("AWS_") {
+                continue;
+            }
+            if matches!(
+                name.as_str(),
+                "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" | "AWS_SESSION_TOKEN"
+            ) {
+                secrets.push((name, value));
+            } else {
+                overrides.push((name, value));
+            }
+        }
+    }
 
-    // The build runs in a fresh copy unless -m (made in DOWNLOAD_SOURCE, removed afterwards).
+    // The build runs in a fresh copy unless -m (made in DOWNLOAD_SOURCE, removed afterwards). In a
+    // build image the copy is at CodeBuild's path, /codebuild/output/src<N>/src, when this machine
+    // lets the agent create it (the directory is mounted at the same path in the container).
     let staging;
     let (source_dir, stage_from) = if args.mount_source {
         (primary.clone(), None)
     } else {
-        staging = tempfile::Builder::new()
-            .prefix("buildagent-src-")
-            .tempdir()
-            .context("a directory for the source copy")?;
+        staging = source_copy_dir(args.image.is_some())?;
         (staging.path().join("src"), Some(primary.clone()))
     };
     let mut staged_secondary = Vec::new();
@@ -119,7 +137,7 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
             .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
             .unwrap_or_else(|_| "us-east-1".to_string()),
         account: "000000000000".to_string(),
-        image: "host".to_string(),
+        image: args.image.clone().unwrap_or_else(|| "host".to_string()),
     };
     let options = BuildOptions {
         source_info: source::git_info(&primary),
@@ -197,12 +215,44 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let image = args.image.as_ref().map(|image| {
+        let mut mounts: Vec<PathBuf> = vec![options
+            .source_dir
+            .parent()
+            .filter(|_| options.stage_from.is_some())
+            .unwrap_or(&options.source_dir)
+            .to_path_buf()];
+        mounts.extend(options.secondary_sources.iter().map(|(_, dir)| dir.clone()));
+        ContainerOptions {
+            image: image.clone(),
+            mounts,
+            privileged: args.privileged,
+        }
+    });
     let result = runtime.block_on(async move {
         let stop = StopRequest::new();
         let kill_now = CancellationToken::new();
         let render_error: Arc<Mutex<Option<io::Error>>> = Arc::default();
         let signals = tokio::spawn(watch_signals(stop.clone(), kill_now.clone()));
-        let build = Build::new(spec, options, Arc::new(HostExecutor::new()));
+        let container = match &image {
+            Some(container_options) => {
+                match start_container(container_options, &mut reporters).await {
+                    Ok(container) => Some(Arc::new(container)),
+                    Err(e) => return Err(e),
+                }
+            }
+            None => None,
+        };
+        let mut options = options;
+        let executor: Arc<dyn buildagent_runner::executor::Executor> = match &container {
+            Some(container) => {
+                // The image's environment replaces this machine's.
+                options.base_env = container.image_env().to_vec();
+                container.clone()
+            }
+            None => Arc::new(HostExecutor::new()),
+        };
+        let build = Build::new(spec, options, executor);
         let errors = render_error.clone();
         let stop_on_error = stop.clone();
         let result = build
@@ -219,9 +269,13 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
                 }
             })
             .await;
+        if let Some(container) = &container {
+            // Whatever ended the build: the container goes.
+            container.remove().await;
+        }
         signals.abort();
-        result
-    });
+        Ok(result)
+    })?;
     let _ = io::stdout().flush();
     if let Some(path) = &args.output_env {
         write_output_env(path, &result.exported)
@@ -329,6 +383,43 @@ fn pairs(flag: &str, values: &[String]) -> anyhow::Result<Vec<(String, String)>>
 }
 
 /// The exit status for an error from [`run`].
+/// Where the source copy goes: `/codebuild/output/src<N>` for a build in a container when it can
+/// be created there (CodeBuild's path), else a temporary directory.
+fn source_copy_dir(in_container: bool) -> anyhow::Result<tempfile::TempDir> {
+    if in_container {
+        let root = Path::new("/codebuild/output");
+        if std::fs::create_dir_all(root).is_ok() {
+            if let Ok(dir) = tempfile::Builder::new()
+                .prefix("src")
+                .rand_bytes(9)
+                .tempdir_in(root)
+            {
+                return Ok(dir);
+            }
+        }
+    }
+    tempfile::Builder::new()
+        .prefix("buildagent-src-")
+        .tempdir()
+        .context("a directory for the source copy")
+}
+
+/// Connects to the Docker engine and starts the build container, showing a pull's progress on
+/// standard error. Failures are the agent's (exit status 3).
+async fn start_container(
+    options: &ContainerOptions,
+    _reporters: &mut [Box<dyn Reporter + Send>],
+) -> anyhow::Result<ContainerExecutor> {
+    let docker = buildagent_runner::docker::connect().await?;
+    let mut progress = |p: StartProgress| match p {
+        StartProgress::Pulling(image) => eprintln!("Pulling {image}..."),
+        StartProgress::PullStatus(line) => eprintln!("  {line}"),
+        StartProgress::Created { .. } => {}
+    };
+    let container = ContainerExecutor::start(docker, options, &mut progress).await?;
+    Ok(container)
+}
+
 pub fn error_status(error: &anyhow::Error) -> u8 {
     if error.downcast_ref::<InvalidInput>().is_some() {
         EXIT_INVALID

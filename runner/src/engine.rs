@@ -395,7 +395,12 @@ impl<'b> Attempt<'b> {
             }
         };
         self.shell = shell.clone();
-        let mut state = match StateDir::new_in(&state_parent(), &env.pairs(), &options.source_dir) {
+        let parent = self
+            .build
+            .executor
+            .state_parent()
+            .unwrap_or_else(state_parent);
+        let mut state = match StateDir::new_in(&parent, &env.pairs(), &options.source_dir) {
             Ok(state) => state,
             Err(e) => {
                 self.fault = true;
@@ -1060,7 +1065,11 @@ impl<'b> Attempt<'b> {
             };
         };
         let user_name = phase.run_as.as_ref().or(spec.run_as.as_ref());
-        let user = match user_name.map(|n| RunAs::resolve(n)) {
+        let resolved = match user_name {
+            Some(name) => Some(self.build.executor.resolve_user(name).await),
+            None => None,
+        };
+        let user = match resolved {
             None => None,
             Some(Ok(user)) => Some(user),
             Some(Err(e)) => {

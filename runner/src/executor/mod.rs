@@ -5,9 +5,9 @@
 //! request, and at the end of the build find and end the processes the build left behind. It knows
 //! nothing about phases, masking or events: the engine does that with what `run` returns.
 //!
-//! [`HostExecutor`] runs commands on this machine. A Docker executor would implement the same
-//! trait by running the same scripts through `docker exec` (the state directory bind-mounted, see
-//! [`StateDir::set_visible_path`](crate::command::StateDir::set_visible_path)).
+//! [`HostExecutor`] runs commands on this machine; [`ContainerExecutor`] runs the same scripts in a
+//! container of a build image through the Docker Engine API's exec calls (the build's directories
+//! bind-mounted at their own paths).
 
 use std::ffi::OsString;
 use std::fmt;
@@ -21,8 +21,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::{CancelReason, CommandOutcome, LeakedProcess, Stream};
 
+pub mod container;
 pub mod host;
 
+pub use container::{ContainerExecutor, ContainerOptions};
 pub use host::{enable_child_subreaper, HostExecutor};
 
 /// What to run: `program script_path`, with exactly `env` as its environment, from `cwd`, as `user`.
@@ -376,4 +378,15 @@ pub trait Executor: Send + Sync {
         grace: Duration,
         sink: &'a mut (dyn OutputSink + Send),
     ) -> BoxFuture<'a, Result<Vec<LeakedProcess>, ExecError>>;
+
+    /// Where the build's command-state directory is created: a directory the commands see at the
+    /// same path. `None` (the default): the engine's choice on this machine.
+    fn state_parent(&self) -> Option<PathBuf> {
+        None
+    }
+
+    /// Resolves a `run-as` user where the commands run (default: this machine's user database).
+    fn resolve_user<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<RunAs, RunAsError>> {
+        Box::pin(std::future::ready(RunAs::resolve(name)))
+    }
 }
