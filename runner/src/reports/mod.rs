@@ -158,6 +158,18 @@ pub fn process(
         };
         let mut coverages = Vec::new();
         let group_dir = out.map(|o| o.join(dir_name(&name)));
+        // The group's directory holds this build's files only: what an earlier run left there
+        // (files since deleted or renamed) would otherwise pass for this build's reports.
+        if let Some(dir) = &group_dir {
+            match std::fs::remove_dir_all(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => warn(format!(
+                    "report group {name}: cannot clear {} from an earlier run: {e}",
+                    dir.display()
+                )),
+            }
+        }
         for entry in entries {
             let bytes = match std::fs::read(&entry.path) {
                 Ok(b) => b,
@@ -336,6 +348,29 @@ mod tests {
                 .unwrap();
         assert_eq!(summary["groups"][0]["cases"][1]["status"], "error");
         assert_eq!(summary["groups"][1]["name"], "none");
+    }
+
+    #[test]
+    fn a_groups_directory_holds_only_this_runs_files() {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("new.xml"), "<testsuite/>").unwrap();
+        std::fs::create_dir_all(out.path().join("unit")).unwrap();
+        std::fs::write(out.path().join("unit/old.xml"), "<testsuite/>").unwrap();
+        std::fs::write(out.path().join("other.txt"), "kept").unwrap();
+        let groups = [group("unit", &["*.xml"], None, false)];
+        let reports = process(
+            &groups,
+            src.path(),
+            Some(out.path()),
+            &|_| None,
+            &mut |_| {},
+        );
+        assert_eq!(reports[0].files, ["new.xml"]);
+        assert!(out.path().join("unit/new.xml").is_file());
+        assert!(!out.path().join("unit/old.xml").exists());
+        // Only the group's own directory is cleared.
+        assert!(out.path().join("other.txt").is_file());
     }
 
     #[test]
