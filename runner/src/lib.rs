@@ -140,6 +140,7 @@ pub mod executor;
 pub mod hash_files;
 pub mod location;
 pub mod mask;
+pub mod oci;
 mod os;
 pub mod plan;
 pub mod reports;

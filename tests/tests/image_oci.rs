@@ -1,0 +1,893 @@
+//! `image append` and `image build --engine oci` end to end: images written without a daemon,
+//! checked by other tools (umoci, skopeo, docker), pushed to the test registries directly and
+//! through a fault-injecting proxy written here.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use buildagent_tests::{services, Run, Sandbox};
+
+/// Runs the agent in `s` with its own content store (`XDG_CACHE_HOME` in the sandbox).
+fn agent(s: &Sandbox, args: &[&str]) -> Run {
+    let out = s
+        .command(args)
+        .env("XDG_CACHE_HOME", s.path().join("cache"))
+        .env_remove("SOURCE_DATE_EPOCH")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run buildagent");
+    Run::from(out)
+}
+
+fn sh(script: &str) -> String {
+    let out = Command::new("sh")
+        .args(["-c", script])
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "{script}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn sha256_file(path: &Path) -> String {
+    let out = sh(&format!("sha256sum '{}'", path.display()));
+    format!("sha256:{}", &out[..64])
+}
+
+/// The base image in the registry `registry` as `REPO:latest` (pushed from the engine by skopeo).
+fn push_base(registry: &str, repo: &str) -> String {
+    let image = services::base_image();
+    services::tool("skopeo");
+    let reference = format!("{registry}/{repo}:latest");
+    sh(&format!(
+        "skopeo copy -q --dest-tls-verify=false docker-daemon:{image} docker://{reference}"
+    ));
+    reference
+}
+
+/// A small tree: a script, a data file and a hard link to it, a symbolic link, a nested file.
+fn files(s: &Sandbox) -> std::path::PathBuf {
+    let root = s.path().join("files");
+    s.write(
+        "files/bin/hello.sh",
+        "#!/bin/sh\necho hello from the layer\n",
+    );
+    std::fs::set_permissions(
+        root.join("bin/hello.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    s.write("files/data/a.txt", "alpha\n");
+    s.write("files/data/deep/b.txt", "beta\n");
+    std::fs::hard_link(root.join("data/a.txt"), root.join("data/a-link.txt")).unwrap();
+    std::os::unix::fs::symlink("a.txt", root.join("data/sym")).unwrap();
+    root
+}
+
+/// `name` made unique to this run: the registries keep what earlier runs pushed, and a blob
+/// already in a repository is never uploaded again.
+fn unique(name: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{name}-{}-{nanos:x}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn last_line(text: &str) -> String {
+    text.lines().last().unwrap_or("").trim().to_string()
+}
+
+#[test]
+fn append_to_an_oci_layout_unpacks_with_umoci_and_diff_ids_match() {
+    let umoci = services::tool("umoci");
+    let s = Sandbox::new();
+    let root = files(&s);
+    let layout = s.path().join("layout");
+    let run = agent(
+        &s,
+        &[
+            "image",
+            "append",
+            "--base",
+            "scratch",
+            "--layer",
+            &format!("{}:/app", root.display()),
+            "--cmd",
+            r#"["/app/bin/hello.sh"]"#,
+            "--env",
+            "GREETING=hi",
+            "--label",
+            "org.example.k=v",
+            "--output",
+            &format!("oci:{}:v1", layout.display()),
+        ],
+    );
+    run.expect_code(0);
+    let digest = last_line(&run.stdout);
+    let index = json(&std::fs::read_to_string(layout.join("index.json")).unwrap());
+    let entry = &index["manifests"][0];
+    assert_eq!(entry["digest"], digest.as_str());
+    assert_eq!(
+        entry["annotations"]["org.opencontainers.image.ref.name"],
+        "v1"
+    );
+    let blob = |d: &str| layout.join("blobs/sha256").join(&d["sha256:".len()..]);
+    let manifest = json(&std::fs::read_to_string(blob(&digest)).unwrap());
+    let config = json(
+        &std::fs::read_to_string(blob(manifest["config"]["digest"].as_str().unwrap())).unwrap(),
+    );
+    assert_eq!(config["config"]["Cmd"][0], "/app/bin/hello.sh");
+    assert_eq!(config["config"]["Env"][0], "GREETING=hi");
+    assert_eq!(config["config"]["Labels"]["org.example.k"], "v");
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1);
+    let layer = &layers[0];
+    assert_eq!(
+        layer["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    let layer_path = blob(layer["digest"].as_str().unwrap());
+    assert_eq!(sha256_file(&layer_path), layer["digest"].as_str().unwrap());
+    assert_eq!(
+        std::fs::metadata(&layer_path).unwrap().len(),
+        layer["size"].as_u64().unwrap()
+    );
+    // The diff id is the SHA-256 of the uncompressed tar.
+    let diff_id = sh(&format!("gzip -dc '{}' | sha256sum", layer_path.display()));
+    assert_eq!(
+        format!("sha256:{}", &diff_id[..64]),
+        config["rootfs"]["diff_ids"][0].as_str().unwrap()
+    );
+    // The tar lists parents first, sorted, every time 0, owners 0.
+    let listing = sh(&format!(
+        "gzip -dc '{}' | tar -tv --numeric-owner --full-time",
+        layer_path.display()
+    ));
+    let names: Vec<&str> = listing
+        .lines()
+        .map(|l| l.split_whitespace().nth(5).unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "app/",
+            "app/bin/",
+            "app/bin/hello.sh",
+            "app/data/",
+            "app/data/a-link.txt",
+            "app/data/a.txt",
+            "app/data/deep/",
+            "app/data/deep/b.txt",
+            "app/data/sym"
+        ],
+        "{listing}"
+    );
+    assert!(
+        listing
+            .lines()
+            .all(|l| l.contains(" 0/0 ") && l.contains("1970-01-01 00:00:00")),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("app/data/a.txt link to app/data/a-link.txt"),
+        "{listing}"
+    );
+
+    let bundle = s.path().join("bundle");
+    let out = Command::new(umoci)
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:v1", layout.display()))
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rootfs = bundle.join("rootfs/app");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("bin/hello.sh")).unwrap(),
+        "#!/bin/sh\necho hello from the layer\n"
+    );
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!(
+        std::fs::metadata(rootfs.join("bin/hello.sh"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o755
+    );
+    let a = std::fs::metadata(rootfs.join("data/a.txt")).unwrap();
+    let link = std::fs::metadata(rootfs.join("data/a-link.txt")).unwrap();
+    assert_eq!(a.ino(), link.ino(), "the hard link is kept");
+    assert_eq!(
+        std::fs::read_link(rootfs.join("data/sym")).unwrap(),
+        Path::new("a.txt")
+    );
+    let runtime = json(&std::fs::read_to_string(bundle.join("config.json")).unwrap());
+    assert_eq!(runtime["process"]["args"][0], "/app/bin/hello.sh");
+}
+
+#[test]
+fn the_same_inputs_give_byte_identical_blobs_and_the_same_digest() {
+    let s = Sandbox::new();
+    let root = files(&s);
+    let mut digests = Vec::new();
+    for (i, compression) in ["gzip", "gzip", "zstd", "zstd"].iter().enumerate() {
+        // A fresh store each time: nothing is reused between the runs.
+        let other = Sandbox::new();
+        let layout = s.path().join(format!("out{i}"));
+        let run = agent(
+            &other,
+            &[
+                "image",
+                "append",
+                "--base",
+                "scratch",
+                "--compression",
+                compression,
+                "--layer",
+                &format!("{}:/srv", root.display()),
+                "--output",
+                &format!("oci:{}", layout.display()),
+            ],
+        );
+        run.expect_code(0);
+        digests.push(last_line(&run.stdout));
+        // Touching the files between runs changes nothing: times are not recorded.
+        sh(&format!("touch '{}'/data/a.txt", root.display()));
+    }
+    assert_eq!(digests[0], digests[1]);
+    assert_eq!(digests[2], digests[3]);
+    assert_ne!(digests[0], digests[2]);
+    let listing = |i: usize| {
+        sh(&format!(
+            "cd '{}/out{i}/blobs/sha256' && sha256sum *",
+            s.path().display()
+        ))
+    };
+    assert_eq!(listing(0), listing(1));
+    assert_eq!(listing(2), listing(3));
+    // SOURCE_DATE_EPOCH changes the times, so the digest.
+    let layout = s.path().join("epoch");
+    let out = s
+        .command([
+            "image",
+            "append",
+            "--base",
+            "scratch",
+            "--layer",
+            &format!("{}:/srv", root.display()),
+            "--output",
+            &format!("oci:{}", layout.display()),
+        ])
+        .env("XDG_CACHE_HOME", s.path().join("cache"))
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap();
+    let run = Run::from(out);
+    run.expect_code(0);
+    assert_ne!(last_line(&run.stdout), digests[0]);
+}
+
+#[test]
+fn a_push_is_what_skopeo_reads_and_copies() {
+    let registry = services::registry();
+    let s = Sandbox::new();
+    let root = files(&s);
+    let base = push_base(&registry, &unique("oci-tests/skopeo-base"));
+    let target = format!("{registry}/{}:v1", unique("oci-tests/skopeo-app"));
+    let run = agent(
+        &s,
+        &[
+            "image",
+            "append",
+            "--base",
+            &base,
+            "--layer",
+            &format!("{}:/app", root.display()),
+            "-t",
+            &target,
+        ],
+    );
+    run.expect_code(0);
+    let digest = last_line(&run.stdout);
+    assert!(run.stderr.contains("mounted "), "{}", run.stderr);
+    let raw = sh(&format!(
+        "skopeo inspect --raw --tls-verify=false docker://{target}"
+    ));
+    let raw_path = s.write("raw.json", &raw);
+    assert_eq!(sha256_file(&raw_path), digest);
+    let manifest = json(&raw);
+    let inspect = json(&sh(&format!(
+        "skopeo inspect --tls-verify=false docker://{target}"
+    )));
+    assert_eq!(inspect["Digest"], digest.as_str());
+    // The base was Docker schema 2: so is the result, and the base layer is the same blob.
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    let base_raw = json(&sh(&format!(
+        "skopeo inspect --raw --tls-verify=false docker://{base}"
+    )));
+    assert_eq!(manifest["layers"][0], base_raw["layers"][0]);
+    // A copy checks every digest and size on the way.
+    let copy = s.path().join("copy");
+    sh(&format!(
+        "skopeo copy -q --src-tls-verify=false docker://{target} oci:{}:x",
+        copy.display()
+    ));
+    for layer in manifest["layers"].as_array().unwrap() {
+        let d = layer["digest"].as_str().unwrap();
+        let path = copy.join("blobs/sha256").join(&d[7..]);
+        assert_eq!(sha256_file(&path), d);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            layer["size"].as_u64().unwrap()
+        );
+    }
+}
+
+#[test]
+fn a_dockerfile_image_pulls_and_runs_in_docker() {
+    let registry = services::registry();
+    services::docker();
+    let s = Sandbox::new();
+    let base = push_base(&registry, &unique("oci-tests/run-base"));
+    s.write(
+        "ctx/Dockerfile",
+        format!(
+            "# a comment\nARG BASE={base}\nFROM $BASE AS app\nARG WHO=nobody\n\
+             ENV WHO=$WHO \\\n    PLACE=\"the registry\"\nLABEL org.example.name=\"demo app\"\n\
+             WORKDIR /app\nCOPY --chmod=755 greet.sh ./\nCOPY conf/ /etc/greet/\n\
+             COPY --chown=1000:1000 data.txt /data/\nEXPOSE 8080 53/udp\n\
+             ENTRYPOINT [\"/app/greet.sh\"]\nCMD [\"extra\"]\nSTOPSIGNAL SIGINT\n\
+             HEALTHCHECK --interval=30s --retries=2 CMD [\"true\"]\n"
+        ),
+    );
+    s.write(
+        "ctx/greet.sh",
+        "#!/bin/sh\necho \"hello $WHO from $PLACE, args: $*\"\ncat /etc/greet/greeting.txt\nls -ln /data/data.txt | awk '{print $3\":\"$4}'\ntest -e /app/secret.txt || echo ignored\n",
+    );
+    s.write("ctx/conf/greeting.txt", "greetings file\n");
+    s.write("ctx/data.txt", "data\n");
+    s.write("ctx/secret.txt", "secret\n");
+    s.write("ctx/.dockerignore", "secret.txt\n");
+    let target = format!("{registry}/{}:v1", unique("oci-tests/run-app"));
+    let run = agent(
+        &s,
+        &[
+            "image",
+            "build",
+            "--engine",
+            "oci",
+            "-t",
+            &target,
+            "--build-arg",
+            "WHO=buildagent",
+            "--label",
+            "org.example.extra=1",
+            s.path().join("ctx").to_str().unwrap(),
+        ],
+    );
+    run.expect_code(0);
+    sh(&format!("docker pull -q {target}"));
+    let out = sh(&format!("docker run --rm --network host {target}"));
+    assert_eq!(
+        out,
+        "hello buildagent from the registry, args: extra\ngreetings file\n1000:1000\nignored\n"
+    );
+    let config = json(&sh(&format!(
+        "docker image inspect --format '{{{{json .Config}}}}' {target}"
+    )));
+    assert_eq!(config["WorkingDir"], "/app");
+    assert_eq!(config["Labels"]["org.example.name"], "demo app");
+    assert_eq!(config["Labels"]["org.example.extra"], "1");
+    assert_eq!(config["StopSignal"], "SIGINT");
+    assert_eq!(
+        config["Healthcheck"]["Test"],
+        serde_json::json!(["CMD", "true"])
+    );
+    assert_eq!(config["Healthcheck"]["Interval"], 30_000_000_000u64);
+    assert!(config["ExposedPorts"]["53/udp"].is_object());
+    sh(&format!("docker image rm -f {target} >/dev/null"));
+}
+
+#[test]
+fn a_docker_archive_loads_into_docker_and_runs() {
+    let registry = services::registry();
+    services::docker();
+    let s = Sandbox::new();
+    let base = push_base(&registry, &unique("oci-tests/archive-base"));
+    s.write(
+        "ctx/Dockerfile",
+        format!("FROM {base}\nCOPY hi.sh /hi.sh\nCMD [\"/hi.sh\"]\n"),
+    );
+    s.write("ctx/hi.sh", "#!/bin/sh\necho loaded from an archive\n");
+    std::fs::set_permissions(
+        s.path().join("ctx/hi.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let archive = s.path().join("image.tar");
+    let name = "buildagent-test/oci-archive:v1";
+    let run = agent(
+        &s,
+        &[
+            "image",
+            "build",
+            "--engine",
+            "oci",
+            "--output",
+            &format!("docker-archive:{}:{name}", archive.display()),
+            s.path().join("ctx").to_str().unwrap(),
+        ],
+    );
+    run.expect_code(0);
+    assert!(run.stderr.contains("fetched "), "{}", run.stderr);
+    let loaded = sh(&format!("docker load -i '{}'", archive.display()));
+    assert!(loaded.contains(name), "{loaded}");
+    assert_eq!(
+        sh(&format!("docker run --rm --network host {name}")),
+        "loaded from an archive\n"
+    );
+    sh(&format!("docker image rm -f {name} >/dev/null"));
+}
+
+#[test]
+fn the_htpasswd_registry_takes_the_right_password_and_refuses_a_wrong_one() {
+    let registry = services::registry_auth();
+    let (user, password) = services::registry_credentials();
+    let s = Sandbox::new();
+    let root = files(&s);
+    let target = format!("{registry}/{}:v1", unique("oci-tests/auth"));
+    let push = |password: &str| {
+        let mut child = s
+            .command([
+                "image",
+                "append",
+                "--base",
+                "scratch",
+                "--layer",
+                root.to_str().unwrap(),
+                "-t",
+                &target,
+                "--username",
+                &user,
+                "--password-stdin",
+            ])
+            .env("XDG_CACHE_HOME", s.path().join("cache"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+        Run::from(child.wait_with_output().unwrap())
+    };
+    let wrong = push("not-the-password");
+    wrong.expect_code(3);
+    assert!(
+        wrong.stderr.contains("authentication failed")
+            && wrong.stderr.contains("refused the credentials"),
+        "{}",
+        wrong.stderr
+    );
+    let right = push(&password);
+    right.expect_code(0);
+    let digest = last_line(&right.stdout);
+    let inspect = json(&sh(&format!(
+        "skopeo inspect --tls-verify=false --creds {user}:{password} docker://{target}"
+    )));
+    assert_eq!(inspect["Digest"], digest.as_str());
+    // Without credentials at all: a clear message, status 3.
+    let anonymous = agent(
+        &s,
+        &[
+            "image",
+            "append",
+            "--base",
+            "scratch",
+            "--layer",
+            root.to_str().unwrap(),
+            "-t",
+            &target,
+        ],
+    );
+    anonymous.expect_code(3);
+    assert!(
+        anonymous.stderr.contains("needs credentials"),
+        "{}",
+        anonymous.stderr
+    );
+}
+
+#[test]
+fn bad_input_is_status_2_with_a_clear_message() {
+    let registry = services::registry();
+    let s = Sandbox::new();
+    let root = files(&s);
+    let missing = agent(
+        &s,
+        &[
+            "image",
+            "append",
+            "--base",
+            &format!("{registry}/oci-tests/no-such-image:1"),
+            "--layer",
+            root.to_str().unwrap(),
+            "--output",
+            &format!("oci:{}", s.path().join("out").display()),
+        ],
+    );
+    missing.expect_code(2);
+    assert!(
+        missing.stderr.contains("the base image") && missing.stderr.contains("was not found"),
+        "{}",
+        missing.stderr
+    );
+    s.write("ctx/Dockerfile", "FROM scratch\nCOPY a /a\nRUN echo no\n");
+    s.write("ctx/a", "a");
+    let run = agent(
+        &s,
+        &[
+            "image",
+            "build",
+            "--engine",
+            "oci",
+            "--output",
+            &format!("oci:{}", s.path().join("out").display()),
+            s.path().join("ctx").to_str().unwrap(),
+        ],
+    );
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("Dockerfile:3: RUN needs a container")
+            && run.stderr.contains("--engine docker"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("layer "),
+        "nothing is built before the error: {}",
+        run.stderr
+    );
+    s.write("ctx/Dockerfile", "FROM scratch\nCOPY nothing-here /x\n");
+    let run = agent(
+        &s,
+        &[
+            "image",
+            "build",
+            "--engine",
+            "oci",
+            "--output",
+            &format!("oci:{}", s.path().join("out").display()),
+            s.path().join("ctx").to_str().unwrap(),
+        ],
+    );
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("Dockerfile:2: COPY nothing-here"),
+        "{}",
+        run.stderr
+    );
+    let run = agent(
+        &s,
+        &[
+            "image",
+            "append",
+            "--base",
+            "scratch",
+            "--layer",
+            root.to_str().unwrap(),
+            "--output",
+            "tarball:x",
+        ],
+    );
+    run.expect_code(2);
+}
+
+/// One request the proxy saw.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: String,
+    path: String,
+    body: usize,
+    failed: bool,
+}
+
+/// A fault-injecting HTTP proxy on 127.0.0.1 in front of `upstream`: each connection carries one
+/// request (the proxy answers `Connection: close`); requests for which `fail` says yes get a
+/// 500 without reaching the registry. Every request is logged.
+struct Proxy {
+    addr: String,
+    log: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Proxy {
+    fn start(upstream: &str, fail: impl Fn(&str, &str) -> bool + Send + Sync + 'static) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let fail = Arc::new(fail);
+        let upstream = upstream.to_string();
+        let thread_log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { break };
+                let (log, fail, upstream) =
+                    (Arc::clone(&thread_log), Arc::clone(&fail), upstream.clone());
+                std::thread::spawn(move || {
+                    let _ = serve(conn, &upstream, &*fail, &log);
+                });
+            }
+        });
+        Proxy { addr, log }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+fn serve(
+    mut client: TcpStream,
+    upstream: &str,
+    fail: &dyn Fn(&str, &str) -> bool,
+    log: &Mutex<Vec<Seen>>,
+) -> std::io::Result<()> {
+    client.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = client.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().unwrap_or("").to_string();
+    let mut parts = request_line.split(' ');
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("").to_string();
+    let mut length = 0usize;
+    let mut headers = Vec::new();
+    for line in lines.filter(|l| !l.is_empty()) {
+        let (name, value) = line.split_once(':').unwrap_or((line, ""));
+        if name.eq_ignore_ascii_case("content-length") {
+            length = value.trim().parse().unwrap_or(0);
+        }
+        if name.eq_ignore_ascii_case("connection") {
+            continue;
+        }
+        headers.push(line.to_string());
+    }
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < length {
+        let n = client.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    let failed = fail(&method, &path);
+    log.lock().unwrap().push(Seen {
+        method: method.clone(),
+        path: path.clone(),
+        body: body.len(),
+        failed,
+    });
+    if failed {
+        client.write_all(
+            b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )?;
+        return Ok(());
+    }
+    let mut server = TcpStream::connect(upstream)?;
+    let mut request = format!("{request_line}\r\n");
+    for h in headers {
+        request.push_str(&h);
+        request.push_str("\r\n");
+    }
+    request.push_str("Connection: close\r\n\r\n");
+    server.write_all(request.as_bytes())?;
+    server.write_all(&body)?;
+    let mut response = Vec::new();
+    server.read_to_end(&mut response)?;
+    // The client reuses nothing: this connection ends with the response.
+    let text_end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+        .unwrap_or(response.len());
+    let head = String::from_utf8_lossy(&response[..text_end])
+        .replace("Connection: keep-alive", "Connection: close");
+    client.write_all(head.as_bytes())?;
+    client.write_all(&response[text_end..])?;
+    Ok(())
+}
+
+fn uploads(seen: &[Seen]) -> Vec<&Seen> {
+    seen.iter()
+        .filter(|r| r.path.contains("/blobs/uploads/") && r.method != "HEAD")
+        .collect()
+}
+
+#[test]
+fn an_unchanged_push_sends_only_heads_and_the_manifest() {
+    let registry = services::registry();
+    let s = Sandbox::new();
+    let root = files(&s);
+    let proxy = Proxy::start(&registry, |_, _| false);
+    // skopeo writes to the registry itself; the agent reads the same repository through the proxy.
+    let base_repo = unique("oci-tests/unchanged-base");
+    push_base(&registry, &base_repo);
+    let base = format!("{}/{base_repo}:latest", proxy.addr);
+    let target = format!("{}/{}:v1", proxy.addr, unique("oci-tests/unchanged"));
+    let args = [
+        "image",
+        "append",
+        "--base",
+        &base,
+        "--layer",
+        root.to_str().unwrap(),
+        "-t",
+        &target,
+    ];
+    agent(&s, &args).expect_code(0);
+    let before = proxy.seen().len();
+    let started = std::time::Instant::now();
+    let again = agent(&s, &args);
+    let elapsed = started.elapsed();
+    again.expect_code(0);
+    let seen = proxy.seen()[before..].to_vec();
+    assert!(uploads(&seen).is_empty(), "{seen:#?}");
+    let heads = seen.iter().filter(|r| r.method == "HEAD").count();
+    assert_eq!(heads, 3, "two layers and the config: {seen:#?}");
+    let puts: Vec<&Seen> = seen.iter().filter(|r| r.method == "PUT").collect();
+    assert_eq!(puts.len(), 1, "{seen:#?}");
+    assert!(puts[0].path.ends_with("/manifests/v1"), "{seen:#?}");
+    assert!(seen
+        .iter()
+        .all(|r| r.method != "PATCH" && (r.method != "PUT" || r.body < 2048)));
+    eprintln!("an unchanged re-push (build and push, whole process): {elapsed:?}");
+}
+
+#[test]
+fn a_push_to_a_second_repository_mounts_the_base_layers() {
+    let registry = services::registry();
+    let s = Sandbox::new();
+    let root = files(&s);
+    let proxy = Proxy::start(&registry, |_, _| false);
+    // skopeo writes to the registry itself; the agent reads the same repository through the proxy.
+    let base_repo = unique("oci-tests/mount-base");
+    push_base(&registry, &base_repo);
+    let base = format!("{}/{base_repo}:latest", proxy.addr);
+    let target = format!("{}/{}:v1", proxy.addr, unique("oci-tests/mount-target"));
+    let run = agent(
+        &s,
+        &[
+            "image",
+            "append",
+            "--base",
+            &base,
+            "--layer",
+            root.to_str().unwrap(),
+            "-t",
+            &target,
+        ],
+    );
+    run.expect_code(0);
+    assert!(run.stderr.contains("mounted "), "{}", run.stderr);
+    let seen = proxy.seen();
+    let mounts: Vec<&Seen> = seen
+        .iter()
+        .filter(|r| {
+            r.method == "POST"
+                && r.path.contains("mount=")
+                && r.path
+                    .contains(&format!("from={}", base_repo.replace('/', "%2F")))
+        })
+        .collect();
+    assert_eq!(mounts.len(), 1, "{seen:#?}");
+    // The base layer's bytes never went through: only the new layer and the config did.
+    let patches = seen.iter().filter(|r| r.method == "PATCH").count();
+    assert_eq!(patches, 2, "{seen:#?}");
+}
+
+#[test]
+fn a_registry_answering_500_twice_still_gets_the_image() {
+    let registry = services::registry();
+    let s = Sandbox::new();
+    let root = files(&s);
+    let failures = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&failures);
+    let proxy = Proxy::start(&registry, move |method, path| {
+        // The first two final PUTs of a blob upload fail; the third goes through (201).
+        method == "PUT"
+            && path.contains("/blobs/uploads/")
+            && counter.fetch_add(1, Ordering::SeqCst) < 2
+    });
+    let flaky = unique("oci-tests/flaky");
+    let target = format!("{}/{flaky}:v1", proxy.addr);
+    let run = agent(
+        &s,
+        &[
+            "image",
+            "append",
+            "--base",
+            "scratch",
+            "--layer",
+            root.to_str().unwrap(),
+            "-t",
+            &target,
+        ],
+    );
+    run.expect_code(0);
+    assert_eq!(
+        run.stderr.matches("retrying upload of").count(),
+        2,
+        "{}",
+        run.stderr
+    );
+    let seen = proxy.seen();
+    assert_eq!(seen.iter().filter(|r| r.failed).count(), 2);
+    let digest = last_line(&run.stdout);
+    let inspect = json(&sh(&format!(
+        "skopeo inspect --tls-verify=false docker://{registry}/{flaky}:v1"
+    )));
+    assert_eq!(inspect["Digest"], digest.as_str());
+    // A registry that keeps failing: status 3 after the retries, naming the request.
+    let proxy = Proxy::start(&registry, |method, _| method == "PUT");
+    let target = format!("{}/{}:v1", proxy.addr, unique("oci-tests/broken"));
+    let run = agent(
+        &s,
+        &[
+            "image",
+            "append",
+            "--base",
+            "scratch",
+            "--layer",
+            root.to_str().unwrap(),
+            "-t",
+            &target,
+        ],
+    );
+    run.expect_code(3);
+    assert!(
+        run.stderr.contains("failed after 5 attempts"),
+        "{}",
+        run.stderr
+    );
+}
