@@ -18,6 +18,9 @@
 //!   and writing them as deterministic zips (or directories), atomically.
 //! - [`hash_files`]: `codebuild-hash-files`, one SHA-256 for the files some globs match (cache
 //!   keys such as `npm-$(codebuild-hash-files package-lock.json)`).
+//! - [`oci`]: daemonless images: deterministic layers, OCI layouts, docker archives, a registry
+//!   client, and the Dockerfile subset that needs no container (`image build --engine oci`,
+//!   `image append`).
 //! - [`mask`]: the streaming secret [`mask::Masker`] that output goes through before it becomes an
 //!   event.
 //! - [`events`]: the [`events::Event`] type and its versioned JSON form.
