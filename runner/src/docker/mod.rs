@@ -4,6 +4,12 @@
 //! socket) and negotiates the API version: bollard's own default version is newer than many
 //! engines in use (Debian's docker.io 20.10 speaks API 1.41 at most), and an engine answers a
 //! request for a version it does not know with an error.
+//!
+//! - [`context`]: the build context sent to the engine, chosen by [`dockerignore`] rules, as a
+//!   tar archive.
+
+pub mod context;
+pub mod dockerignore;
 
 use bollard::Docker;
 
