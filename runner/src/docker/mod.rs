@@ -7,11 +7,13 @@
 //!
 //! - [`context`]: the build context sent to the engine, chosen by [`dockerignore`] rules, as a
 //!   tar archive.
+//! - [`image`]: `image build` and `image push` through the engine's API, with typed progress.
 
 pub mod context;
 pub mod dockerignore;
+pub mod image;
 
-use bollard::Docker;
+pub use bollard::Docker;
 
 /// Why the engine could not be used.
 #[derive(Debug, thiserror::Error)]
