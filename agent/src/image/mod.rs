@@ -63,6 +63,13 @@ pub struct BuildArgs {
     /// Push every tag when the build succeeds.
     #[arg(long)]
     pub push: bool,
+    /// Build every step afresh instead of reusing the engine's cached layers (docker engine).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// The network of the `RUN` containers (docker engine): `host` (default), `none`,
+    /// `bridge`, or a network's name.
+    #[arg(long, value_name = "MODE", default_value = "host")]
+    pub network: String,
     /// Where the image goes besides the tags (oci engine): `oci:DIR` (an OCI image layout) or
     /// `docker-archive:FILE` (for `docker load`).
     #[arg(long, value_name = "DEST")]
@@ -96,6 +103,12 @@ pub struct PushArgs {
     /// The image reference, as the engine knows it.
     #[arg(value_name = "REF")]
     pub reference: String,
+    /// Registry user name (else the Docker configuration's credentials).
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Read the registry password from standard input.
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
 }
 
 /// `buildagent image append`.
