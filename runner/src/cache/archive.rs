@@ -1,15 +1,26 @@
 //! Packing cached paths into an entry and restoring them, with the checks of the module docs.
+//!
+//! An entry is a tar stream (GNU headers, members sorted: see [`Order`]) compressed with zstd.
+//! A restore is two passes over it, [`verify`] then [`unpack`]: `verify` checks every member's
+//! name, type and order and the disk where it would go, without writing anything; `unpack`
+//! checks every member again as it creates directories (each opened with `O_NOFOLLOW`, files
+//! created relative to it, so nothing is written through a link), links and files.
 
-use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+mod disk;
+mod tarball;
+
+use std::cmp::Ordering;
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use globset::{GlobSet, GlobSetBuilder};
 
 use crate::artifacts::collect::{glob, normalize, walk_roots};
+use disk::{Dirs, DiskCheck};
+use tarball::{padding, Kind, Member, Stream};
 
 /// How many files and bytes an entry holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -53,9 +64,10 @@ impl CachePaths {
             }
         }
         let mut anchors = Vec::new();
+        // In name order, the order of the members.
         for (name, root, patterns) in [
-            ("src", source_dir.to_path_buf(), src),
             ("abs", PathBuf::from("/"), abs),
+            ("src", source_dir.to_path_buf(), src),
         ] {
             if patterns.is_empty() {
                 continue;
@@ -93,6 +105,11 @@ fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message)
 }
 
+/// Compares two member names segment by segment (the order of a sorted walk).
+fn compare(a: &str, b: &str) -> Ordering {
+    a.split('/').cmp(b.split('/'))
+}
+
 /// Packs the files of `paths` into `out` as one tar + zstd stream; `notes` gets warnings about
 /// files that cannot be cached.
 pub fn pack(
@@ -102,83 +119,107 @@ pub fn pack(
 ) -> io::Result<Stats> {
     let mut encoder = zstd::Encoder::new(out, 3)?;
     encoder.include_checksum(true)?;
-    let mut builder = tar::Builder::new(encoder);
-    builder.follow_symlinks(false);
+    let mut out = io::BufWriter::with_capacity(1 << 20, encoder);
     let mut stats = Stats::default();
     for anchor in &paths.anchors {
         let patterns: Vec<&str> = anchor.patterns.iter().map(String::as_str).collect();
-        for walk_root in walk_roots(&anchor.root, &patterns) {
-            let walk = walkdir::WalkDir::new(walk_root)
-                .min_depth(1)
-                .follow_links(false)
-                .sort_by_file_name()
-                .into_iter()
-                .filter_entry(|e| paths.skip.as_deref() != Some(e.path()));
-            for item in walk {
-                let item = match item {
-                    Ok(item) => item,
-                    Err(e) => {
-                        notes(format!("Skipping a cached path: {e}"));
-                        continue;
-                    }
-                };
-                let file_type = item.file_type();
-                if file_type.is_dir() {
-                    continue;
-                }
-                let path = item.path();
-                let Some(relative) = path
-                    .strip_prefix(&anchor.root)
-                    .ok()
-                    .and_then(|r| r.to_str())
-                else {
-                    notes(format!(
-                        "Skipping {}: its name is not valid UTF-8",
-                        path.display()
-                    ));
-                    continue;
-                };
-                if !anchor.globs.is_match(relative) {
-                    continue;
-                }
-                let name = format!("{}/{relative}", anchor.name);
-                let meta = item.metadata().map_err(io::Error::from)?;
-                let mtime = meta
-                    .modified()
-                    .ok()
-                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map_or(0, |d| d.as_secs());
-                let mut header = tar::Header::new_gnu();
-                header.set_mtime(mtime);
-                header.set_mode(meta.permissions().mode() & 0o7777);
-                if file_type.is_symlink() {
-                    let target = std::fs::read_link(path)?;
-                    header.set_entry_type(tar::EntryType::Symlink);
-                    header.set_size(0);
-                    builder.append_link(&mut header, &name, &target)?;
-                } else if file_type.is_file() {
-                    let file = match File::open(path) {
-                        Ok(file) => file,
-                        Err(e) => {
-                            notes(format!("Skipping {}: {e}", path.display()));
-                            continue;
-                        }
-                    };
-                    header.set_entry_type(tar::EntryType::Regular);
-                    header.set_size(meta.len());
-                    // A file that changes size while it is read fails the save, never the archive.
-                    builder.append_data(&mut header, &name, file.take(meta.len()))?;
-                    stats.bytes += meta.len();
-                } else {
-                    notes(format!("Skipping {}: not a regular file", path.display()));
-                    continue;
-                }
-                stats.files += 1;
-            }
+        let mut roots = walk_roots(&anchor.root, &patterns);
+        // Segment order, so that members come sorted (`a/b` before `a-b`).
+        roots.sort_by(|a, b| a.components().cmp(b.components()));
+        for walk_root in roots {
+            pack_walk(paths, anchor, &walk_root, &mut out, &mut stats, notes)?;
         }
     }
-    builder.into_inner()?.finish()?.flush()?;
+    out.write_all(&[0u8; 1024])?;
+    out.into_inner()
+        .map_err(|e| e.into_error())?
+        .finish()?
+        .flush()?;
     Ok(stats)
+}
+
+fn pack_walk(
+    paths: &CachePaths,
+    anchor: &Anchor,
+    walk_root: &Path,
+    out: &mut impl Write,
+    stats: &mut Stats,
+    notes: &mut dyn FnMut(String),
+) -> io::Result<()> {
+    let walk = walkdir::WalkDir::new(walk_root)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| paths.skip.as_deref() != Some(e.path()));
+    for item in walk {
+        let item = match item {
+            Ok(item) => item,
+            Err(e) => {
+                notes(format!("Skipping a cached path: {e}"));
+                continue;
+            }
+        };
+        let file_type = item.file_type();
+        if file_type.is_dir() {
+            continue;
+        }
+        let path = item.path();
+        let Some(relative) = path
+            .strip_prefix(&anchor.root)
+            .ok()
+            .and_then(|r| r.to_str())
+        else {
+            notes(format!(
+                "Skipping {}: its name is not valid UTF-8",
+                path.display()
+            ));
+            continue;
+        };
+        if !anchor.globs.is_match(relative) {
+            continue;
+        }
+        let name = format!("{}/{relative}", anchor.name);
+        let meta = item.metadata().map_err(io::Error::from)?;
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let mode = meta.permissions().mode() & 0o7777;
+        if file_type.is_symlink() {
+            let target = std::fs::read_link(path)?;
+            let kind = Kind::Link(target.into_os_string().into_encoded_bytes());
+            out.write_all(&tarball::header(&name, &kind, mode, mtime, 0))?;
+        } else if file_type.is_file() {
+            let file = match File::open(path) {
+                Ok(file) => file,
+                Err(e) => {
+                    notes(format!("Skipping {}: {e}", path.display()));
+                    continue;
+                }
+            };
+            let size = meta.len();
+            out.write_all(&tarball::header(&name, &Kind::File, mode, mtime, size))?;
+            // A file that changes size while it is read fails the save, never the archive.
+            if io::copy(&mut file.take(size), out)? < size {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "{}: the file became shorter while it was read",
+                        path.display()
+                    ),
+                ));
+            }
+            out.write_all(&[0u8; 512][..padding(size)])?;
+            stats.bytes += size;
+        } else {
+            notes(format!("Skipping {}: not a regular file", path.display()));
+            continue;
+        }
+        stats.files += 1;
+    }
+    Ok(())
 }
 
 /// A checked member name: its anchor and its path below the anchor's root.
@@ -211,208 +252,167 @@ fn member<'a>(paths: &'a CachePaths, raw: &[u8]) -> io::Result<(&'a Anchor, Stri
     Ok((anchor, rest.to_string()))
 }
 
-/// Fails if a directory on the way to `rest` under `root` exists and is not a real directory
-/// (a link, a file); with `create`, makes the missing ones.
-fn parents(root: &Path, rest: &str, create: bool) -> io::Result<PathBuf> {
-    let mut dir = root.to_path_buf();
-    let mut segments = rest.split('/').peekable();
-    while let Some(segment) = segments.next() {
-        if segments.peek().is_none() {
-            return Ok(dir.join(segment));
-        }
-        dir.push(segment);
-        match dir.symlink_metadata() {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
+/// The members' order: strictly increasing, compared segment by segment, as [`pack`] writes
+/// them. So a name appears once, and a member below a file or link (`a/b` after the file or
+/// link `a`) comes right after it, where it is refused; nothing needs to be remembered but the
+/// previous name.
+#[derive(Default)]
+struct Order {
+    previous: Option<(String, bool)>,
+}
+
+impl Order {
+    fn check(&mut self, name: &str, link: bool) -> io::Result<()> {
+        if let Some((previous, was_link)) = &self.previous {
+            let below = name.len() > previous.len()
+                && name.starts_with(previous.as_str())
+                && name.as_bytes()[previous.len()] == b'/';
+            if below && *was_link {
                 return Err(invalid(format!(
-                    "restoring would write through {}, which is not a directory",
-                    dir.display()
-                )))
+                    "entry {name} goes through a link stored in the archive ({previous})"
+                )));
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if create {
-                    match std::fs::create_dir(&dir) {
-                        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
-                        _ => {}
-                    }
-                    if !dir.symlink_metadata()?.is_dir() {
-                        return Err(invalid(format!("{} is not a directory", dir.display())));
-                    }
-                } else {
-                    // Nothing below exists yet: nothing to go through.
-                    return Ok(root.join(rest));
+            if below {
+                return Err(invalid(format!(
+                    "entry {name} needs {previous} to be a directory, but the archive stores a file there"
+                )));
+            }
+            match compare(previous, name) {
+                Ordering::Less => {}
+                Ordering::Equal => return Err(invalid(format!("entry {name} appears twice"))),
+                Ordering::Greater => {
+                    return Err(invalid(format!(
+                        "entry {name} comes after {previous}: the entry is not sorted"
+                    )))
                 }
             }
-            Err(e) => return Err(e),
         }
+        self.previous = Some((name.to_string(), link));
+        Ok(())
     }
-    Ok(dir)
 }
 
-fn decoder(input: impl Read) -> io::Result<tar::Archive<impl Read>> {
-    Ok(tar::Archive::new(zstd::Decoder::new(input)?))
+/// Checks a member's name, order and type; returns its anchor and path below it.
+fn check_member<'a>(
+    paths: &'a CachePaths,
+    order: &mut Order,
+    member: &Member,
+) -> io::Result<(&'a Anchor, String)> {
+    let (anchor, rest) = self::member(paths, &member.name)?;
+    let name = format!("{}/{rest}", anchor.name);
+    if let Kind::Other(other) = member.kind {
+        return Err(invalid(format!(
+            "entry {name} has an unsupported type ({other:?})"
+        )));
+    }
+    order.check(&name, matches!(member.kind, Kind::Link(_)))?;
+    Ok((anchor, rest))
 }
 
-/// Reads a whole entry without writing anything, and fails unless it is complete (zstd checksum)
-/// and every member passes the checks of the module docs against `paths` and the disk.
+/// Reads a whole entry without writing anything, and fails unless it is complete (the zstd
+/// checksum) and every member passes the checks of the module docs against `paths` and the disk:
+/// members sorted, each name once, nothing below a file or link of the entry; where a member
+/// goes, no directory on the way may be a file or a link, and the place itself may not be a
+/// directory.
 pub fn verify(paths: &CachePaths, input: impl Read) -> io::Result<Stats> {
-    let mut archive = decoder(input)?;
-    let mut links: HashSet<String> = HashSet::new();
+    let mut stream = Stream::new(zstd::Decoder::new(input)?);
+    let mut order = Order::default();
+    let mut disk = DiskCheck::default();
     let mut stats = Stats::default();
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let (anchor, rest) = member(paths, &entry.path_bytes())?;
-        let through_link = rest
-            .match_indices('/')
-            .any(|(i, _)| links.contains(&format!("{}/{}", anchor.name, &rest[..i])));
-        if through_link {
-            return Err(invalid(format!(
-                "entry {}/{rest} goes through a link stored in the archive",
-                anchor.name
-            )));
-        }
-        parents(&anchor.root, &rest, false)?;
-        match entry.header().entry_type() {
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                stats.bytes += io::copy(&mut entry, &mut io::sink())?;
-            }
-            tar::EntryType::Symlink => {
-                links.insert(format!("{}/{rest}", anchor.name));
-            }
-            other => {
-                return Err(invalid(format!(
-                    "entry {}/{rest} has an unsupported type ({other:?})",
-                    anchor.name
-                )))
-            }
+    while let Some(member) = stream.next_member()? {
+        let (anchor, rest) = check_member(paths, &mut order, &member)?;
+        disk.check(anchor.name, &anchor.root, &rest)?;
+        if let Kind::File = member.kind {
+            stats.bytes += member.size;
         }
         stats.files += 1;
+        stream.skip(member.size + padding(member.size) as u64)?;
     }
-    // Read to the end so that the zstd checksum is checked.
-    io::copy(&mut archive.into_inner(), &mut io::sink())?;
     Ok(stats)
 }
 
-/// Restores an entry that [`verify`] accepted, checking every member again; never follows a link
-/// and replaces an existing file or link rather than writing through it.
+/// Restores an entry that [`verify`] accepted, checking every member again; never follows a
+/// link, replaces an existing file or link rather than writing through it, and never removes a
+/// directory.
 pub fn unpack(paths: &CachePaths, input: impl Read) -> io::Result<Stats> {
-    let mut archive = decoder(input)?;
+    let mut stream = Stream::new(zstd::Decoder::new(input)?);
+    let mut order = Order::default();
+    let mut dirs = Dirs::default();
     let mut stats = Stats::default();
-    let mut links: HashSet<PathBuf> = HashSet::new();
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let (anchor, rest) = member(paths, &entry.path_bytes())?;
-        let target = parents(&anchor.root, &rest, true)?;
-        if let Some(parent) = target.parent() {
-            if links.iter().any(|l| parent.starts_with(l)) {
-                return Err(invalid(format!("{} goes through a link", target.display())));
+    while let Some(member) = stream.next_member()? {
+        let (anchor, rest) = check_member(paths, &mut order, &member)?;
+        let segments: Vec<&str> = rest.split('/').collect();
+        let (name, parents) = segments.split_last().expect("split gives one item");
+        let dir = dirs.get(anchor.name, &anchor.root, parents)?;
+        let shown = || anchor.root.join(&rest);
+        match &member.kind {
+            Kind::File => {
+                let mut file = disk::create_file(&dir, name, &shown)?;
+                stream
+                    .copy_to(member.size, &mut file)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", shown().display())))?;
+                disk::finish_file(&file, member.mode, member.mtime)?;
+                stream.skip(padding(member.size) as u64)?;
+                stats.bytes += member.size;
             }
-        }
-        match target.symlink_metadata() {
-            Ok(m) if m.is_dir() => {
-                return Err(invalid(format!(
-                    "{} is a directory on disk",
-                    target.display()
-                )))
+            Kind::Link(target) => {
+                disk::create_link(&dir, name, target, member.mtime, &shown)?;
+                stream.skip(member.size + padding(member.size) as u64)?;
             }
-            Ok(_) => std::fs::remove_file(&target)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        let header = entry.header();
-        let mode = header.mode()? & 0o7777;
-        let mtime = UNIX_EPOCH + Duration::from_secs(header.mtime()?);
-        match header.entry_type() {
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                // create_new: never opens an existing file or follows a link.
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(nix::libc::O_NOFOLLOW)
-                    .open(&target)?;
-                stats.bytes += io::copy(&mut entry, &mut file)?;
-                file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-                file.set_modified(mtime)?;
-            }
-            tar::EntryType::Symlink => {
-                let link = entry
-                    .link_name()?
-                    .ok_or_else(|| invalid(format!("link {} has no target", target.display())))?;
-                std::os::unix::fs::symlink(&link, &target)?;
-                set_link_mtime(&target, mtime);
-                links.insert(target.clone());
-            }
-            other => {
-                return Err(invalid(format!(
-                    "entry {} has an unsupported type ({other:?})",
-                    target.display()
-                )))
-            }
+            Kind::Other(_) => unreachable!("refused by check_member"),
         }
         stats.files += 1;
     }
     Ok(stats)
-}
-
-/// Sets a link's own modification time (best effort: some systems cannot).
-fn set_link_mtime(path: &Path, mtime: SystemTime) {
-    use nix::sys::stat::{utimensat, UtimensatFlags};
-    use nix::sys::time::TimeSpec;
-    let since = mtime.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let time = TimeSpec::from_duration(since);
-    let _ = utimensat(
-        nix::fcntl::AT_FDCWD,
-        path,
-        &time,
-        &time,
-        UtimensatFlags::NoFollowSymlink,
-    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::fs;
+    use std::time::Duration;
 
     fn paths(src: &Path, list: &[&str]) -> CachePaths {
         CachePaths::new(src, list).unwrap()
     }
 
-    /// An archive with the given members, as tar + zstd.
-    fn archive(members: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
+    /// A member of a hand-made archive: name, link target (a link) or none (a file), data.
+    type Spec<'a> = (&'a str, Option<&'a str>, &'a [u8]);
+
+    /// The tar bytes of `member`: its header (raw name: `Header::set_path` refuses `..`, a
+    /// hostile archive does not) and its data with the padding.
+    fn tar_member((name, link, data): &Spec<'_>) -> (Vec<u8>, Vec<u8>) {
+        let kind = match link {
+            Some(target) => Kind::Link(target.as_bytes().to_vec()),
+            None => Kind::File,
+        };
+        let size = if link.is_some() { 0 } else { data.len() as u64 };
+        let header = tarball::header(name, &kind, 0o644, 1_000_000, size);
+        let mut body = data.to_vec();
+        body.resize(data.len() + padding(data.len() as u64), 0);
+        (header, body)
+    }
+
+    /// `tar` compressed with zstd.
+    fn plain(tar: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        {
-            let mut encoder = zstd::Encoder::new(&mut out, 1).unwrap();
-            encoder.include_checksum(true).unwrap();
-            {
-                let mut tar = tar::Builder::new(&mut encoder);
-                for (name, link, data) in members {
-                    let mut header = tar::Header::new_gnu();
-                    header.set_mode(0o644);
-                    header.set_mtime(1_000_000);
-                    // Raw names: Header::set_path refuses `..`, a hostile archive does not.
-                    let bytes = name.as_bytes();
-                    header.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
-                    match link {
-                        Some(target) => {
-                            header.set_entry_type(tar::EntryType::Symlink);
-                            header.set_link_name(target).unwrap();
-                            header.set_size(0);
-                        }
-                        None => {
-                            header.set_entry_type(tar::EntryType::Regular);
-                            header.set_size(data.len() as u64);
-                        }
-                    }
-                    header.set_cksum();
-                    tar.append(&header, *data).unwrap();
-                }
-                tar.finish().unwrap();
-            }
-            encoder.finish().unwrap();
-        }
+        let mut encoder = zstd::Encoder::new(&mut out, 1).unwrap();
+        encoder.include_checksum(true).unwrap();
+        encoder.write_all(tar).unwrap();
+        encoder.finish().unwrap();
         out
+    }
+
+    /// An entry with the given members.
+    fn archives(members: &[Spec<'_>]) -> Vec<Vec<u8>> {
+        let mut tar = Vec::new();
+        for member in members {
+            let (header, body) = tar_member(member);
+            tar.extend(header);
+            tar.extend(body);
+        }
+        tar.extend([0u8; 1024]);
+        vec![plain(&tar)]
     }
 
     fn restore(paths: &CachePaths, data: &[u8]) -> io::Result<Stats> {
@@ -432,6 +432,37 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    /// Every file and link under `dir` with what a restore must keep: mode, time and content,
+    /// or link target.
+    fn snapshot(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in walkdir::WalkDir::new(dir).min_depth(1).sort_by_file_name() {
+            let e = e.unwrap();
+            let name = e.path().strip_prefix(dir).unwrap().display().to_string();
+            let meta = e.path().symlink_metadata().unwrap();
+            // Entries keep whole seconds.
+            let mtime = meta
+                .modified()
+                .unwrap()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            if meta.file_type().is_symlink() {
+                let target = fs::read_link(e.path()).unwrap();
+                out.push(format!("{name} -> {} {mtime}", target.display()));
+            } else if meta.is_file() {
+                let data = fs::read(e.path()).unwrap();
+                out.push(format!(
+                    "{name} {:o} {mtime} {} {:08x}",
+                    meta.permissions().mode() & 0o7777,
+                    data.len(),
+                    crc32fast::hash(&data)
+                ));
+            }
+        }
+        out
     }
 
     #[test]
@@ -481,6 +512,91 @@ mod tests {
         assert_eq!(restore(&q, &data).unwrap(), stats);
     }
 
+    /// A tree with every kind of member a restore handles differently: files of many sizes
+    /// (empty, around a 512-byte block, large), long names and link targets (GNU long-name
+    /// entries), links to files and directories, modes and times.
+    fn varied_tree(root: &Path) {
+        let long_dir =
+            "a-directory-name-long-enough-that-the-path-needs-more-than-one-hundred-bytes";
+        for i in 0..120u32 {
+            let dir = root.join(format!(
+                "deps/pkg{}/{}",
+                i % 7,
+                if i % 3 == 0 { long_dir } else { "lib" }
+            ));
+            fs::create_dir_all(&dir).unwrap();
+            let size = [0, 1, 511, 512, 513, 3000, 9000, 70_000][i as usize % 8];
+            let data: Vec<u8> = (0..size)
+                .map(|j| (j * 31 + i * 7) as u8 % 61 + 32)
+                .collect();
+            let file = dir.join(format!("file-{i}-{}.js", "x".repeat(i as usize % 40)));
+            fs::write(&file, data).unwrap();
+            let mode = [0o644, 0o755, 0o600, 0o444][i as usize % 4];
+            fs::set_permissions(&file, fs::Permissions::from_mode(mode)).unwrap();
+            let time = UNIX_EPOCH + Duration::from_secs(1_400_000_000 + u64::from(i) * 3_601);
+            File::options()
+                .write(true)
+                .open(&file)
+                .unwrap()
+                .set_modified(time)
+                .unwrap();
+        }
+        let bin = root.join("deps/.bin");
+        fs::create_dir_all(&bin).unwrap();
+        std::os::unix::fs::symlink("../pkg1/lib", bin.join("dir-link")).unwrap();
+        std::os::unix::fs::symlink(
+            format!("../pkg0/{long_dir}/file-0-.js"),
+            bin.join("long-link"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("missing", bin.join("dangling")).unwrap();
+        let big: Vec<u8> = (0..300_000u32).map(|j| (j % 253) as u8).collect();
+        fs::write(root.join("deps/big.bin"), big).unwrap();
+    }
+
+    #[test]
+    fn a_restore_writes_what_was_packed() {
+        let src = tempfile::tempdir().unwrap();
+        varied_tree(src.path());
+        let p = paths(src.path(), &["deps/**/*"]);
+        let expected = snapshot(src.path());
+        assert_eq!(expected.len(), 124);
+        let mut data = Vec::new();
+        let stats = pack(&p, &mut data, &mut |n| panic!("{n}")).unwrap();
+        assert_eq!(stats.files, 124);
+        let dst = tempfile::tempdir().unwrap();
+        let q = paths(dst.path(), &["deps/**/*"]);
+        assert_eq!(restore(&q, &data).unwrap(), stats);
+        assert_eq!(snapshot(dst.path()), expected);
+        // The tar crate reads the entry.
+        let tar = zstd::decode_all(&data[..]).unwrap();
+        let members = tar::Archive::new(&tar[..]).entries().unwrap().count();
+        assert_eq!(members, 124);
+    }
+
+    #[test]
+    fn members_are_sorted_across_anchors_and_roots() {
+        let src = tempfile::tempdir().unwrap();
+        let home = tempfile::tempdir().unwrap();
+        for dir in ["a/c", "a-b"] {
+            fs::create_dir_all(src.path().join(dir)).unwrap();
+            fs::write(src.path().join(dir).join("f"), dir).unwrap();
+        }
+        fs::create_dir_all(home.path().join(".m2")).unwrap();
+        fs::write(home.path().join(".m2/a.jar"), b"jar").unwrap();
+        let m2 = format!("{}/.m2/**/*", home.path().display());
+        // `a-b` sorts before `a/c` as a string, after it segment by segment.
+        let p = paths(src.path(), &["a-b/**/*", "a/c/**/*", &m2]);
+        let mut data = Vec::new();
+        pack(&p, &mut data, &mut |n| panic!("{n}")).unwrap();
+        let expected = (snapshot(src.path()), snapshot(home.path()));
+        fs::remove_dir_all(home.path().join(".m2")).unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        let q = paths(dst.path(), &["a-b/**/*", "a/c/**/*", &m2]);
+        assert_eq!(restore(&q, &data).unwrap().files, 3);
+        assert_eq!((snapshot(dst.path()), snapshot(home.path())), expected);
+    }
+
     #[test]
     fn absolute_paths_use_their_own_anchor() {
         let src = tempfile::tempdir().unwrap();
@@ -500,10 +616,18 @@ mod tests {
     /// `verify` rejects `data` for `what` and writes nothing under `dir`; `unpack` alone (which
     /// may restore the members before the bad one) rejects it too.
     fn rejected(p: &CachePaths, data: &[u8], dir: &Path, what: &str) {
+        let before = listing(dir);
         let err = verify(p, data).unwrap_err();
         assert!(err.to_string().contains(what), "{err}");
-        assert!(listing(dir).is_empty(), "{:?}", listing(dir));
+        assert_eq!(listing(dir), before);
         assert!(unpack(p, data).is_err());
+    }
+
+    /// [`rejected`] for an archive of `members`, in both encodings.
+    fn refused(p: &CachePaths, members: &[Spec<'_>], dir: &Path, what: &str) {
+        for data in archives(members) {
+            rejected(p, &data, dir, what);
+        }
     }
 
     #[test]
@@ -519,8 +643,7 @@ mod tests {
             ("abs/evil", "outside the cached paths"),
             ("evil", "without an anchor"),
         ] {
-            let data = archive(&[(name, None, b"x")]);
-            rejected(&p, &data, root.path().join("src").as_path(), what);
+            refused(&p, &[(name, None, b"x")], &src, what);
         }
         assert_eq!(listing(root.path()), ["src"]);
     }
@@ -529,8 +652,8 @@ mod tests {
     fn entries_outside_the_cached_paths_are_rejected() {
         let src = tempfile::tempdir().unwrap();
         let p = paths(src.path(), &["deps/**/*"]);
-        let data = archive(&[("src/deps/a", None, b"x"), ("src/other", None, b"x")]);
-        rejected(&p, &data, src.path(), "outside the cached paths");
+        let members: &[Spec<'_>] = &[("src/deps/a", None, b"x"), ("src/other", None, b"x")];
+        refused(&p, members, src.path(), "outside the cached paths");
         assert!(!src.path().join("other").exists());
     }
 
@@ -542,11 +665,11 @@ mod tests {
         fs::create_dir(&src).unwrap();
         fs::create_dir(&outside).unwrap();
         let p = paths(&src, &["deps/**/*"]);
-        let data = archive(&[
+        let members: &[Spec<'_>] = &[
             ("src/deps/link", Some(outside.to_str().unwrap()), b""),
             ("src/deps/link/evil", None, b"x"),
-        ]);
-        rejected(&p, &data, &src, "goes through a link");
+        ];
+        refused(&p, members, &src, "goes through a link");
         assert!(listing(&outside).is_empty());
     }
 
@@ -559,18 +682,93 @@ mod tests {
         fs::create_dir(&outside).unwrap();
         std::os::unix::fs::symlink(&outside, src.join("deps")).unwrap();
         let p = paths(&src, &["deps/**/*"]);
-        let data = archive(&[("src/deps/evil", None, b"x")]);
-        rejected(&p, &data, &outside, "not a directory");
+        refused(
+            &p,
+            &[("src/deps/evil", None, b"x")],
+            &outside,
+            "not a directory",
+        );
         assert!(listing(&outside).is_empty());
 
         // A link in the final place is replaced, not followed.
         fs::remove_file(src.join("deps")).unwrap();
         fs::create_dir(src.join("deps")).unwrap();
-        std::os::unix::fs::symlink(outside.join("target"), src.join("deps/file")).unwrap();
-        let data = archive(&[("src/deps/file", None, b"new")]);
-        restore(&p, &data).unwrap();
-        assert!(listing(&outside).is_empty());
-        assert_eq!(fs::read(src.join("deps/file")).unwrap(), b"new");
+        for data in archives(&[("src/deps/file", None, b"new")]) {
+            let _ = fs::remove_file(src.join("deps/file"));
+            std::os::unix::fs::symlink(outside.join("target"), src.join("deps/file")).unwrap();
+            restore(&p, &data).unwrap();
+            assert!(listing(&outside).is_empty());
+            assert_eq!(fs::read(src.join("deps/file")).unwrap(), b"new");
+        }
+    }
+
+    #[test]
+    fn a_name_twice_or_out_of_order_is_rejected() {
+        let twice: &[Spec<'_>] = &[
+            ("src/a", None, b"1"),
+            ("src/b", None, b"2"),
+            ("src/b", None, b"3"),
+        ];
+        let unsorted: &[Spec<'_>] = &[("src/b", None, b"1"), ("src/a", None, b"2")];
+        // `a/b` then the file `a`: a file where a directory was made.
+        let file_after_dir: &[Spec<'_>] = &[("src/a/b", None, b"1"), ("src/a", None, b"2")];
+        // The file `a` then `a/b`: a directory needed where a file was written.
+        let dir_after_file: &[Spec<'_>] = &[
+            ("src/0", None, b"0"),
+            ("src/a", None, b"1"),
+            ("src/a/b", None, b"2"),
+        ];
+        for (members, what) in [
+            (twice, "appears twice"),
+            (unsorted, "not sorted"),
+            (file_after_dir, "not sorted"),
+            (dir_after_file, "needs src/a to be a directory"),
+        ] {
+            for data in archives(members) {
+                let src = tempfile::tempdir().unwrap();
+                let p = paths(src.path(), &["**/*"]);
+                rejected(&p, &data, src.path(), what);
+            }
+        }
+    }
+
+    #[test]
+    fn a_directory_on_disk_where_the_entry_has_a_file_refuses_the_whole_entry() {
+        let src = tempfile::tempdir().unwrap();
+        fs::create_dir_all(src.path().join("deps/x")).unwrap();
+        fs::write(src.path().join("deps/x/kept"), b"kept").unwrap();
+        let p = paths(src.path(), &["deps/**/*"]);
+        let file: &[Spec<'_>] = &[
+            ("src/deps/a", None, b"a"),
+            ("src/deps/x", None, b"x"),
+            ("src/deps/z", None, b"z"),
+        ];
+        // A link where a directory is on disk, too.
+        let link: &[Spec<'_>] = &[("src/deps/a", None, b"a"), ("src/deps/x", Some("a"), b"")];
+        for members in [file, link] {
+            for data in archives(members) {
+                // (`unpack` alone, in `rejected`, may write the other members.)
+                let _ = fs::remove_file(src.path().join("deps/a"));
+                let _ = fs::remove_file(src.path().join("deps/z"));
+                rejected(&p, &data, src.path(), "is a directory on disk");
+                // Even `unpack` alone never removes a directory.
+                assert_eq!(fs::read(src.path().join("deps/x/kept")).unwrap(), b"kept");
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_on_disk_where_the_entry_needs_a_directory_refuses_the_whole_entry() {
+        let src = tempfile::tempdir().unwrap();
+        fs::create_dir_all(src.path().join("deps")).unwrap();
+        fs::write(src.path().join("deps/y"), b"a file").unwrap();
+        let p = paths(src.path(), &["deps/**/*"]);
+        let members: &[Spec<'_>] = &[("src/deps/a", None, b"a"), ("src/deps/y/sub/z", None, b"z")];
+        for data in archives(members) {
+            let _ = fs::remove_file(src.path().join("deps/a"));
+            rejected(&p, &data, src.path(), "not a directory");
+            assert_eq!(fs::read(src.path().join("deps/y")).unwrap(), b"a file");
+        }
     }
 
     #[test]
@@ -578,12 +776,15 @@ mod tests {
         let src = tempfile::tempdir().unwrap();
         let p = paths(src.path(), &["**/*"]);
         let big: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let data = archive(&[("src/a", None, b"first"), ("src/b", None, &big)]);
-        for len in [0, 10, data.len() / 2, data.len() - 1] {
-            assert!(verify(&p, &data[..len]).is_err(), "length {len}");
+        for data in archives(&[("src/a", None, b"first"), ("src/b", None, &big)]) {
+            for len in [0, 10, data.len() / 2, data.len() - 1] {
+                assert!(verify(&p, &data[..len]).is_err(), "length {len}");
+            }
+            assert!(listing(src.path()).is_empty());
+            assert_eq!(restore(&p, &data).unwrap().files, 2);
+            fs::remove_dir_all(src.path()).unwrap();
+            fs::create_dir(src.path()).unwrap();
         }
-        assert!(listing(src.path()).is_empty());
-        assert_eq!(restore(&p, &data).unwrap().files, 2);
     }
 
     #[test]
