@@ -1,12 +1,28 @@
 //! Packing cached paths into an entry and restoring them, with the checks of the module docs.
 //!
-//! An entry is a tar stream (GNU headers, members sorted: see [`Order`]) compressed with zstd.
-//! A restore is two passes over it, [`verify`] then [`unpack`]: `verify` checks every member's
-//! name, type and order and the disk where it would go, without writing anything; `unpack`
-//! checks every member again as it creates directories (each opened with `O_NOFOLLOW`, files
-//! created relative to it, so nothing is written through a link), links and files.
+//! An entry is a tar stream (GNU headers, members sorted: see [`Order`]) cut into frames of
+//! 4 MiB, each compressed with zstd on a pool of threads and preceded by an index frame that
+//! holds a compressed copy of the frame's tar headers ([`frames`] has the layout).
+//!
+//! A restore is two passes over the entry, [`verify`] then [`unpack`]:
+//!
+//! * `verify` reads every frame and checks its CRC-32, but decompresses only the header copies:
+//!   it sees every member without decompressing any file, and checks every member's name, type
+//!   and order and the disk where it would go.
+//! * `unpack` decompresses the frames on a pool of threads, in order; the calling thread walks
+//!   the tar stream (checking each header against the copy `verify` saw), creates directories
+//!   (each opened with `O_NOFOLLOW`, files created relative to it, so nothing is written
+//!   through a link), creates links, writes the files that span frames itself and hands every
+//!   other file (a slice of its decoded frame, not a copy) to a pool of writer threads that
+//!   create, fill, `chmod` and date it.
+//!
+//! Pools have one thread per core, at most 6. Memory is bounded whatever the entry's size: a
+//! pack holds at most `threads + 4` frames (being filled, compressed or written out), a restore
+//! at most `threads + 6` decoded frames (in flight, waiting to be read, or held by pending
+//! writes) and `threads + 3` compressed ones; about 60 MiB on two cores.
 
 mod disk;
+mod frames;
 mod tarball;
 
 use std::cmp::Ordering;
@@ -19,7 +35,8 @@ use std::time::UNIX_EPOCH;
 use globset::{GlobSet, GlobSetBuilder};
 
 use crate::artifacts::collect::{glob, normalize, walk_roots};
-use disk::{Dirs, DiskCheck};
+use disk::{Dirs, DiskCheck, WriteJob, Writers};
+use frames::{FrameWriter, Layout, LAYOUT};
 use tarball::{padding, Kind, Member, Stream};
 
 /// How many files and bytes an entry holds.
@@ -117,32 +134,36 @@ pub fn pack(
     out: impl Write,
     notes: &mut dyn FnMut(String),
 ) -> io::Result<Stats> {
-    let mut encoder = zstd::Encoder::new(out, 3)?;
-    encoder.include_checksum(true)?;
-    let mut out = io::BufWriter::with_capacity(1 << 20, encoder);
-    let mut stats = Stats::default();
-    for anchor in &paths.anchors {
-        let patterns: Vec<&str> = anchor.patterns.iter().map(String::as_str).collect();
-        let mut roots = walk_roots(&anchor.root, &patterns);
-        // Segment order, so that members come sorted (`a/b` before `a-b`).
-        roots.sort_by(|a, b| a.components().cmp(b.components()));
-        for walk_root in roots {
-            pack_walk(paths, anchor, &walk_root, &mut out, &mut stats, notes)?;
-        }
-    }
-    out.write_all(&[0u8; 1024])?;
-    out.into_inner()
-        .map_err(|e| e.into_error())?
-        .finish()?
-        .flush()?;
-    Ok(stats)
+    pack_with(paths, out, notes, LAYOUT)
 }
 
-fn pack_walk(
+fn pack_with(
+    paths: &CachePaths,
+    out: impl Write,
+    notes: &mut dyn FnMut(String),
+    layout: Layout,
+) -> io::Result<Stats> {
+    frames::write(out, layout, |frames| {
+        let mut stats = Stats::default();
+        for anchor in &paths.anchors {
+            let patterns: Vec<&str> = anchor.patterns.iter().map(String::as_str).collect();
+            let mut roots = walk_roots(&anchor.root, &patterns);
+            // Segment order, so that members come sorted (`a/b` before `a-b`).
+            roots.sort_by(|a, b| a.components().cmp(b.components()));
+            for walk_root in roots {
+                pack_walk(paths, anchor, &walk_root, frames, &mut stats, notes)?;
+            }
+        }
+        frames.header(&[0u8; 1024])?;
+        Ok(stats)
+    })
+}
+
+fn pack_walk<W: Write>(
     paths: &CachePaths,
     anchor: &Anchor,
     walk_root: &Path,
-    out: &mut impl Write,
+    frames: &mut FrameWriter<W>,
     stats: &mut Stats,
     notes: &mut dyn FnMut(String),
 ) -> io::Result<()> {
@@ -190,9 +211,9 @@ fn pack_walk(
         if file_type.is_symlink() {
             let target = std::fs::read_link(path)?;
             let kind = Kind::Link(target.into_os_string().into_encoded_bytes());
-            out.write_all(&tarball::header(&name, &kind, mode, mtime, 0))?;
+            frames.header(&tarball::header(&name, &kind, mode, mtime, 0))?;
         } else if file_type.is_file() {
-            let file = match File::open(path) {
+            let mut file = match File::open(path) {
                 Ok(file) => file,
                 Err(e) => {
                     notes(format!("Skipping {}: {e}", path.display()));
@@ -200,18 +221,11 @@ fn pack_walk(
                 }
             };
             let size = meta.len();
-            out.write_all(&tarball::header(&name, &Kind::File, mode, mtime, size))?;
+            frames.header(&tarball::header(&name, &Kind::File, mode, mtime, size))?;
             // A file that changes size while it is read fails the save, never the archive.
-            if io::copy(&mut file.take(size), out)? < size {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "{}: the file became shorter while it was read",
-                        path.display()
-                    ),
-                ));
-            }
-            out.write_all(&[0u8; 512][..padding(size)])?;
+            frames
+                .file(&mut file, size, padding(size))
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
             stats.bytes += size;
         } else {
             notes(format!("Skipping {}: not a regular file", path.display()));
@@ -309,33 +323,54 @@ fn check_member<'a>(
     Ok((anchor, rest))
 }
 
-/// Reads a whole entry without writing anything, and fails unless it is complete (the zstd
-/// checksum) and every member passes the checks of the module docs against `paths` and the disk:
-/// members sorted, each name once, nothing below a file or link of the entry; where a member
-/// goes, no directory on the way may be a file or a link, and the place itself may not be a
-/// directory.
+/// Reads a whole entry without writing anything, and fails unless it is complete and intact (the
+/// CRC-32 of every frame; for an entry without an index, the zstd checksum) and every member
+/// passes the checks of the module docs against `paths` and the disk: members sorted, each name
+/// once, nothing below a file or link of the entry; where a member goes, no directory on the
+/// way may be a file or a link, and the place itself may not be a directory. Only the tar headers
+/// are decompressed (from the index), not the files.
 pub fn verify(paths: &CachePaths, input: impl Read) -> io::Result<Stats> {
-    let mut stream = Stream::new(zstd::Decoder::new(input)?);
-    let mut order = Order::default();
-    let mut disk = DiskCheck::default();
-    let mut stats = Stats::default();
-    while let Some(member) = stream.next_member()? {
-        let (anchor, rest) = check_member(paths, &mut order, &member)?;
-        disk.check(anchor.name, &anchor.root, &rest)?;
-        if let Kind::File = member.kind {
-            stats.bytes += member.size;
+    frames::read(input, true, |pieces| {
+        let mut stream = Stream::new(pieces);
+        let mut order = Order::default();
+        let mut disk = DiskCheck::default();
+        let mut stats = Stats::default();
+        while let Some(member) = stream.next_member()? {
+            let (anchor, rest) = check_member(paths, &mut order, &member)?;
+            disk.check(anchor.name, &anchor.root, &rest)?;
+            if let Kind::File = member.kind {
+                stats.bytes += member.size;
+            }
+            stats.files += 1;
+            stream.skip(member.size + padding(member.size) as u64)?;
         }
-        stats.files += 1;
-        stream.skip(member.size + padding(member.size) as u64)?;
-    }
-    Ok(stats)
+        Ok(stats)
+    })
 }
 
-/// Restores an entry that [`verify`] accepted, checking every member again; never follows a
-/// link, replaces an existing file or link rather than writing through it, and never removes a
-/// directory.
+/// Restores an entry that [`verify`] accepted, checking every member again (and that its header
+/// is the one `verify` saw); never follows a link, replaces an existing file or link rather than
+/// writing through it, and never removes a directory. Files are written by a pool of threads (see
+/// the module docs), so after a failure, members after the bad one may have been written too.
 pub fn unpack(paths: &CachePaths, input: impl Read) -> io::Result<Stats> {
-    let mut stream = Stream::new(zstd::Decoder::new(input)?);
+    frames::read(input, false, |pieces| {
+        std::thread::scope(|scope| {
+            let writers = Writers::start(scope, frames::workers());
+            let unpacked = unpack_members(paths, pieces, &writers);
+            let written = writers.finish();
+            let stats = unpacked?;
+            written?;
+            Ok(stats)
+        })
+    })
+}
+
+fn unpack_members(
+    paths: &CachePaths,
+    pieces: &mut dyn frames::Pieces,
+    writers: &Writers<'_>,
+) -> io::Result<Stats> {
+    let mut stream = Stream::new(pieces);
     let mut order = Order::default();
     let mut dirs = Dirs::default();
     let mut stats = Stats::default();
@@ -347,13 +382,32 @@ pub fn unpack(paths: &CachePaths, input: impl Read) -> io::Result<Stats> {
         let shown = || anchor.root.join(&rest);
         match &member.kind {
             Kind::File => {
-                let mut file = disk::create_file(&dir, name, &shown)?;
-                stream
-                    .copy_to(member.size, &mut file)
-                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", shown().display())))?;
-                disk::finish_file(&file, member.mode, member.mtime)?;
-                stream.skip(padding(member.size) as u64)?;
-                stats.bytes += member.size;
+                let size = member.size;
+                let slice = match usize::try_from(size) {
+                    Ok(0) => Some(None),
+                    Ok(n) => stream.slice(n)?.map(Some),
+                    Err(_) => None,
+                };
+                match slice {
+                    Some(data) => writers.send(WriteJob {
+                        dir,
+                        name: name.to_string(),
+                        shown: shown(),
+                        data,
+                        mode: member.mode,
+                        mtime: member.mtime,
+                    })?,
+                    None => {
+                        // Spans frames: written here, frame by frame.
+                        let mut file = disk::create_file(&dir, name, &shown)?;
+                        stream.copy_to(size, &mut file).map_err(|e| {
+                            io::Error::new(e.kind(), format!("{}: {e}", shown().display()))
+                        })?;
+                        disk::finish_file(&file, member.mode, member.mtime)?;
+                    }
+                }
+                stream.skip(padding(size) as u64)?;
+                stats.bytes += size;
             }
             Kind::Link(target) => {
                 disk::create_link(&dir, name, target, member.mtime, &shown)?;
@@ -362,6 +416,7 @@ pub fn unpack(paths: &CachePaths, input: impl Read) -> io::Result<Stats> {
             Kind::Other(_) => unreachable!("refused by check_member"),
         }
         stats.files += 1;
+        writers.check()?;
     }
     Ok(stats)
 }
@@ -393,7 +448,7 @@ mod tests {
         (header, body)
     }
 
-    /// `tar` compressed with zstd.
+    /// A plain tar + zstd stream of `tar` (an entry without an index, read serially).
     fn plain(tar: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         let mut encoder = zstd::Encoder::new(&mut out, 1).unwrap();
@@ -403,8 +458,8 @@ mod tests {
         out
     }
 
-    /// An entry with the given members.
-    fn archives(members: &[Spec<'_>]) -> Vec<Vec<u8>> {
+    /// An entry with the given members in both encodings: plain, and indexed in small frames.
+    fn archives(members: &[Spec<'_>]) -> [Vec<u8>; 2] {
         let mut tar = Vec::new();
         for member in members {
             let (header, body) = tar_member(member);
@@ -412,7 +467,18 @@ mod tests {
             tar.extend(body);
         }
         tar.extend([0u8; 1024]);
-        vec![plain(&tar)]
+        let mut indexed = Vec::new();
+        frames::write(&mut indexed, Layout { frame: 700 }, |frames| {
+            for member in members {
+                let (header, body) = tar_member(member);
+                frames.header(&header)?;
+                let len = member.2.len() as u64;
+                frames.file(&mut &body[..], len, padding(len))?;
+            }
+            frames.header(&[0u8; 1024])
+        })
+        .unwrap();
+        [plain(&tar), indexed]
     }
 
     fn restore(paths: &CachePaths, data: &[u8]) -> io::Result<Stats> {
@@ -512,9 +578,9 @@ mod tests {
         assert_eq!(restore(&q, &data).unwrap(), stats);
     }
 
-    /// A tree with every kind of member a restore handles differently: files of many sizes
-    /// (empty, around a 512-byte block, large), long names and link targets (GNU long-name
-    /// entries), links to files and directories, modes and times.
+    /// A tree with every kind of member a restore handles differently: empty, small (written
+    /// by the pool), spanning frames (written by the calling thread), long names and link
+    /// targets (GNU long-name entries), links to files and directories, modes and times.
     fn varied_tree(root: &Path) {
         let long_dir =
             "a-directory-name-long-enough-that-the-path-needs-more-than-one-hundred-bytes";
@@ -555,23 +621,32 @@ mod tests {
     }
 
     #[test]
-    fn a_restore_writes_what_was_packed() {
+    fn a_parallel_restore_writes_what_was_packed() {
         let src = tempfile::tempdir().unwrap();
         varied_tree(src.path());
         let p = paths(src.path(), &["deps/**/*"]);
         let expected = snapshot(src.path());
         assert_eq!(expected.len(), 124);
-        let mut data = Vec::new();
-        let stats = pack(&p, &mut data, &mut |n| panic!("{n}")).unwrap();
-        assert_eq!(stats.files, 124);
-        let dst = tempfile::tempdir().unwrap();
-        let q = paths(dst.path(), &["deps/**/*"]);
-        assert_eq!(restore(&q, &data).unwrap(), stats);
-        assert_eq!(snapshot(dst.path()), expected);
-        // The tar crate reads the entry.
-        let tar = zstd::decode_all(&data[..]).unwrap();
-        let members = tar::Archive::new(&tar[..]).entries().unwrap().count();
-        assert_eq!(members, 124);
+        for layout in [LAYOUT, Layout { frame: 4096 }] {
+            let mut data = Vec::new();
+            let stats = pack_with(&p, &mut data, &mut |n| panic!("{n}"), layout).unwrap();
+            assert_eq!(stats.files, 124);
+
+            let dst = tempfile::tempdir().unwrap();
+            let q = paths(dst.path(), &["deps/**/*"]);
+            assert_eq!(restore(&q, &data).unwrap(), stats);
+            assert_eq!(snapshot(dst.path()), expected);
+
+            // Any zstd decoder skips the index frames: the same tree as a plain tar + zstd
+            // stream (read serially) restores the same, and the tar crate reads it.
+            let tar = zstd::decode_all(&data[..]).unwrap();
+            let members = tar::Archive::new(&tar[..]).entries().unwrap().count();
+            assert_eq!(members, 124);
+            let dst = tempfile::tempdir().unwrap();
+            let q = paths(dst.path(), &["deps/**/*"]);
+            assert_eq!(restore(&q, &plain(&tar)).unwrap(), stats);
+            assert_eq!(snapshot(dst.path()), expected);
+        }
     }
 
     #[test]
@@ -787,6 +862,90 @@ mod tests {
         }
     }
 
+    /// Where each index frame of an indexed entry starts.
+    fn frame_offsets(data: &[u8]) -> Vec<usize> {
+        let word = |i: usize| u32::from_le_bytes(data[i..i + 4].try_into().unwrap()) as usize;
+        let mut offsets = Vec::new();
+        let mut at = 0;
+        while at < data.len() {
+            offsets.push(at);
+            let size = word(at + 4);
+            at += 8 + size + word(at + 16);
+        }
+        offsets
+    }
+
+    #[test]
+    fn a_frame_lost_or_damaged_fails_before_anything_is_written() {
+        let tree = tempfile::tempdir().unwrap();
+        varied_tree(tree.path());
+        let p = paths(tree.path(), &["deps/**/*"]);
+        let mut data = Vec::new();
+        pack_with(
+            &p,
+            &mut data,
+            &mut |n| panic!("{n}"),
+            Layout { frame: 4096 },
+        )
+        .unwrap();
+        let offsets = frame_offsets(&data);
+        assert!(offsets.len() > 100, "{}", offsets.len());
+        let dst = tempfile::tempdir().unwrap();
+        let q = paths(dst.path(), &["deps/**/*"]);
+        // Cut at a frame boundary: the end-of-archive blocks are missing.
+        for &cut in &offsets[1..] {
+            let err = verify(&q, &data[..cut]).unwrap_err();
+            assert!(err.to_string().contains("truncated"), "{err}");
+        }
+        // One byte changed anywhere: in an index, a header copy or a frame.
+        for at in (0..data.len()).step_by(997) {
+            let mut bad = data.clone();
+            bad[at] ^= 0x10;
+            assert!(verify(&q, &bad[..]).is_err(), "byte {at}");
+        }
+        // A frame dropped from the middle.
+        let mut bad = data[..offsets[10]].to_vec();
+        bad.extend_from_slice(&data[offsets[11]..]);
+        assert!(verify(&q, &bad[..]).is_err());
+        assert!(listing(dst.path()).is_empty());
+        restore(&q, &data).unwrap();
+    }
+
+    #[test]
+    fn headers_that_differ_from_the_index_stop_the_restore() {
+        let src = tempfile::tempdir().unwrap();
+        let p = paths(src.path(), &["**/*"]);
+        let (good, good_body) = tar_member(&("src/a-good", None, b"good"));
+        let (bad, bad_body) = tar_member(&("src/b-evi1", None, b"evil"));
+        let (header, body) = tar_member(&("src/c-next", None, b"next"));
+        let entry = |forge: &dyn Fn(&mut FrameWriter<&mut Vec<u8>>) -> io::Result<()>| {
+            let mut data = Vec::new();
+            frames::write(&mut data, LAYOUT, |frames| {
+                frames.header(&good)?;
+                frames.file(&mut &good_body[..], 4, padding(4))?;
+                forge(frames)?;
+                frames.file(&mut &bad_body[..], 4, padding(4))?;
+                frames.header(&header)?;
+                frames.file(&mut &body[..], 4, padding(4))?;
+                frames.header(&[0u8; 1024])
+            })
+            .unwrap();
+            data
+        };
+        // A header missing from the index.
+        let data = entry(&|frames| frames.forge(&bad, None));
+        rejected(&p, &data, src.path(), "index does not match");
+        // The index shows another name than the tar stream: `verify` sees the index only,
+        // `unpack` stops at the header that differs.
+        let (shown, _) = tar_member(&("src/b-evil", None, b"evil"));
+        let data = entry(&|frames| frames.forge(&bad, Some(&shown)));
+        assert_eq!(verify(&p, &data[..]).unwrap().files, 3);
+        let err = unpack(&p, &data[..]).unwrap_err();
+        assert!(err.to_string().contains("index does not match"), "{err}");
+        assert!(!src.path().join("b-evi1").exists());
+        assert!(!src.path().join("c-next").exists());
+    }
+
     #[test]
     fn hard_links_and_devices_are_rejected() {
         let src = tempfile::tempdir().unwrap();
@@ -806,6 +965,19 @@ mod tests {
             encoder.finish().unwrap();
         }
         rejected(&p, &out, src.path(), "unsupported type");
+        let mut indexed = Vec::new();
+        frames::write(&mut indexed, LAYOUT, |frames| {
+            for kind in [
+                tar::EntryType::Link,
+                tar::EntryType::Char,
+                tar::EntryType::Fifo,
+            ] {
+                frames.header(&tarball::header("src/h", &Kind::Other(kind), 0o644, 0, 0))?;
+            }
+            frames.header(&[0u8; 1024])
+        })
+        .unwrap();
+        rejected(&p, &indexed, src.path(), "unsupported type");
         assert!(listing(src.path()).is_empty());
     }
 }

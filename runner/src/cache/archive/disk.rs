@@ -1,19 +1,24 @@
 //! The disk side of a restore: what `verify` checks before anything is written, and how
-//! `unpack` creates directories, files and links without following a link.
+//! `unpack` creates directories, files and links without following a link, writing small files
+//! on a pool of threads.
 
 use std::ffi::CString;
 use std::fs::File;
-use std::io;
+use std::io::{self, Write};
+use std::ops::Range;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::Mode;
 
+use super::frames::Decoded;
 use super::invalid;
 
 fn not_a_directory(path: &Path) -> io::Error {
@@ -253,4 +258,103 @@ pub(super) fn create_link(
         nix::sys::stat::UtimensatFlags::NoFollowSymlink,
     );
     Ok(())
+}
+
+/// A file for the pool to write: its bytes are a slice of a decoded frame.
+pub(super) struct WriteJob {
+    pub dir: Arc<OwnedFd>,
+    pub name: String,
+    pub shown: PathBuf,
+    pub data: Option<(Arc<Decoded>, Range<usize>)>,
+    pub mode: u32,
+    pub mtime: u64,
+}
+
+impl WriteJob {
+    fn run(self) -> io::Result<()> {
+        let shown = || self.shown.clone();
+        let mut file = create_file(&self.dir, &self.name, &shown)?;
+        if let Some((bytes, range)) = &self.data {
+            file.write_all(&bytes[range.clone()]).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot write {}: {e}", self.shown.display()),
+                )
+            })?;
+        }
+        finish_file(&file, self.mode, self.mtime)
+    }
+}
+
+/// Threads that write files handed to them; the first failure stops the rest.
+pub(super) struct Writers<'scope> {
+    jobs: Option<SyncSender<WriteJob>>,
+    threads: Vec<std::thread::ScopedJoinHandle<'scope, ()>>,
+    failed: Arc<AtomicBool>,
+    error: Arc<Mutex<Option<io::Error>>>,
+}
+
+impl<'scope> Writers<'scope> {
+    pub fn start(scope: &'scope std::thread::Scope<'scope, '_>, threads: usize) -> Writers<'scope> {
+        let (jobs, rx) = mpsc::sync_channel::<WriteJob>(64);
+        let rx = Arc::new(Mutex::new(rx));
+        let failed = Arc::new(AtomicBool::new(false));
+        let error = Arc::new(Mutex::new(None));
+        let threads = (0..threads)
+            .map(|_| {
+                let rx = Arc::clone(&rx);
+                let failed = Arc::clone(&failed);
+                let error = Arc::clone(&error);
+                scope.spawn(move || loop {
+                    let next = rx.lock().map(|rx| rx.recv());
+                    let Ok(Ok(job)) = next else { break };
+                    if failed.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    if let Err(e) = job.run() {
+                        failed.store(true, Ordering::Relaxed);
+                        let mut slot = error.lock().unwrap_or_else(|p| p.into_inner());
+                        slot.get_or_insert(e);
+                    }
+                })
+            })
+            .collect();
+        Writers {
+            jobs: Some(jobs),
+            threads,
+            failed,
+            error,
+        }
+    }
+
+    /// Queues a file; fails with the first writer's error, if any.
+    pub fn send(&self, job: WriteJob) -> io::Result<()> {
+        self.check()?;
+        match &self.jobs {
+            Some(jobs) if jobs.send(job).is_ok() => Ok(()),
+            _ => Err(io::Error::other("the writer threads stopped")),
+        }
+    }
+
+    /// Fails with the first writer's error, if any.
+    pub fn check(&self) -> io::Result<()> {
+        if self.failed.load(Ordering::Relaxed) {
+            let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
+            return Err(slot
+                .take()
+                .unwrap_or_else(|| io::Error::other("a file could not be written")));
+        }
+        Ok(())
+    }
+
+    /// Waits until every queued file is written (or skipped after a failure).
+    pub fn finish(mut self) -> io::Result<()> {
+        self.jobs = None;
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                return Err(io::Error::other("a writer thread panicked"));
+            }
+        }
+        self.check()
+    }
 }

@@ -1,8 +1,11 @@
 //! The tar layer of an entry: GNU headers (with `././@LongLink` entries for names and link
-//! targets over 100 bytes), and reading them back from the decompressed stream.
+//! targets over 100 bytes), read back from the pieces of `frames::read`.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
+use std::ops::Range;
+use std::sync::Arc;
 
+use super::frames::{Data, Decoded, Pieces};
 use super::invalid;
 
 const BLOCK: usize = 512;
@@ -85,41 +88,161 @@ pub(super) struct Member {
     pub size: u64,
 }
 
-/// The decompressed tar stream.
-pub(super) struct Stream<R: Read> {
-    input: R,
+/// The tar stream, read from `frames::Piece`s. Header bytes are read with [`Stream::header`]: from
+/// the decoded data, checked against the piece's header copy when it has one, or from the copy
+/// alone when the data was skipped. A piece is left only when its copy is used up, so the
+/// copies are exactly the headers of the stream.
+pub(super) struct Stream<'a> {
+    pieces: &'a mut dyn Pieces,
+    /// The piece being read and the position in it.
+    bytes: Option<Arc<Decoded>>,
+    at: usize,
+    /// Bytes left of a skipped piece.
+    skipped: u64,
+    /// The current piece's header copy, and how much of it was read.
+    copy: Option<Vec<u8>>,
+    copied: usize,
 }
 
-impl<R: Read> Stream<R> {
-    pub fn new(input: R) -> Stream<R> {
-        Stream { input }
+impl<'a> Stream<'a> {
+    pub fn new(pieces: &'a mut dyn Pieces) -> Stream<'a> {
+        Stream {
+            pieces,
+            bytes: None,
+            at: 0,
+            skipped: 0,
+            copy: None,
+            copied: 0,
+        }
     }
 
-    /// Reads header bytes.
-    fn header(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        self.input.read_exact(buf).map_err(|e| {
-            if e.kind() == io::ErrorKind::UnexpectedEof {
-                truncated()
-            } else {
-                e
+    /// Makes sure something is left to read in the current piece; false at the end.
+    fn refill(&mut self) -> io::Result<bool> {
+        loop {
+            if self.skipped > 0 {
+                return Ok(true);
             }
-        })
+            if let Some(bytes) = &self.bytes {
+                if self.at < bytes.len() {
+                    return Ok(true);
+                }
+            }
+            if self.copy.as_ref().is_some_and(|c| self.copied < c.len()) {
+                return Err(mismatch());
+            }
+            // Let go of the piece before the next is made (it may be waiting for its memory).
+            self.bytes = None;
+            self.at = 0;
+            let Some(piece) = self.pieces.next_piece()? else {
+                self.copy = None;
+                return Ok(false);
+            };
+            match piece.data {
+                Data::Bytes(bytes) => self.bytes = Some(bytes),
+                Data::Skipped(len) => {
+                    if piece.headers.is_none() {
+                        return Err(mismatch());
+                    }
+                    self.skipped = len;
+                }
+            }
+            self.copy = piece.headers;
+            self.copied = 0;
+        }
     }
 
-    /// Passes over `n` bytes of file data.
-    pub fn skip(&mut self, n: u64) -> io::Result<()> {
-        self.copy_to(n, &mut io::sink())
-    }
-
-    /// Copies the next `n` bytes of file data to `out`.
-    pub fn copy_to(&mut self, n: u64, out: &mut impl Write) -> io::Result<()> {
-        if io::copy(&mut self.input.by_ref().take(n), out)? < n {
-            return Err(truncated());
+    /// Reads header bytes (see the type's docs).
+    fn header(&mut self, mut buf: &mut [u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            if !self.refill()? {
+                return Err(truncated());
+            }
+            let left = self.copy.as_ref().map(|c| &c[self.copied..]);
+            let n = if self.skipped > 0 {
+                let copy = left.expect("a skipped piece has a copy");
+                let n = buf.len().min(copy.len()).min(self.skipped as usize);
+                if n == 0 {
+                    return Err(mismatch());
+                }
+                buf[..n].copy_from_slice(&copy[..n]);
+                self.skipped -= n as u64;
+                n
+            } else {
+                let bytes = self.bytes.as_ref().expect("refilled");
+                let n = buf.len().min(bytes.len() - self.at);
+                let got = &bytes[self.at..self.at + n];
+                if let Some(copy) = left {
+                    if copy.len() < n || copy[..n] != *got {
+                        return Err(mismatch());
+                    }
+                }
+                buf[..n].copy_from_slice(got);
+                self.at += n;
+                n
+            };
+            if self.copy.is_some() {
+                self.copied += n;
+            }
+            buf = &mut buf[n..];
         }
         Ok(())
     }
 
-    /// The next member, `None` after the end-of-archive blocks.
+    /// Passes over `n` bytes of file data.
+    pub fn skip(&mut self, mut n: u64) -> io::Result<()> {
+        while n > 0 {
+            if !self.refill()? {
+                return Err(truncated());
+            }
+            if self.skipped > 0 {
+                let now = self.skipped.min(n);
+                self.skipped -= now;
+                n -= now;
+            } else {
+                let left = self.bytes.as_ref().map_or(0, |b| b.len() - self.at);
+                let now = (left as u64).min(n);
+                self.at += now as usize;
+                n -= now;
+            }
+        }
+        Ok(())
+    }
+
+    /// The next `n` bytes of file data as a slice of one decoded piece, if they all lie in the
+    /// current one.
+    pub fn slice(&mut self, n: usize) -> io::Result<Option<(Arc<Decoded>, Range<usize>)>> {
+        if !self.refill()? {
+            return Err(truncated());
+        }
+        match &self.bytes {
+            Some(bytes) if self.skipped == 0 && bytes.len() - self.at >= n => {
+                let range = self.at..self.at + n;
+                self.at += n;
+                Ok(Some((Arc::clone(bytes), range)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Copies the next `n` bytes of file data to `out`.
+    pub fn copy_to(&mut self, mut n: u64, out: &mut impl Write) -> io::Result<()> {
+        while n > 0 {
+            if !self.refill()? {
+                return Err(truncated());
+            }
+            let Some(bytes) = &self.bytes else {
+                return Err(io::Error::other("copying file data that was skipped"));
+            };
+            let now = (bytes.len() - self.at).min(n.min(usize::MAX as u64) as usize);
+            out.write_all(&bytes[self.at..self.at + now])?;
+            self.at += now;
+            n -= now as u64;
+        }
+        Ok(())
+    }
+
+    /// The next member, `None` after the end-of-archive blocks (the rest of the stream must be
+    /// zeros: every frame is read, so every checksum is checked).
     pub fn next_member(&mut self) -> io::Result<Option<Member>> {
         let mut long: Option<Vec<u8>> = None;
         let mut long_link: Option<Vec<u8>> = None;
@@ -131,18 +254,22 @@ impl<R: Read> Stream<R> {
                 if block.iter().any(|&b| b != 0) {
                     return Err(invalid("the entry is corrupt: a header is empty".into()));
                 }
-                // Read to the end, so that the zstd checksum is checked: only zeros may follow.
-                let mut rest = [0u8; 8192];
-                loop {
-                    let n = match self.input.read(&mut rest) {
-                        Ok(0) => break,
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(e),
+                // Read to the end, so that every frame is checked: only zeros may follow (an
+                // indexed entry ends right after the blocks).
+                while self.refill()? {
+                    let zeros = match &self.bytes {
+                        Some(bytes) if self.skipped == 0 => {
+                            bytes[self.at..].iter().all(|&b| b == 0)
+                        }
+                        _ => false,
                     };
-                    if rest[..n].iter().any(|&b| b != 0) {
+                    if self.copy.is_some() {
+                        return Err(mismatch());
+                    }
+                    if !zeros {
                         return Err(invalid("the entry has data after its end".into()));
                     }
+                    self.at = self.bytes.as_ref().map_or(0, |b| b.len());
                 }
                 return Ok(None);
             }
@@ -211,4 +338,8 @@ impl<R: Read> Stream<R> {
 
 fn truncated() -> io::Error {
     invalid("the entry is truncated".into())
+}
+
+fn mismatch() -> io::Error {
+    invalid("the entry is corrupt: its index does not match its tar headers".into())
 }
