@@ -355,7 +355,7 @@ pub fn verify(paths: &CachePaths, input: impl Read) -> io::Result<Stats> {
 pub fn unpack(paths: &CachePaths, input: impl Read) -> io::Result<Stats> {
     frames::read(input, false, |pieces| {
         std::thread::scope(|scope| {
-            let writers = Writers::start(scope, frames::workers());
+            let writers = Writers::start(scope, frames::workers())?;
             let unpacked = unpack_members(paths, pieces, &writers);
             let written = writers.finish();
             let stats = unpacked?;

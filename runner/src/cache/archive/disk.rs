@@ -295,7 +295,10 @@ pub(super) struct Writers<'scope> {
 }
 
 impl<'scope> Writers<'scope> {
-    pub fn start(scope: &'scope std::thread::Scope<'scope, '_>, threads: usize) -> Writers<'scope> {
+    pub fn start(
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        threads: usize,
+    ) -> io::Result<Writers<'scope>> {
         let (jobs, rx) = mpsc::sync_channel::<WriteJob>(64);
         let rx = Arc::new(Mutex::new(rx));
         let failed = Arc::new(AtomicBool::new(false));
@@ -305,7 +308,8 @@ impl<'scope> Writers<'scope> {
                 let rx = Arc::clone(&rx);
                 let failed = Arc::clone(&failed);
                 let error = Arc::clone(&error);
-                scope.spawn(move || loop {
+                let thread = std::thread::Builder::new().name("cache-write".into());
+                thread.spawn_scoped(scope, move || loop {
                     let next = rx.lock().map(|rx| rx.recv());
                     let Ok(Ok(job)) = next else { break };
                     if failed.load(Ordering::Relaxed) {
@@ -318,13 +322,13 @@ impl<'scope> Writers<'scope> {
                     }
                 })
             })
-            .collect();
-        Writers {
+            .collect::<io::Result<_>>()?;
+        Ok(Writers {
             jobs: Some(jobs),
             threads,
             failed,
             error,
-        }
+        })
     }
 
     /// Queues a file; fails with the first writer's error, if any.

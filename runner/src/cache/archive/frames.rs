@@ -129,7 +129,8 @@ pub(super) fn write<W: Write, T>(
         for _ in 0..workers {
             let job_rx = Arc::clone(&job_rx);
             let done_tx = done_tx.clone();
-            scope.spawn(move || {
+            let thread = std::thread::Builder::new().name("cache-zstd".into());
+            thread.spawn_scoped(scope, move || {
                 let mut compressor = compressor();
                 loop {
                     let next = job_rx.lock().map(|rx| rx.recv());
@@ -144,7 +145,7 @@ pub(super) fn write<W: Write, T>(
                         break;
                     }
                 }
-            });
+            })?;
         }
         drop(done_tx);
         let mut writer = FrameWriter {
@@ -399,7 +400,8 @@ pub(super) fn read<R: Read, T>(
         for _ in 0..workers {
             let job_rx = Arc::clone(&job_rx);
             let done_tx: Sender<_> = done_tx.clone();
-            scope.spawn(move || {
+            let thread = std::thread::Builder::new().name("cache-unzstd".into());
+            thread.spawn_scoped(scope, move || {
                 let mut decompressor = zstd::bulk::Decompressor::new();
                 loop {
                     let next = job_rx.lock().map(|rx| rx.recv());
@@ -413,7 +415,7 @@ pub(super) fn read<R: Read, T>(
                         break;
                     }
                 }
-            });
+            })?;
         }
         drop(done_tx);
         let mut indexed = Indexed {
@@ -525,17 +527,15 @@ fn read_frame(input: &mut impl Read) -> io::Result<Option<RawFrame>> {
     if word(&head, 0) != INDEX_MAGIC || size < INDEX_LEN || size > INDEX_LEN + bound {
         return Err(invalid("a frame of the entry has no valid index".into()));
     }
-    let mut payload = vec![0u8; size];
-    let fill = |input: &mut dyn Read, buf: &mut [u8]| {
-        input.read_exact(buf).map_err(|e| {
-            if e.kind() == io::ErrorKind::UnexpectedEof {
-                truncated()
-            } else {
-                e
-            }
-        })
+    // Read into fresh capacity: no zeroing first.
+    let fill = |input: &mut dyn Read, len: usize| {
+        let mut buf = Vec::with_capacity(len);
+        if input.take(len as u64).read_to_end(&mut buf)? < len {
+            return Err(truncated());
+        }
+        Ok(buf)
     };
-    fill(input, &mut payload)?;
+    let mut payload = fill(input, size)?;
     let crc = word(&payload, 4);
     let [len, content, headers_len, headers_compressed] =
         [8, 12, 16, 20].map(|i| word(&payload, i) as usize);
@@ -547,8 +547,7 @@ fn read_frame(input: &mut impl Read) -> io::Result<Option<RawFrame>> {
     {
         return Err(invalid("a frame of the entry has an invalid index".into()));
     }
-    let mut frame = vec![0u8; len];
-    fill(input, &mut frame)?;
+    let frame = fill(input, len)?;
     let mut check = crc32fast::Hasher::new();
     check.update(&payload[8..]);
     check.update(&frame);
