@@ -28,8 +28,10 @@ mod tarball;
 use std::cmp::Ordering;
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use globset::{GlobSet, GlobSetBuilder};
@@ -374,11 +376,18 @@ fn unpack_members(
     let mut order = Order::default();
     let mut dirs = Dirs::default();
     let mut stats = Stats::default();
+    // Numbers the directories as the walk enters them, for the writer threads.
+    let mut previous: Option<Arc<OwnedFd>> = None;
+    let mut dir_number = 0u64;
     while let Some(member) = stream.next_member()? {
         let (anchor, rest) = check_member(paths, &mut order, &member)?;
         let segments: Vec<&str> = rest.split('/').collect();
         let (name, parents) = segments.split_last().expect("split gives one item");
         let dir = dirs.get(anchor.name, &anchor.root, parents)?;
+        if !previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, &dir)) {
+            dir_number += 1;
+            previous = Some(Arc::clone(&dir));
+        }
         let shown = || anchor.root.join(&rest);
         match &member.kind {
             Kind::File => {
@@ -389,14 +398,17 @@ fn unpack_members(
                     Err(_) => None,
                 };
                 match slice {
-                    Some(data) => writers.send(WriteJob {
-                        dir,
-                        name: name.to_string(),
-                        shown: shown(),
-                        data,
-                        mode: member.mode,
-                        mtime: member.mtime,
-                    })?,
+                    Some(data) => writers.send(
+                        dir_number,
+                        WriteJob {
+                            dir,
+                            name: name.to_string(),
+                            shown: shown(),
+                            data,
+                            mode: member.mode,
+                            mtime: member.mtime,
+                        },
+                    )?,
                     None => {
                         // Spans frames: written here, frame by frame.
                         let mut file = disk::create_file(&dir, name, &shown)?;

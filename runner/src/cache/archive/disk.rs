@@ -286,9 +286,11 @@ impl WriteJob {
     }
 }
 
-/// Threads that write files handed to them; the first failure stops the rest.
+/// Threads that write files handed to them; the first failure stops the rest. Each thread has
+/// its own queue, and the files of one directory go to one thread: two threads creating files
+/// in one directory would wait for each other on its lock (and spin).
 pub(super) struct Writers<'scope> {
-    jobs: Option<SyncSender<WriteJob>>,
+    jobs: Vec<SyncSender<WriteJob>>,
     threads: Vec<std::thread::ScopedJoinHandle<'scope, ()>>,
     failed: Arc<AtomicBool>,
     error: Arc<Mutex<Option<io::Error>>>,
@@ -299,19 +301,17 @@ impl<'scope> Writers<'scope> {
         scope: &'scope std::thread::Scope<'scope, '_>,
         threads: usize,
     ) -> io::Result<Writers<'scope>> {
-        let (jobs, rx) = mpsc::sync_channel::<WriteJob>(64);
-        let rx = Arc::new(Mutex::new(rx));
         let failed = Arc::new(AtomicBool::new(false));
         let error = Arc::new(Mutex::new(None));
-        let threads = (0..threads)
-            .map(|_| {
-                let rx = Arc::clone(&rx);
-                let failed = Arc::clone(&failed);
-                let error = Arc::clone(&error);
-                let thread = std::thread::Builder::new().name("cache-write".into());
-                thread.spawn_scoped(scope, move || loop {
-                    let next = rx.lock().map(|rx| rx.recv());
-                    let Ok(Ok(job)) = next else { break };
+        let mut jobs = Vec::new();
+        let mut handles = Vec::new();
+        for _ in 0..threads.max(1) {
+            let (tx, rx) = mpsc::sync_channel::<WriteJob>(32);
+            let failed = Arc::clone(&failed);
+            let error = Arc::clone(&error);
+            let thread = std::thread::Builder::new().name("cache-write".into());
+            handles.push(thread.spawn_scoped(scope, move || {
+                for job in rx {
                     if failed.load(Ordering::Relaxed) {
                         continue;
                     }
@@ -320,24 +320,26 @@ impl<'scope> Writers<'scope> {
                         let mut slot = error.lock().unwrap_or_else(|p| p.into_inner());
                         slot.get_or_insert(e);
                     }
-                })
-            })
-            .collect::<io::Result<_>>()?;
+                }
+            })?);
+            jobs.push(tx);
+        }
         Ok(Writers {
-            jobs: Some(jobs),
-            threads,
+            jobs,
+            threads: handles,
             failed,
             error,
         })
     }
 
-    /// Queues a file; fails with the first writer's error, if any.
-    pub fn send(&self, job: WriteJob) -> io::Result<()> {
+    /// Queues a file for the thread of directory number `dir` (see the type's docs); fails
+    /// with the first writer's error, if any.
+    pub fn send(&self, dir: u64, job: WriteJob) -> io::Result<()> {
         self.check()?;
-        match &self.jobs {
-            Some(jobs) if jobs.send(job).is_ok() => Ok(()),
-            _ => Err(io::Error::other("the writer threads stopped")),
-        }
+        let queue = &self.jobs[(dir % self.jobs.len() as u64) as usize];
+        queue
+            .send(job)
+            .map_err(|_| io::Error::other("the writer threads stopped"))
     }
 
     /// Fails with the first writer's error, if any.
@@ -353,7 +355,7 @@ impl<'scope> Writers<'scope> {
 
     /// Waits until every queued file is written (or skipped after a failure).
     pub fn finish(mut self) -> io::Result<()> {
-        self.jobs = None;
+        self.jobs.clear();
         for thread in self.threads.drain(..) {
             if thread.join().is_err() {
                 return Err(io::Error::other("a writer thread panicked"));

@@ -287,10 +287,13 @@ impl<W: Write> FrameWriter<W> {
 }
 
 /// How many decoded frames may exist at once (in flight, waiting in order, or held by pending
-/// writes), counted with [`Ticket`]s.
+/// writes), counted with [`Ticket`]s; and the buffers of the frames done with, used again (fresh
+/// memory costs page faults, and decompressing into it is slower).
 pub(super) struct Budget {
     free: Mutex<usize>,
     freed: Condvar,
+    spare: Mutex<Vec<Vec<u8>>>,
+    size: usize,
 }
 
 /// One unit of a [`Budget`], given back when dropped.
@@ -301,7 +304,25 @@ impl Budget {
         Arc::new(Budget {
             free: Mutex::new(size),
             freed: Condvar::new(),
+            spare: Mutex::new(Vec::new()),
+            size,
         })
+    }
+
+    /// An empty buffer, used before if one is spare.
+    fn buffer(&self) -> Vec<u8> {
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        spare.pop().unwrap_or_default()
+    }
+
+    /// Keeps `buffer` for [`buffer`](Self::buffer) (as many as frames may exist, twice: the
+    /// compressed and the decoded ones).
+    fn recycle(&self, mut buffer: Vec<u8>) {
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.len() < 2 * self.size && buffer.capacity() > 0 {
+            buffer.clear();
+            spare.push(buffer);
+        }
     }
 
     fn try_take(self: &Arc<Self>) -> Option<Ticket> {
@@ -335,6 +356,14 @@ impl Drop for Ticket {
 pub(super) struct Decoded {
     data: Vec<u8>,
     _ticket: Option<Ticket>,
+}
+
+impl Drop for Decoded {
+    fn drop(&mut self) {
+        if let Some(ticket) = &self._ticket {
+            ticket.0.recycle(std::mem::take(&mut self.data));
+        }
+    }
 }
 
 impl Deref for Decoded {
@@ -388,6 +417,7 @@ pub(super) fn read<R: Read, T>(
         let mut headers_only = HeadersOnly {
             input,
             decompressor: &mut decompressor,
+            spare: Vec::new(),
         };
         return body(&mut headers_only);
     }
@@ -437,13 +467,15 @@ pub(super) fn read<R: Read, T>(
     })
 }
 
-/// Decompresses `compressed`, which must hold exactly `len` bytes.
+/// Decompresses `compressed`, which must hold exactly `len` bytes, into `data` (emptied first).
 fn unzstd(
     decompressor: &mut zstd::bulk::Decompressor<'_>,
     compressed: &[u8],
     len: usize,
+    mut data: Vec<u8>,
 ) -> io::Result<Vec<u8>> {
-    let mut data = Vec::with_capacity(len);
+    data.clear();
+    data.reserve(len);
     if len > 0 || !compressed.is_empty() {
         decompressor
             .decompress_to_buffer(compressed, &mut data)
@@ -464,9 +496,11 @@ fn decode(
     decompressor: &mut zstd::bulk::Decompressor<'_>,
     job: DecodeJob,
 ) -> io::Result<(Decoded, Vec<u8>)> {
-    let frame = &job.frame;
-    let data = unzstd(decompressor, &frame.frame, frame.content)?;
-    let headers = unzstd(decompressor, &frame.headers, frame.headers_len)?;
+    let frame = job.frame;
+    let budget = &job.ticket.0;
+    let data = unzstd(decompressor, &frame.frame, frame.content, budget.buffer())?;
+    budget.recycle(frame.frame);
+    let headers = unzstd(decompressor, &frame.headers, frame.headers_len, Vec::new())?;
     let decoded = Decoded {
         data,
         _ticket: Some(job.ticket),
@@ -502,8 +536,8 @@ struct RawFrame {
     headers_len: usize,
 }
 
-/// Reads the next frame of an indexed entry; `None` at the end of the input.
-fn read_frame(input: &mut impl Read) -> io::Result<Option<RawFrame>> {
+/// Reads the next frame of an indexed entry (into `buffer`); `None` at the end of the input.
+fn read_frame(input: &mut impl Read, buffer: Vec<u8>) -> io::Result<Option<RawFrame>> {
     let truncated = || invalid("the entry is truncated".into());
     let mut head = [0u8; 8];
     let mut got = 0;
@@ -527,15 +561,16 @@ fn read_frame(input: &mut impl Read) -> io::Result<Option<RawFrame>> {
     if word(&head, 0) != INDEX_MAGIC || size < INDEX_LEN || size > INDEX_LEN + bound {
         return Err(invalid("a frame of the entry has no valid index".into()));
     }
-    // Read into fresh capacity: no zeroing first.
-    let fill = |input: &mut dyn Read, len: usize| {
-        let mut buf = Vec::with_capacity(len);
+    // Read into capacity: no zeroing first.
+    let fill = |input: &mut dyn Read, len: usize, mut buf: Vec<u8>| {
+        buf.clear();
+        buf.reserve(len);
         if input.take(len as u64).read_to_end(&mut buf)? < len {
             return Err(truncated());
         }
         Ok(buf)
     };
-    let mut payload = fill(input, size)?;
+    let mut payload = fill(input, size, Vec::new())?;
     let crc = word(&payload, 4);
     let [len, content, headers_len, headers_compressed] =
         [8, 12, 16, 20].map(|i| word(&payload, i) as usize);
@@ -547,7 +582,7 @@ fn read_frame(input: &mut impl Read) -> io::Result<Option<RawFrame>> {
     {
         return Err(invalid("a frame of the entry has an invalid index".into()));
     }
-    let frame = fill(input, len)?;
+    let frame = fill(input, len, buffer)?;
     let mut check = crc32fast::Hasher::new();
     check.update(&payload[8..]);
     check.update(&frame);
@@ -568,14 +603,22 @@ fn read_frame(input: &mut impl Read) -> io::Result<Option<RawFrame>> {
 struct HeadersOnly<'d, R: Read> {
     input: R,
     decompressor: &'d mut zstd::bulk::Decompressor<'static>,
+    /// The buffer of the previous frame, used again.
+    spare: Vec<u8>,
 }
 
 impl<R: Read> Pieces for HeadersOnly<'_, R> {
     fn next_piece(&mut self) -> io::Result<Option<Piece>> {
-        let Some(frame) = read_frame(&mut self.input)? else {
+        let Some(frame) = read_frame(&mut self.input, std::mem::take(&mut self.spare))? else {
             return Ok(None);
         };
-        let headers = unzstd(self.decompressor, &frame.headers, frame.headers_len)?;
+        let headers = unzstd(
+            self.decompressor,
+            &frame.headers,
+            frame.headers_len,
+            Vec::new(),
+        )?;
+        self.spare = frame.frame;
         Ok(Some(Piece {
             data: Data::Skipped(frame.content as u64),
             headers: Some(headers),
@@ -610,7 +653,7 @@ impl<R: Read> Indexed<R> {
         while !self.ended && self.order.len() < self.window {
             let frame = match self.stash.take() {
                 Some(frame) => frame,
-                None => match read_frame(&mut self.input)? {
+                None => match read_frame(&mut self.input, self.budget.buffer())? {
                     Some(frame) => frame,
                     None => {
                         self.ended = true;
