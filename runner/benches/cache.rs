@@ -15,9 +15,10 @@
 //! (`VmHWM`) and CPU time are its own. Before every step `sync` writes back the previous step's
 //! files and the tree and entries are read into the page cache, so both sides start from the
 //! same state; the sides alternate which goes first. Restores go to new directories and nothing
-//! is deleted until the end: ext4 without a journal (this machine's) allocates inodes slowly
-//! for a few minutes after many were freed, which also slows a run that starts right after
-//! another one's cleanup, or while other work deletes many files.
+//! is deleted until the end (so the bench needs `BENCH_CACHE_MIB * (2 * runs + 2)` MiB free
+//! under `/var/tmp`, and checks first): ext4 without a journal (this machine's) allocates inodes
+//! slowly for a few minutes after many were freed, which also slows a run that starts right
+//! after another one's cleanup, or while other work deletes many files.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
@@ -298,6 +299,15 @@ fn main() {
     let files: usize = env_or("BENCH_CACHE_FILES", 20_000);
     let mib: u64 = env_or("BENCH_CACHE_MIB", 1024);
     let runs: usize = env_or("BENCH_CACHE_RUNS", 3);
+    // The tree, two entries and two restores per round stay until the end: check the room
+    // first, rather than fill a disk other work shares.
+    let need = mib * (2 * runs as u64 + 2) + 1024;
+    let fs = nix::sys::statvfs::statvfs("/var/tmp").unwrap();
+    let free = (fs.blocks_available() as u64 * fs.fragment_size() as u64) >> 20;
+    assert!(
+        free >= need,
+        "the bench needs {need} MiB free under /var/tmp, there are {free}"
+    );
     let work = tempfile::Builder::new()
         .prefix("buildagent-cache-bench-")
         .tempdir_in("/var/tmp")
