@@ -328,17 +328,15 @@ impl S3Client {
             .await
             .map_err(|e| S3Error::io("upload", bucket, key, format!("{}: {e}", path.display())))?
             .len();
-        let upload = async {
-            if size <= MULTIPART_THRESHOLD {
-                self.put(bucket, key, path, size, metadata, only_new).await
-            } else {
-                self.put_multipart(bucket, key, path, size, metadata, only_new, cancel)
-                    .await
+        if size <= MULTIPART_THRESHOLD {
+            tokio::select! {
+                result = self.put(bucket, key, path, size, metadata, only_new) => result,
+                () = cancel.cancelled() => Err(S3Error::cancelled(bucket, key)),
             }
-        };
-        tokio::select! {
-            result = upload => result,
-            () = cancel.cancelled() => Err(S3Error::cancelled(bucket, key)),
+        } else {
+            // It watches `cancel` itself: dropping it from outside would skip the abort.
+            self.put_multipart(bucket, key, path, size, metadata, only_new, cancel)
+                .await
         }
     }
 
@@ -372,14 +370,7 @@ impl S3Client {
         }
         match request.send().await {
             Ok(_) => Ok(Uploaded::Stored(size)),
-            Err(e) => {
-                let e = e.into_service_error();
-                if only_new && is_precondition_failed(&e) {
-                    Ok(Uploaded::AlreadyExists)
-                } else {
-                    Err(S3Error::new("upload", bucket, key, e))
-                }
-            }
+            Err(e) => refused_or_failed(e.into_service_error(), only_new, bucket, key),
         }
     }
 
@@ -439,14 +430,7 @@ impl S3Client {
             }
             match complete.send().await {
                 Ok(_) => Ok(Uploaded::Stored(size)),
-                Err(e) => {
-                    let e = e.into_service_error();
-                    if only_new && is_precondition_failed(&e) {
-                        Ok(Uploaded::AlreadyExists)
-                    } else {
-                        Err(S3Error::new("upload", bucket, key, e))
-                    }
-                }
+                Err(e) => refused_or_failed(e.into_service_error(), only_new, bucket, key),
             }
         };
         let result = tokio::select! {
@@ -512,11 +496,26 @@ fn part_size(size: u64) -> u64 {
     PART_SIZE.max(size.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB)
 }
 
-fn is_precondition_failed(error: &impl ProvideErrorMetadata) -> bool {
-    matches!(
+/// A failed write: [`Uploaded::AlreadyExists`] when it was conditional (`only_new`) and the
+/// object exists, else the error.
+fn refused_or_failed<E>(
+    error: E,
+    only_new: bool,
+    bucket: &str,
+    key: &str,
+) -> Result<Uploaded, S3Error>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let exists = matches!(
         error.code(),
         Some("PreconditionFailed") | Some("ConditionalRequestConflict")
-    )
+    );
+    if only_new && exists {
+        Ok(Uploaded::AlreadyExists)
+    } else {
+        Err(S3Error::new("upload", bucket, key, error))
+    }
 }
 
 #[cfg(test)]
