@@ -195,6 +195,26 @@ impl ContainerExecutor {
         let _ = self.docker.remove_container(&self.id, Some(options)).await;
     }
 
+    /// The host pids of an exec's process and everything it started (empty once it has ended).
+    async fn exec_tree(&self, exec_id: &str) -> Vec<i32> {
+        let pid = self
+            .docker
+            .inspect_exec(exec_id)
+            .await
+            .ok()
+            .and_then(|i| i.pid)
+            .and_then(|p| i32::try_from(p).ok())
+            .filter(|p| *p > 0);
+        match pid {
+            Some(pid) => {
+                let mut tree = descendants(pid);
+                tree.push(pid);
+                tree
+            }
+            None => Vec::new(),
+        }
+    }
+
     /// Runs `cmd` (as `user`) in the container and returns its exit code and standard output.
     async fn capture(&self, cmd: Vec<String>, user: Option<&str>) -> Result<(i64, String), String> {
         let exec = self
@@ -415,6 +435,7 @@ impl Executor for ContainerExecutor {
             };
             let mut stopped: Option<CancelReason> = None;
             let mut killer: Option<tokio::task::JoinHandle<()>> = None;
+            let mut killed = false;
             loop {
                 tokio::select! {
                     item = output.next() => match item {
@@ -429,32 +450,12 @@ impl Executor for ContainerExecutor {
                     },
                     reason = control.stop().requested(), if stopped.is_none() => {
                         stopped = Some(reason);
-                        // The shell and everything it started.
-                        let pid = self
-                            .docker
-                            .inspect_exec(&exec.id)
-                            .await
-                            .ok()
-                            .and_then(|i| i.pid)
-                            .and_then(|p| i32::try_from(p).ok())
-                            .filter(|p| *p > 0);
-                        if let Some(pid) = pid {
-                            let mut tree = descendants(pid);
-                            tree.push(pid);
-                            killer = Some(tokio::spawn(end(tree, control.grace())));
-                        }
+                        let tree = self.exec_tree(&exec.id).await;
+                        killer = Some(tokio::spawn(end(tree, control.grace())));
                     }
-                    () = control.kill_now().cancelled(), if stopped.is_some() => {
-                        if let Ok(Some(pid)) = self
-                            .docker
-                            .inspect_exec(&exec.id)
-                            .await
-                            .map(|i| i.pid.and_then(|p| i32::try_from(p).ok()))
-                        {
-                            let mut tree = descendants(pid);
-                            tree.push(pid);
-                            signal_all(&tree, Signal::SIGKILL);
-                        }
+                    () = control.kill_now().cancelled(), if stopped.is_some() && !killed => {
+                        killed = true;
+                        signal_all(&self.exec_tree(&exec.id).await, Signal::SIGKILL);
                     }
                 }
             }
