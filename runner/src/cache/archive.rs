@@ -1,8 +1,9 @@
 //! Packing cached paths into an entry and restoring them, with the checks of the module docs.
 //!
-//! An entry is a tar stream (GNU headers, members sorted: see [`Order`]) cut into frames of
-//! 4 MiB, each compressed with zstd on a pool of threads and preceded by an index frame that
-//! holds a compressed copy of the frame's tar headers ([`frames`] has the layout).
+//! An entry is a tar stream (GNU headers, members sorted by name, segment by segment) cut into
+//! frames of 4 MiB, each compressed with zstd on a pool of threads and preceded by an index
+//! frame that holds a compressed copy of the frame's tar headers (the `frames` module has the
+//! layout).
 //!
 //! A restore is two passes over the entry, [`verify`] then [`unpack`]:
 //!

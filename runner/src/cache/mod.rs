@@ -2,27 +2,40 @@
 //! named, and how they are packed and restored.
 //!
 //! # Entries
-//! An entry is one tar archive compressed with zstd (with its frame checksum), written in one
-//! streaming pass. Each member's name starts with its *anchor*:
+//! An entry is one tar stream (GNU headers) whose members are sorted by name, segment by
+//! segment, cut into zstd frames of 4 MiB compressed in parallel, each preceded by a skippable
+//! *index frame* that holds a compressed copy of its tar headers and a CRC-32 ([`archive`] and
+//! its `frames` module have the layout). Any zstd decoder skips the index frames, so
+//! `zstd -d | tar -x` reads an entry too. Each member's name starts with its *anchor*:
 //!
 //! * `src/<path>`: a file under the source directory (`CODEBUILD_SRC_DIR`), for a relative
 //!   `paths` glob such as `node_modules/**/*`;
 //! * `abs/<path>`: a file under `/`, for an absolute glob such as `/root/.m2/**/*`.
 //!
 //! Regular files keep their mode and modification time; symbolic links are stored as links.
-//! Directories are not stored: they are created as needed on restore.
+//! Directories are not stored: they are created as needed on restore. An entry is written to a
+//! staging file of its store ([`CacheStore::staging`]) and appears under its name only when
+//! complete ([`CacheStore::put`]); a stopped or failed save leaves the store as it was.
 //!
 //! # Versions and keys
 //! The *version* of an entry is a hash of the `paths` list ([`version`]): the same key with other
 //! paths is another entry. A key ([`check_key`]) is never empty and never holds `/` or `..`.
 //!
 //! # Restoring safely
-//! [`archive::verify`] reads a whole entry before anything is written, and rejects it unless every
-//! member is a regular file or a symbolic link whose name has a known anchor, no `.`, `..` or
-//! empty segment, matches one of the cached `paths`, and goes neither through a link stored earlier
-//! in the archive nor through a link already on disk. [`archive::unpack`] checks each member again
-//! as it writes, never follows a link, and replaces an existing file or link instead of writing
-//! through it.
+//! A restore is two passes. [`archive::verify`] reads the whole entry before anything is
+//! written: it checks every frame's CRC-32 but decompresses only the header copies, and rejects
+//! the entry unless every member is a regular file or a symbolic link whose name has a known
+//! anchor, no `.`, `..` or empty segment, matches one of the cached `paths`, comes after the
+//! member before it in the sorted order (so a name appears once and nothing is stored below a
+//! file or link of the same entry), and would be written under directories that are real
+//! directories on disk (not links, not files). [`archive::unpack`] then decompresses and writes
+//! on pools of threads, checks each header against the copy `verify` saw, opens every directory
+//! with `O_NOFOLLOW` and creates files relative to it, so nothing is ever written through a
+//! link, and replaces an existing file or link instead of writing into it.
+//!
+//! Entries written before the index existed (one plain zstd frame, members unsorted) are still
+//! read, serially; a keyed one whose members are out of order is refused, a warning and a miss,
+//! until its key changes.
 
 pub mod archive;
 mod s3_store;
