@@ -798,17 +798,19 @@ impl<'b> Attempt<'b> {
             })
         };
         let stop = self.stop;
-        let mut stopped = None;
-        loop {
-            tokio::select! {
-                progress = rx.recv() => match progress {
-                    Some(Progress::Note(artifacts::Note::Info(message))) => {
+        let drain = async {
+            while let Some(progress) = rx.recv().await {
+                match progress {
+                    Progress::Note(artifacts::Note::Info(message)) => {
                         self.emit(report, EventKind::Info { message })
                     }
-                    Some(Progress::Note(artifacts::Note::Warning(message))) => {
+                    Progress::Note(artifacts::Note::Warning(message)) => {
                         self.emit(report, EventKind::Warning { message })
                     }
-                    Some(Progress::Written { identifier, written }) => self.emit(
+                    Progress::Written {
+                        identifier,
+                        written,
+                    } => self.emit(
                         report,
                         EventKind::ArtifactUploaded {
                             identifier,
@@ -817,14 +819,15 @@ impl<'b> Attempt<'b> {
                             bytes: written.bytes,
                         },
                     ),
-                    None => break,
-                },
-                reason = stop.requested(), if stopped.is_none() => {
-                    cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-                    stopped = Some(reason);
                 }
             }
-        }
+        };
+        // The packer sees the flag, stops and removes what it was writing; its channel closes.
+        let ((), stopped) = stop
+            .finish(drain, || {
+                cancel.store(true, std::sync::atomic::Ordering::Relaxed)
+            })
+            .await;
         let result = match job.await {
             Ok(result) => result,
             Err(e) => Err(artifacts::ArtifactError::io(
@@ -953,19 +956,7 @@ impl<'b> Attempt<'b> {
                     }
                 }
             };
-            let mut stopped = None;
-            let result = {
-                tokio::pin!(upload);
-                loop {
-                    tokio::select! {
-                        result = &mut upload => break result,
-                        reason = self.stop.requested(), if stopped.is_none() => {
-                            cancel.cancel();
-                            stopped = Some(reason);
-                        }
-                    }
-                }
-            };
+            let (result, stopped) = self.stop.finish(upload, || cancel.cancel()).await;
             if let Some(reason) = stopped {
                 return cancelled(reason);
             }

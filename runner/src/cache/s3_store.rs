@@ -112,6 +112,10 @@ impl CacheStore for S3Store {
             .tempfile()
     }
 
+    fn location(&self, slot: &Slot) -> String {
+        format!("s3://{}/{}", self.url.bucket, self.key(slot))
+    }
+
     fn put<'a>(
         &'a self,
         slot: &'a Slot,

@@ -84,6 +84,8 @@ pub trait CacheStore: Send + Sync {
         file: tempfile::NamedTempFile,
         cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, io::Result<bool>>;
+    /// Where the entry of `slot` is (or would be) kept, as logs show it: a path or an `s3://` URL.
+    fn location(&self, slot: &Slot) -> String;
 }
 
 /// A store in a local directory (see the module docs for the layout).
@@ -224,6 +226,10 @@ impl CacheStore for LocalStore {
         Box::pin(std::future::ready(Ok(Fetched::Stored(PathBuf::from(
             &entry.location,
         )))))
+    }
+
+    fn location(&self, slot: &Slot) -> String {
+        self.path(slot).display().to_string()
     }
 
     fn staging(&self, slot: &Slot) -> io::Result<tempfile::NamedTempFile> {

@@ -307,27 +307,11 @@ impl Attempt<'_> {
                 self.info(report, "Uploading S3 cache...".into());
             }
             let saved = store.put(&slot, file, &cancel).await?;
-            let location = store
-                .get(&slot)
-                .await?
-                .map(|e| e.location)
-                .unwrap_or_default();
+            let location = store.location(&slot);
             Ok::<_, std::io::Error>((saved, stats, notes, location))
         };
-        let mut stopped = false;
-        let result = {
-            tokio::pin!(saved);
-            loop {
-                tokio::select! {
-                    result = &mut saved => break result,
-                    _ = stop.requested(), if !stopped => {
-                        // The packer and the upload see this and give up; the store keeps nothing.
-                        cancel.cancel();
-                        stopped = true;
-                    }
-                }
-            }
-        };
+        // The packer and the upload see the cancellation and give up; the store keeps nothing.
+        let (result, stopped) = stop.finish(saved, || cancel.cancel()).await;
         match result {
             Ok((saved, stats, notes, location)) => {
                 for note in notes {
@@ -347,7 +331,7 @@ impl Attempt<'_> {
                     self.info(report, "Cache entry already exists: not saved again".into());
                 }
             }
-            Err(_) if stopped => {
+            Err(_) if stopped.is_some() => {
                 self.warn(report, "cache not saved: the build was stopped".into());
             }
             Err(e) => self.warn(report, format!("cannot save the cache: {e}")),

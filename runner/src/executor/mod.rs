@@ -284,6 +284,31 @@ impl StopRequest {
         self.token.cancelled().await;
         self.reason.get().copied().unwrap_or(CancelReason::Signal)
     }
+
+    /// Runs `work` to its end. A stop requested meanwhile calls `give_up` once (which should make
+    /// `work` end soon, say by cancelling a token it watches) and the wait goes on: `work` is
+    /// never dropped half-way, so it can still clean up after itself (abort an upload, remove a
+    /// staging file). Returns `work`'s output and the stop's reason, if one came.
+    pub async fn finish<F: std::future::Future>(
+        &self,
+        work: F,
+        give_up: impl FnOnce(),
+    ) -> (F::Output, Option<CancelReason>) {
+        tokio::pin!(work);
+        let mut give_up = Some(give_up);
+        let mut stopped = None;
+        loop {
+            tokio::select! {
+                output = &mut work => return (output, stopped),
+                reason = self.requested(), if stopped.is_none() => {
+                    if let Some(give_up) = give_up.take() {
+                        give_up();
+                    }
+                    stopped = Some(reason);
+                }
+            }
+        }
+    }
 }
 
 impl fmt::Debug for StopRequest {
