@@ -637,10 +637,11 @@ fn keep_mtime_stores_each_files_own_time() {
 fn a_build_stopped_while_zipping_leaves_no_artifact() {
     use std::io::BufRead;
     let s = sandbox();
-    // 2 GiB of zeros that take no disk: several seconds to compress, so the stop lands inside.
+    // 16 GiB of zeros that take no disk: many seconds to compress even with optimised
+    // dependencies, so the stop lands inside.
     File::create(src(&s).join("big.bin"))
         .unwrap()
-        .set_len(2 << 30)
+        .set_len(16 << 30)
         .unwrap();
     s.write(
         "src/buildspec.yml",
@@ -698,9 +699,10 @@ fn a_build_stopped_while_zipping_leaves_no_artifact() {
 #[test]
 fn a_build_timing_out_while_zipping_leaves_no_artifact() {
     let s = sandbox();
+    // As above: compressing this takes far longer than the 2 s the build gets.
     File::create(src(&s).join("big.bin"))
         .unwrap()
-        .set_len(2 << 30)
+        .set_len(16 << 30)
         .unwrap();
     let run = build(
         &s,
