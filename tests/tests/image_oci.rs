@@ -228,6 +228,151 @@ fn append_to_an_oci_layout_unpacks_with_umoci_and_diff_ids_match() {
     assert_eq!(runtime["process"]["args"][0], "/app/bin/hello.sh");
 }
 
+/// Unpacks `oci:LAYOUT:TAG` with umoci into `bundle` and returns the root file system.
+fn umoci_unpack(layout: &Path, tag: &str, bundle: &Path) -> std::path::PathBuf {
+    let out = Command::new(services::tool("umoci"))
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:{tag}", layout.display()))
+        .arg(bundle)
+        .output()
+        .expect("run umoci");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bundle.join("rootfs")
+}
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+#[test]
+fn a_copy_into_the_base_tmp_keeps_its_mode_and_goes_into_directories() {
+    let registry = services::registry();
+    let s = Sandbox::new();
+    // An OCI base (umoci reads no Docker schema 2), pushed by skopeo.
+    let base = format!("{registry}/{}:latest", unique("oci-tests/tmp-base"));
+    services::tool("skopeo");
+    sh(&format!(
+        "skopeo copy -q --format oci --dest-tls-verify=false docker-daemon:{} docker://{base}",
+        services::base_image()
+    ));
+    // The base's /tmp is 1777 (busybox's), /bin a plain directory.
+    let base_tmp = sh(&format!(
+        "docker run --rm {} stat -c %a /tmp",
+        services::base_image()
+    ));
+    assert_eq!(base_tmp.trim(), "1777");
+    s.write(
+        "ctx/Dockerfile",
+        format!(
+            "FROM {base}\nCOPY f /tmp/f\nCOPY g /tmp\nCOPY h /var/spool/deep/h\nCOPY d/ /tmp/d/\n"
+        ),
+    );
+    s.write("ctx/f", "f\n");
+    s.write("ctx/g", "g\n");
+    s.write("ctx/h", "h\n");
+    s.write("ctx/d/e", "e\n");
+    let layout = s.path().join("layout");
+    let run = agent(
+        &s,
+        &[
+            "image",
+            "build",
+            "--engine",
+            "oci",
+            "--output",
+            &format!("oci:{}:v1", layout.display()),
+            s.path().join("ctx").to_str().unwrap(),
+        ],
+    );
+    run.expect_code(0);
+    // The layer's own header for tmp/ carries the base's mode, not 0755.
+    let index = json(&std::fs::read_to_string(layout.join("index.json")).unwrap());
+    let blob = |d: &str| layout.join("blobs/sha256").join(&d["sha256:".len()..]);
+    let manifest = json(
+        &std::fs::read_to_string(blob(index["manifests"][0]["digest"].as_str().unwrap()))
+            .unwrap(),
+    );
+    let layers = manifest["layers"].as_array().unwrap();
+    let first_copy = blob(layers[layers.len() - 4]["digest"].as_str().unwrap());
+    let listing = sh(&format!(
+        "gzip -dc '{}' | tar -tv --numeric-owner",
+        first_copy.display()
+    ));
+    assert!(
+        listing.lines().any(|l| l.starts_with("drwxrwxrwt") && l.ends_with(" tmp/")),
+        "{listing}"
+    );
+    let rootfs = umoci_unpack(&layout, "v1", &s.path().join("bundle"));
+    assert_eq!(mode_of(&rootfs.join("tmp")), 0o1777);
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("tmp/f")).unwrap(),
+        "f\n"
+    );
+    // `COPY g /tmp` puts g into the existing directory instead of replacing it.
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("tmp/g")).unwrap(),
+        "g\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("tmp/d/e")).unwrap(),
+        "e\n"
+    );
+    // The base's other files are still there, and new parents are 0755.
+    assert!(rootfs.join("bin/busybox").is_file());
+    assert_eq!(mode_of(&rootfs.join("var/spool/deep")), 0o755);
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("var/spool/deep/h")).unwrap(),
+        "h\n"
+    );
+}
+
+#[test]
+fn a_layer_replacing_a_lower_directory_with_a_file_unpacks_as_the_file() {
+    let s = Sandbox::new();
+    s.write("one/d/x", "lower file\n");
+    s.write("one/keep", "kept\n");
+    s.write("two/d", "now a file\n");
+    let layout = s.path().join("layout");
+    for (dir, base, tag) in [
+        ("one", "scratch".to_string(), "v1"),
+        ("two", format!("oci:{}:v1", layout.display()), "v2"),
+    ] {
+        agent(
+            &s,
+            &[
+                "image",
+                "append",
+                "--base",
+                &base,
+                "--layer",
+                &format!("{}:/", s.path().join(dir).display()),
+                "--output",
+                &format!("oci:{}:{tag}", layout.display()),
+            ],
+        )
+        .expect_code(0);
+    }
+    let rootfs = umoci_unpack(&layout, "v2", &s.path().join("bundle"));
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("d")).unwrap(),
+        "now a file\n"
+    );
+    assert!(!rootfs.join("d/x").exists());
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("keep")).unwrap(),
+        "kept\n"
+    );
+}
+
 #[test]
 fn the_same_inputs_give_byte_identical_blobs_and_the_same_digest() {
     let s = Sandbox::new();
@@ -821,7 +966,8 @@ fn a_push_to_a_second_repository_mounts_the_base_layers() {
         })
         .collect();
     assert_eq!(mounts.len(), 1, "{seen:#?}");
-    // The base layer's bytes never went through: only the new layer and the config did.
+    // The base layer was read (its headers tell where the new layer goes) but never sent back:
+    // only the new layer and the config were uploaded.
     let patches = seen.iter().filter(|r| r.method == "PATCH").count();
     assert_eq!(patches, 2, "{seen:#?}");
 }

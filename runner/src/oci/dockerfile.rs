@@ -13,16 +13,23 @@
 //! `--engine docker`), `COPY --from`, `ADD` of a URL, a git repository or a local archive (which
 //! Docker would unpack), heredocs, `--chown` with names other than `root`.
 //!
-//! Each `COPY`/`ADD` is one layer. Parent directories the layer needs are `0755` and owned by
-//! root; a copied directory's contents keep their modes (unless `--chmod`), every owner is 0:0
-//! (unless `--chown`), every time the session's. `WORKDIR` only sets the configuration: the
+//! Each `COPY`/`ADD` is one layer, fitted on the stage's image as Docker's copy would be (see
+//! [`super::lower`]): parent directories the image has keep their mode and owner (`/tmp` stays
+//! `1777`), links among them are followed (`/bin/x` on a merged-`/usr` base is `/usr/bin/x`), a
+//! file copied onto an existing directory goes into it; the parent directories the image lacks
+//! are `0755` and owned by root. A copied directory's contents keep their modes (unless
+//! `--chmod`), every owner is 0:0 (unless `--chown`), every time the session's. `--link` is
+//! accepted and changes nothing (BuildKit's `--link` writes missing-looking parents as `0755`;
+//! this engine knows the base, so it need not). `WORKDIR` only sets the configuration: the
 //! container runtime makes the directory when a container starts.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::ignore::{to_regex, Ignore};
 use super::layer::{normalize, AddOptions, Entry, EntryKind, LayerTree};
+use super::lower::Lower;
 use super::spec::{Healthcheck, Platform};
 use super::{get_env, set_env, Image, OciError, Session};
 
@@ -711,7 +718,8 @@ impl Builder<'_> {
                         .push(ins.args.clone());
                 }
                 "COPY" | "ADD" => {
-                    let tree = self.copy(ins, &lookup, &workdir)?;
+                    let lower = Arc::new(self.session.lower(&image).await?);
+                    let tree = self.copy(ins, &lookup, &workdir, lower)?;
                     self.session.add_layer(&mut image, tree, &history).await?;
                     layer = true;
                 }
@@ -837,6 +845,7 @@ impl Builder<'_> {
         ins: &Instruction,
         lookup: &dyn Fn(&str) -> Option<String>,
         workdir: &str,
+        lower: Arc<Lower>,
     ) -> Result<LayerTree, OciError> {
         let line = ins.line;
         let kw = ins.keyword.as_str();
@@ -919,9 +928,13 @@ impl Builder<'_> {
             }
             matched.extend(found);
         }
-        let dest_is_dir = dest.ends_with('/') || matched.len() > 1 || dest == ".";
+        // A file copied onto a directory of the base goes into it, as Docker's copy does.
+        let dest_is_dir = dest.ends_with('/')
+            || matched.len() > 1
+            || dest == "."
+            || lower.is_dir(&normalize(&dest_abs)?);
         let (uid, gid) = options.chown.unwrap_or((0, 0));
-        let mut tree = LayerTree::new();
+        let mut tree = LayerTree::on(lower);
         for (rel, path) in &matched {
             // A source that is a link is followed (Docker copies what it points to).
             let meta = std::fs::metadata(path).map_err(|e| OciError::io("read", path, e))?;

@@ -13,10 +13,12 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 
 use super::compress::{Compression, Compressor};
+use super::lower::{self, Lower, LowerEntry, LowerKind};
 use super::spec::Digest;
 use super::store::Store;
 use super::tarwriter::{TarHeader, TarKind, TarWriter};
@@ -62,10 +64,12 @@ pub struct AddOptions {
     pub chmod: Option<u32>,
 }
 
-/// The entries of one layer, by path (relative to `/`, no trailing `/`).
+/// The entries of one layer, by path (relative to `/`, no trailing `/`), and what the layers
+/// below it hold.
 #[derive(Clone, Debug, Default)]
 pub struct LayerTree {
     entries: BTreeMap<String, Entry>,
+    lower: Arc<Lower>,
 }
 
 /// `dest` as a layer path: absolute, normalized, relative to `/`, no `..` above the root.
@@ -84,9 +88,23 @@ pub fn normalize(dest: &str) -> Result<String, OciError> {
 }
 
 impl LayerTree {
-    /// An empty tree.
+    /// An empty tree with nothing below it (`FROM scratch`).
     pub fn new() -> Self {
         LayerTree::default()
+    }
+
+    /// An empty tree on top of `lower`: links among the parents of what is added are followed
+    /// into it, and parent directories it has keep their mode and owner (see [`super::lower`]).
+    pub fn on(lower: Arc<Lower>) -> Self {
+        LayerTree {
+            entries: BTreeMap::new(),
+            lower,
+        }
+    }
+
+    /// What is below.
+    pub fn lower(&self) -> &Lower {
+        &self.lower
     }
 
     /// The entries, in the order they are written.
@@ -105,10 +123,14 @@ impl LayerTree {
     }
 
     /// Adds an entry at `path` (absolute or relative to `/`), replacing what was there (and,
-    /// for a non-directory, everything below it); missing parents are added as `0755` root
-    /// directories.
+    /// for a non-directory, everything below it); missing parents are added as the lower layers
+    /// have them, else as `0755` root directories.
     pub fn insert(&mut self, path: &str, entry: Entry) -> Result<(), OciError> {
-        let path = normalize(path)?;
+        let path = if entry.kind == EntryKind::Dir {
+            self.lower.resolve_dir(&normalize(path)?)
+        } else {
+            self.lower.resolve_parents(&normalize(path)?)
+        };
         if path.is_empty() {
             return Ok(()); // the root itself is never an entry
         }
@@ -129,7 +151,9 @@ impl LayerTree {
         Ok(())
     }
 
-    /// Adds a directory at `path` with `mode` and owner, unless one is there.
+    /// Adds a directory at `path` with `mode` and owner, unless this tree has one there; a
+    /// directory the lower layers have keeps their mode and owner (a copy into an existing
+    /// directory leaves it as it is).
     pub fn insert_dir(
         &mut self,
         path: &str,
@@ -137,19 +161,38 @@ impl LayerTree {
         uid: u32,
         gid: u32,
     ) -> Result<(), OciError> {
-        let key = normalize(path)?;
-        if matches!(self.entries.get(&key), Some(e) if e.kind == EntryKind::Dir) {
+        let key = self.lower.resolve_dir(&normalize(path)?);
+        if key.is_empty()
+            || matches!(self.entries.get(&key), Some(e) if e.kind == EntryKind::Dir)
+        {
             return Ok(());
         }
-        self.insert(
-            path,
-            Entry {
-                kind: EntryKind::Dir,
+        let entry = self.implicit_dir(&key).unwrap_or(Entry {
+            kind: EntryKind::Dir,
+            mode,
+            uid,
+            gid,
+        });
+        self.insert(&key, entry)
+    }
+
+    /// The lower layers' directory at `path`, as an entry of this layer.
+    fn implicit_dir(&self, path: &str) -> Option<Entry> {
+        match self.lower.get(path) {
+            Some(LowerEntry {
+                kind: LowerKind::Dir,
                 mode,
                 uid,
                 gid,
-            },
-        )
+                ..
+            }) => Some(Entry {
+                kind: EntryKind::Dir,
+                mode: *mode,
+                uid: *uid,
+                gid: *gid,
+            }),
+            _ => None,
+        }
     }
 
     fn ensure_parents(&mut self, path: &str) {
@@ -157,18 +200,34 @@ impl LayerTree {
         while let Some(i) = path[end..].find('/') {
             let parent = &path[..end + i];
             if !self.entries.contains_key(parent) {
-                self.entries.insert(
-                    parent.to_string(),
-                    Entry {
-                        kind: EntryKind::Dir,
-                        mode: 0o755,
-                        uid: 0,
-                        gid: 0,
-                    },
-                );
+                let entry = self.implicit_dir(parent).unwrap_or(Entry {
+                    kind: EntryKind::Dir,
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
+                });
+                self.entries.insert(parent.to_string(), entry);
             }
             end += i + 1;
         }
+    }
+
+    /// What the lower layers would learn from this layer (its index, see [`super::lower`]).
+    pub fn lower_entries(&self) -> Vec<LowerEntry> {
+        self.entries
+            .iter()
+            .map(|(path, e)| LowerEntry {
+                path: path.clone(),
+                kind: match &e.kind {
+                    EntryKind::Dir => LowerKind::Dir,
+                    EntryKind::Symlink(t) => LowerKind::Symlink(t.clone()),
+                    EntryKind::File { .. } => LowerKind::Other,
+                },
+                mode: e.mode,
+                uid: e.uid,
+                gid: e.gid,
+            })
+            .collect()
     }
 
     /// Adds the file system object at `source` (not following a final symbolic link) as `dest`;
@@ -275,7 +334,7 @@ impl LayerTree {
         if kind == EntryKind::Dir {
             // A directory that is already there (from an earlier source) takes the new metadata
             // but keeps its contents.
-            let key = normalize(dest)?;
+            let key = self.lower.resolve_dir(&normalize(dest)?);
             if key.is_empty() {
                 return Ok(());
             }
@@ -430,6 +489,7 @@ pub fn write_layer(
     file.flush().map_err(write_err)?;
     drop(file);
     store.commit(temp, &digest)?;
+    lower::save_index(store, &diff_id, &tree.lower_entries())?;
     Ok(LayerBlob {
         digest,
         size,

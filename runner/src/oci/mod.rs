@@ -3,6 +3,8 @@
 //!
 //! - [`layer`]: a [`layer::LayerTree`] of entries and [`layer::write_layer`], the one-pass
 //!   deterministic tar → diff id → parallel gzip/zstd → digest → [`store::Store`] pipeline.
+//! - [`lower`]: what the base's layers hold, so that a new layer fits on them as Docker's would
+//!   (parent directories keep their mode and owner, links among them are followed).
 //! - [`image`]: an [`image::Image`] being assembled (base layers wherever their bytes are, new
 //!   layers, configuration) and its manifest.
 //! - [`layout`]: OCI image layouts (`oci:DIR[:TAG]`) as bases and outputs; `docker-archive:`.
@@ -41,6 +43,7 @@ pub mod ignore;
 pub mod image;
 pub mod layer;
 pub mod layout;
+pub mod lower;
 pub mod registry;
 pub mod spec;
 pub mod store;
@@ -456,7 +459,7 @@ impl Session {
                     l.source.display()
                 )));
             }
-            let mut tree = LayerTree::new();
+            let mut tree = LayerTree::on(Arc::new(self.lower(&image).await?));
             tree.add_contents(&l.source, &l.dest, &AddOptions::default(), &mut |_| true)?;
             let dest = if l.dest.is_empty() { "/" } else { &l.dest };
             let created_by = format!("buildagent image append --layer {}", dest);
@@ -467,11 +470,37 @@ impl Session {
         Ok(image)
     }
 
+    /// What the layers of `image` hold (their blobs are fetched into the store when they are
+    /// only in a registry; each layer's headers are read once and indexed).
+    pub async fn lower(&self, image: &Image) -> Result<lower::Lower, OciError> {
+        let files = self.layer_files(&image.layers).await?;
+        let store = self.store.clone();
+        let layers: Vec<(Digest, PathBuf, String)> = image
+            .layers
+            .iter()
+            .zip(files)
+            .map(|(l, f)| (l.diff_id.clone(), f, l.descriptor.media_type.clone()))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let mut view = lower::Lower::empty();
+            for (diff_id, file, media_type) in layers {
+                view.apply(lower::layer_entries(&store, &diff_id, &file, &media_type)?);
+            }
+            Ok(view)
+        })
+        .await
+        .map_err(|e| OciError::Invalid(format!("the layer reader failed: {e}")))?
+    }
+
     /// The local files holding the layers of `finished`, fetching from registries what is
     /// neither in the store nor in a layout.
     pub async fn local_layers(&self, finished: &Finished) -> Result<Vec<PathBuf>, OciError> {
+        self.layer_files(&finished.layers).await
+    }
+
+    async fn layer_files(&self, layers: &[ImageLayer]) -> Result<Vec<PathBuf>, OciError> {
         let mut files = Vec::new();
-        for layer in &finished.layers {
+        for layer in layers {
             let digest = &layer.descriptor.digest;
             let path = match &layer.origin {
                 BlobOrigin::Layout(dir) => dir.join("blobs/sha256").join(digest.hex()),

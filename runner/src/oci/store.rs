@@ -2,7 +2,8 @@
 //! temporary file in `ROOT/tmp` and renamed into place, so a blob is there whole or not at all.
 //!
 //! Layers written here and base layers fetched from a registry stay for the next build (a
-//! base image's layers are downloaded once, and only when an output needs their bytes).
+//! base image's layers are downloaded once, when an output needs their bytes or a new layer needs
+//! to know what they hold; `ROOT/index/` keeps each layer's tar headers, see [`super::lower`]).
 
 use std::fs;
 use std::io::{self, Write};
