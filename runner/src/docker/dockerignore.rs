@@ -1,4 +1,5 @@
-//! `.dockerignore`: which files of a build context are left out of the archive sent to the engine.
+//! `.dockerignore`: which files of a build context are left out of the archive sent to the engine,
+//! and of the layers `image build --engine oci` writes (one matcher for both engines).
 //!
 //! These are Docker's documented rules, as the docker CLI applies them (its `dockerignore` reader
 //! and moby's `patternmatcher`), implemented here because no crate has them: gitignore matchers
@@ -151,6 +152,32 @@ impl DockerIgnore {
             .iter()
             .filter(|p| p.exception)
             .any(|p| format!("{}/", p.text).starts_with(&prefix))
+    }
+}
+
+/// One path pattern with the same rules, on its own: `COPY`'s wildcard sources
+/// (`image build --engine oci`) match context paths with it.
+#[derive(Debug, Clone)]
+pub struct Glob(Pattern);
+
+impl Glob {
+    /// Compiles `pattern` (cleaned like a path, a leading `/` dropped).
+    pub fn new(pattern: &str) -> Result<Glob, String> {
+        let mut text = clean(pattern);
+        if text.len() > 1 && text.starts_with('/') {
+            text.remove(0);
+        }
+        let matcher = compile(&text)?;
+        Ok(Glob(Pattern {
+            text,
+            exception: false,
+            matcher,
+        }))
+    }
+
+    /// Whether `path` (relative, `/`-separated, cleaned) matches, itself (not through a parent).
+    pub fn matches(&self, path: &str) -> bool {
+        self.0.matches(path)
     }
 }
 
@@ -396,6 +423,31 @@ mod tests {
         assert!(excluded("[]a]", "]"));
         assert!(excluded("a]", "a]"));
         assert!(excluded("x*]", "xy]"));
+    }
+
+    /// The cases where the `--engine oci` matcher this one replaced answered differently.
+    #[test]
+    fn cases_the_oci_engine_got_wrong() {
+        // Go's classes negate with `^` only: `[!a]` is `!` or `a`.
+        assert!(!excluded("file[!0-9].txt", "fileA.txt"));
+        assert!(excluded("file[!0-9].txt", "file!.txt"));
+        assert!(excluded("file[!0-9].txt", "file5.txt"));
+        // `#` starts a comment only in the first column.
+        assert!(excluded(" #x\n", "#x"));
+        // A lone `!` is an error, not a pattern to skip.
+        assert!(DockerIgnore::parse("!\n").is_err());
+        // A trailing `/` matches the directory and what is below it.
+        assert!(excluded("build/\n", "build/a/b"));
+        assert!(excluded("/build\n", "build"));
+        // `**/` alone at the start also matches at the root, and an exception wins back a
+        // file inside an excluded directory.
+        let text = "**/*.tmp\nvendor\n!vendor/keep.tmp\n";
+        assert!(excluded(text, "x.tmp"));
+        assert!(excluded(text, "vendor/a"));
+        assert!(!excluded(text, "vendor/keep.tmp"));
+        let glob = Glob::new("/src/*.[!c]").unwrap();
+        assert!(glob.matches("src/a.!") && glob.matches("src/a.c"));
+        assert!(!glob.matches("src/a.h") && !glob.matches("src/d/a.!"));
     }
 
     #[test]

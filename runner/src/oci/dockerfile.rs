@@ -27,7 +27,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::ignore::{to_regex, Ignore};
+use crate::docker::dockerignore::{DockerIgnore, Glob};
+
 use super::layer::{normalize, AddOptions, Entry, EntryKind, LayerTree};
 use super::lower::Lower;
 use super::spec::{Healthcheck, Platform};
@@ -355,7 +356,7 @@ struct Builder<'a> {
     session: &'a Session,
     options: &'a BuildOptions,
     escape: char,
-    ignore: Ignore,
+    ignore: DockerIgnore,
     global_args: Vec<(String, Option<String>)>,
     build_args: HashMap<String, String>,
     stages: Vec<Stage>,
@@ -366,7 +367,7 @@ struct Builder<'a> {
 /// Builds the target stage of a Dockerfile.
 pub async fn build(session: &Session, options: &BuildOptions) -> Result<Image, OciError> {
     let (instructions, escape) = parse(&options.file, &options.text)?;
-    let ignore = Ignore::parse(options.ignore.as_deref().unwrap_or(""))
+    let ignore = DockerIgnore::parse(options.ignore.as_deref().unwrap_or(""))
         .map_err(|e| OciError::Invalid(format!(".dockerignore: {e}")))?;
     let err = |line: usize, message: String| OciError::Dockerfile {
         file: options.file.clone(),
@@ -912,7 +913,7 @@ impl Builder<'_> {
                 self.glob(&rel).map_err(|e| self.err(line, e))?
             } else {
                 let path = self.options.context.join(&rel);
-                if (!rel.is_empty() && self.ignore.excluded(&rel))
+                if (!rel.is_empty() && self.ignore.is_excluded(&rel))
                     || std::fs::symlink_metadata(&path).is_err()
                 {
                     Vec::new()
@@ -949,7 +950,7 @@ impl Builder<'_> {
                     } else {
                         format!("{prefix}/{p}")
                     };
-                    !ignore.excluded(&full)
+                    !ignore.is_excluded(&full)
                 };
                 tree.add_contents(path, &dest_abs, &options, &mut keep)?;
             } else {
@@ -1015,7 +1016,7 @@ impl Builder<'_> {
 
     /// The context paths matching a wildcard source, sorted, .dockerignore applied.
     fn glob(&self, pattern: &str) -> Result<Vec<(String, PathBuf)>, String> {
-        let regex = to_regex(pattern).map_err(|e| format!("bad pattern `{pattern}`: {e}"))?;
+        let glob = Glob::new(pattern).map_err(|e| format!("bad pattern `{pattern}`: {e}"))?;
         let depth = pattern.split('/').count();
         let mut out = Vec::new();
         let context = &self.options.context;
@@ -1028,7 +1029,7 @@ impl Builder<'_> {
         {
             let rel = entry.path().strip_prefix(context).unwrap_or(entry.path());
             let rel = rel.to_string_lossy().to_string();
-            if regex.is_match(&rel) && !self.ignore.excluded(&rel) {
+            if glob.matches(&rel) && !self.ignore.is_excluded(&rel) {
                 out.push((rel, entry.path().to_path_buf()));
             }
         }

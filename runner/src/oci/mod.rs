@@ -39,7 +39,6 @@
 
 pub mod compress;
 pub mod dockerfile;
-pub mod ignore;
 pub mod image;
 pub mod layer;
 pub mod layout;
