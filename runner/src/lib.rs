@@ -136,6 +136,7 @@ pub mod artifacts;
 pub mod cache;
 pub mod command;
 pub mod credentials;
+pub mod deflate;
 pub mod docker;
 pub mod engine;
 pub mod events;

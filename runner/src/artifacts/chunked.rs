@@ -1,36 +1,22 @@
 //! Compressing one large file on every core, in constant memory.
 //!
-//! The file is read in [`CHUNK`]-sized pieces; each is deflated on a worker thread with the
-//! previous 32 KiB as its dictionary and ends with a sync flush (the last with the final block),
-//! so the pieces, concatenated in order, are one deflate stream that compresses about as well as
-//! a serial one (the pigz method). The stream goes to an anonymous temporary file wrapped as a
+//! The file goes through [`crate::deflate::ParallelDeflate`] (pigz's method: [`CHUNK`]-sized
+//! pieces deflated on worker threads, each primed with the previous 32 KiB, joined into one
+//! deflate stream). The stream goes to an anonymous temporary file wrapped as a
 //! one-entry zip, which the archive then copies raw ([`zip::ZipWriter::raw_copy_file_rename`]):
 //! at most a few chunks are in memory at once whatever the file's size.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use flate2::{Compress, Compression, FlushCompress, Status};
 use zip::{DateTime, ZipArchive, ZipWriter};
 
 use super::ArtifactError;
-
-/// The size of the pieces compressed in parallel.
-pub const CHUNK: usize = 1 << 20;
-/// Deflate's window: how much of the previous piece primes the next one.
-const DICT: usize = 32 * 1024;
-
-struct Job {
-    index: usize,
-    dictionary: Vec<u8>,
-    data: Vec<u8>,
-    last: bool,
-}
+use crate::deflate::CHUNK;
+use crate::deflate::ParallelDeflate;
 
 /// Appends `path` to `zip` as `name`, deflated at `level` on `workers` threads.
 #[allow(clippy::too_many_arguments)]
@@ -51,31 +37,32 @@ pub fn append<W: Write + Seek>(
     let mut temp = tempfile::tempfile_in(temp_dir).map_err(temp_error)?;
     let header = local_header(name, time);
     temp.write_all(&header).map_err(temp_error)?;
-    let (crc, size, compressed) = std::thread::scope(|scope| {
-        let (jobs, job_rx) = mpsc::sync_channel::<Job>(workers);
-        let job_rx = Arc::new(Mutex::new(job_rx));
-        let (done_tx, done) = mpsc::channel::<(usize, io::Result<Vec<u8>>)>();
-        for _ in 0..workers {
-            let job_rx = Arc::clone(&job_rx);
-            let done_tx = done_tx.clone();
-            scope.spawn(move || loop {
-                let next = job_rx.lock().map(|rx| rx.recv());
-                let Ok(Ok(job)) = next else { break };
-                let out = deflate(&job, level);
-                if done_tx.send((job.index, out)).is_err() {
-                    break;
-                }
-            });
+    let mut deflate = ParallelDeflate::new(temp, level, workers);
+    let mut data = vec![0u8; CHUNK];
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(ArtifactError::Cancelled);
         }
-        drop(done_tx);
-        pump(&mut source, &mut temp, jobs, &done, workers, cancel)
-    })
-    .map_err(|e| match e {
-        PumpError::Read(e) => read_error(e),
-        PumpError::Write(e) => temp_error(e),
-        PumpError::Cancelled => ArtifactError::Cancelled,
-    })?;
-    finish(&mut temp, name, &header, crc, size, compressed, mode, time).map_err(temp_error)?;
+        let n = match source.read(&mut data) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_error(e)),
+        };
+        deflate.write_all(&data[..n]).map_err(temp_error)?;
+    }
+    let (mut temp, summary) = deflate.finish().map_err(temp_error)?;
+    finish(
+        &mut temp,
+        name,
+        &header,
+        summary.crc,
+        summary.size,
+        summary.compressed,
+        mode,
+        time,
+    )
+    .map_err(temp_error)?;
     temp.seek(SeekFrom::Start(0)).map_err(temp_error)?;
     let zip_error = |e| ArtifactError::Zip {
         path: Default::default(),
@@ -84,121 +71,6 @@ pub fn append<W: Write + Seek>(
     let mut archive = ZipArchive::new(BufReader::new(temp)).map_err(zip_error)?;
     let file = archive.by_index_raw(0).map_err(zip_error)?;
     zip.raw_copy_file_rename(file, name).map_err(zip_error)
-}
-
-enum PumpError {
-    Read(io::Error),
-    Write(io::Error),
-    Cancelled,
-}
-
-/// Reads `source` in chunks, hands them to the workers and writes their output in order, with at
-/// most `2 * workers + 2` chunks in flight. Returns the CRC-32, size and compressed size.
-fn pump(
-    source: &mut File,
-    out: &mut File,
-    jobs: mpsc::SyncSender<Job>,
-    done: &mpsc::Receiver<(usize, io::Result<Vec<u8>>)>,
-    workers: usize,
-    cancel: &AtomicBool,
-) -> Result<(u32, u64, u64), PumpError> {
-    let max_in_flight = 2 * workers + 2;
-    let mut hasher = crc32fast::Hasher::new();
-    let mut size = 0u64;
-    let mut compressed = 0u64;
-    let mut ready: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
-    let mut written = 0;
-    let mut sent = 0;
-    let mut tail: Vec<u8> = Vec::new();
-    let mut write_next = |ready: &mut BTreeMap<usize, Vec<u8>>, written: &mut usize| loop {
-        if let Some(bytes) = ready.remove(written) {
-            out.write_all(&bytes).map_err(PumpError::Write)?;
-            compressed += bytes.len() as u64;
-            *written += 1;
-            return Ok::<(), PumpError>(());
-        }
-        let (i, result) = done
-            .recv()
-            .map_err(|_| PumpError::Write(io::Error::other("the compression threads ended")))?;
-        ready.insert(i, result.map_err(PumpError::Write)?);
-    };
-    loop {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(PumpError::Cancelled);
-        }
-        let mut data = vec![0u8; CHUNK];
-        let mut filled = 0;
-        while filled < CHUNK {
-            match source.read(&mut data[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(PumpError::Read(e)),
-            }
-        }
-        data.truncate(filled);
-        let last = filled < CHUNK;
-        hasher.update(&data);
-        size += filled as u64;
-        let dictionary = std::mem::take(&mut tail);
-        tail = {
-            let mut t = dictionary.clone();
-            t.extend_from_slice(&data);
-            let cut = t.len().saturating_sub(DICT);
-            t.split_off(cut)
-        };
-        while sent - written >= max_in_flight {
-            write_next(&mut ready, &mut written)?;
-        }
-        jobs.send(Job {
-            index: sent,
-            dictionary,
-            data,
-            last,
-        })
-        .map_err(|_| PumpError::Write(io::Error::other("the compression threads ended")))?;
-        sent += 1;
-        if last {
-            break;
-        }
-    }
-    drop(jobs);
-    while written < sent {
-        write_next(&mut ready, &mut written)?;
-    }
-    Ok((hasher.finalize(), size, compressed))
-}
-
-/// Deflates one chunk (raw deflate): a sync flush at its end, or the final block when `last`.
-fn deflate(job: &Job, level: u32) -> io::Result<Vec<u8>> {
-    let mut c = Compress::new(Compression::new(level), false);
-    if !job.dictionary.is_empty() {
-        c.set_dictionary(&job.dictionary)
-            .map_err(io::Error::other)?;
-    }
-    let flush = if job.last {
-        FlushCompress::Finish
-    } else {
-        FlushCompress::Sync
-    };
-    let mut out = Vec::with_capacity(job.data.len() / 2 + 1024);
-    let mut consumed = 0;
-    loop {
-        if out.capacity() - out.len() < 16 * 1024 {
-            out.reserve(out.capacity().max(64 * 1024));
-        }
-        let before = c.total_in();
-        let status = c
-            .compress_vec(&job.data[consumed..], &mut out, flush)
-            .map_err(io::Error::other)?;
-        consumed += (c.total_in() - before) as usize;
-        let room_left = out.len() < out.capacity();
-        match (job.last, status) {
-            (true, Status::StreamEnd) => return Ok(out),
-            (false, _) if consumed == job.data.len() && room_left => return Ok(out),
-            _ => {}
-        }
-    }
 }
 
 const ZIP64_VERSION: u16 = 45;
@@ -371,7 +243,7 @@ mod tests {
             .by_index(0)
             .unwrap()
             .compressed_size();
-        let mut serial = flate2::write::DeflateEncoder::new(Vec::new(), Compression::new(6));
+        let mut serial = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::new(6));
         serial.write_all(&data).unwrap();
         let serial = serial.finish().unwrap().len() as u64;
         assert!(chunked <= serial + serial / 50, "{chunked} vs {serial}");

@@ -44,12 +44,18 @@ pub struct TarHeader<'a> {
 /// Writes tar entries to `W`.
 pub struct TarWriter<W: Write> {
     out: W,
+    /// File data goes through here in large pieces (`io::copy`'s 8 KiB would mean many small
+    /// writes into the hashers and the compressor).
+    copy_buf: Vec<u8>,
 }
 
 impl<W: Write> TarWriter<W> {
     /// A writer on `out`.
     pub fn new(out: W) -> Self {
-        TarWriter { out }
+        TarWriter {
+            out,
+            copy_buf: vec![0; 256 * 1024],
+        }
     }
 
     /// Writes one entry; for a file, exactly `size` bytes are read from `data`.
@@ -125,7 +131,18 @@ impl<W: Write> TarWriter<W> {
         self.out.write_all(&block)?;
         if let TarKind::File { size } = header.kind {
             let data = data.ok_or_else(|| io::Error::other("a file entry needs its data"))?;
-            let copied = io::copy(&mut data.take(size), &mut self.out)?;
+            let mut copied = 0u64;
+            while copied < size {
+                let want = (size - copied).min(self.copy_buf.len() as u64) as usize;
+                let n = match data.read(&mut self.copy_buf[..want]) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                self.out.write_all(&self.copy_buf[..n])?;
+                copied += n as u64;
+            }
             if copied != size {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
