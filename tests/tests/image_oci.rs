@@ -298,8 +298,7 @@ fn a_copy_into_the_base_tmp_keeps_its_mode_and_goes_into_directories() {
     let index = json(&std::fs::read_to_string(layout.join("index.json")).unwrap());
     let blob = |d: &str| layout.join("blobs/sha256").join(&d["sha256:".len()..]);
     let manifest = json(
-        &std::fs::read_to_string(blob(index["manifests"][0]["digest"].as_str().unwrap()))
-            .unwrap(),
+        &std::fs::read_to_string(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap(),
     );
     let layers = manifest["layers"].as_array().unwrap();
     let first_copy = blob(layers[layers.len() - 4]["digest"].as_str().unwrap());
@@ -308,7 +307,9 @@ fn a_copy_into_the_base_tmp_keeps_its_mode_and_goes_into_directories() {
         first_copy.display()
     ));
     assert!(
-        listing.lines().any(|l| l.starts_with("drwxrwxrwt") && l.ends_with(" tmp/")),
+        listing
+            .lines()
+            .any(|l| l.starts_with("drwxrwxrwt") && l.ends_with(" tmp/")),
         "{listing}"
     );
     let rootfs = umoci_unpack(&layout, "v1", &s.path().join("bundle"));

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use zip::{DateTime, ZipArchive, ZipWriter};
 
 use super::ArtifactError;
-use crate::deflate::CHUNK;
 use crate::deflate::ParallelDeflate;
+use crate::deflate::CHUNK;
 
 /// Appends `path` to `zip` as `name`, deflated at `level` on `workers` threads.
 #[allow(clippy::too_many_arguments)]
@@ -243,7 +243,8 @@ mod tests {
             .by_index(0)
             .unwrap()
             .compressed_size();
-        let mut serial = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::new(6));
+        let mut serial =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::new(6));
         serial.write_all(&data).unwrap();
         let serial = serial.finish().unwrap().len() as u64;
         assert!(chunked <= serial + serial / 50, "{chunked} vs {serial}");

@@ -162,9 +162,7 @@ impl LayerTree {
         gid: u32,
     ) -> Result<(), OciError> {
         let key = self.lower.resolve_dir(&normalize(path)?);
-        if key.is_empty()
-            || matches!(self.entries.get(&key), Some(e) if e.kind == EntryKind::Dir)
-        {
+        if key.is_empty() || matches!(self.entries.get(&key), Some(e) if e.kind == EntryKind::Dir) {
             return Ok(());
         }
         let entry = self.implicit_dir(&key).unwrap_or(Entry {
