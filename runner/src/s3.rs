@@ -185,12 +185,7 @@ impl S3Client {
     /// A client configured from the environment; `default_region` is used when neither the
     /// environment nor the profile names a region.
     pub async fn from_env(default_region: &str) -> S3Client {
-        let region = aws_config::meta::region::RegionProviderChain::default_provider()
-            .or_else(aws_config::Region::new(default_region.to_string()));
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(region)
-            .load()
-            .await;
+        let shared = crate::aws::sdk_config(default_region).await;
         let own_endpoint = shared.endpoint_url().is_some()
             || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some_and(|v| !v.is_empty());
         let config = aws_sdk_s3::config::Builder::from(&shared)
