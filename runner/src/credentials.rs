@@ -13,6 +13,12 @@
 //! No file, no entry, or a helper that knows nothing of the server: anonymous access (`None`).
 //! A file that is not JSON, or a helper that fails otherwise, is an error naming the file or the
 //! helper.
+//!
+//! [`lookup`] is what pushes and pulls use: for an Amazon ECR registry ([`crate::ecr::registry`])
+//! the configuration's own entry for the host (`credHelpers[<host>]`, such as `ecr-login`, or
+//! `auths[<host>]` from a `docker login`) comes first; without one (or when it knows nothing),
+//! a token from ECR's `GetAuthorizationToken`. A `credsStore` alone is not asked for ECR hosts:
+//! it is a default for every registry, not a choice made for this one.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -74,8 +80,65 @@ pub fn for_registry(host: &str) -> Result<Option<Credentials>, CredentialsError>
     }
 }
 
-/// The credentials for `host` from the configuration file at `path` (none if it is missing).
-pub fn from_file(path: &Path, host: &str) -> Result<Option<Credentials>, CredentialsError> {
+/// Where [`lookup`] found credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Origin {
+    /// The Docker configuration (the file in use, when there is one).
+    DockerConfig(Option<PathBuf>),
+    /// A token from ECR's `GetAuthorizationToken`.
+    EcrToken,
+}
+
+/// The credentials for the registry `host` and where they came from (see the module docs for
+/// the order); `None`: anonymous access.
+pub async fn lookup(host: &str) -> Result<Option<(Credentials, Origin)>, CredentialsError> {
+    let path = config_path();
+    let from_config = |found: Option<Credentials>| {
+        found.map(|c| (c, Origin::DockerConfig(path.clone())))
+    };
+    let Some(registry) = crate::ecr::registry(host) else {
+        return Ok(from_config(for_registry(host)?));
+    };
+    if let Some(path) = &path {
+        if has_own_entry(path, host)? {
+            if let Some(found) = from_config(from_file(path, host)?) {
+                return Ok(Some(found));
+            }
+        }
+    }
+    let token = crate::ecr::credentials(&registry)
+        .await
+        .map_err(|e| CredentialsError(e.to_string()))?;
+    Ok(Some((token, Origin::EcrToken)))
+}
+
+/// Whether the configuration file at `path` names `host` itself: in `credHelpers`, or in `auths`
+/// (as `host` or `https://host`; `docker login` writes that entry, empty when a `credsStore`
+/// keeps the secret).
+pub fn has_own_entry(path: &Path, host: &str) -> Result<bool, CredentialsError> {
+    let Some(config) = read_config(path)? else {
+        return Ok(false);
+    };
+    let named = |section: &str, names: &[String]| {
+        config
+            .get(section)
+            .and_then(|s| s.as_object())
+            .is_some_and(|s| names.iter().any(|n| s.contains_key(n)))
+    };
+    Ok(named("credHelpers", &[host.to_string()])
+        || named(
+            "auths",
+            &[
+                host.to_string(),
+                format!("https://{host}"),
+                format!("http://{host}"),
+            ],
+        ))
+}
+
+/// The configuration file at `path` as JSON (`None` when it is missing).
+fn read_config(path: &Path) -> Result<Option<serde_json::Value>, CredentialsError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -86,8 +149,16 @@ pub fn from_file(path: &Path, host: &str) -> Result<Option<Credentials>, Credent
             )))
         }
     };
-    let config: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| CredentialsError(format!("{} is not valid JSON: {e}", path.display())))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| CredentialsError(format!("{} is not valid JSON: {e}", path.display())))
+}
+
+/// The credentials for `host` from the configuration file at `path` (none if it is missing).
+pub fn from_file(path: &Path, host: &str) -> Result<Option<Credentials>, CredentialsError> {
+    let Some(config) = read_config(path)? else {
+        return Ok(None);
+    };
     let helper = config
         .get("credHelpers")
         .and_then(|h| h.get(host))

@@ -21,6 +21,8 @@
 //! - [`oci`]: daemonless images: deterministic layers, OCI layouts, docker archives, a registry
 //!   client, and the Dockerfile subset that needs no container (`image build --engine oci`,
 //!   `image append`).
+//! - [`credentials`], [`ecr`]: registry credentials, from the Docker configuration or, for
+//!   Amazon ECR registries, from `GetAuthorizationToken` ([`aws`] loads the AWS configuration).
 //! - [`mask`]: the streaming secret [`mask::Masker`] that output goes through before it becomes an
 //!   event.
 //! - [`events`]: the [`events::Event`] type and its versioned JSON form.
@@ -133,11 +135,13 @@
 #![deny(missing_docs)]
 
 pub mod artifacts;
+pub mod aws;
 pub mod cache;
 pub mod command;
 pub mod credentials;
 pub mod deflate;
 pub mod docker;
+pub mod ecr;
 pub mod engine;
 pub mod events;
 pub mod executor;
