@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use buildagent_runner::credentials::{self, Credentials};
+use buildagent_runner::ecr;
 use buildagent_runner::oci::dockerfile::{self, BuildOptions};
 use buildagent_runner::oci::registry::{ClientOptions, Reference};
 use buildagent_runner::oci::{
@@ -204,6 +205,7 @@ fn session(
     first_tag: Option<&str>,
 ) -> anyhow::Result<Session> {
     let mut client = ClientOptions::default();
+    client.endpoints = ecr::Endpoints::from_env().map_err(|e| invalid(e.to_string()))?;
     if let Some(user) = username {
         let mut password = String::new();
         if password_stdin {

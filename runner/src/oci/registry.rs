@@ -8,7 +8,11 @@
 //!   realm for each scope (`repository:NAME:pull,push`, plus the source's `pull` for a mount),
 //!   cached by scope until it expires. A 401 later (an expired token) fetches a new one once.
 //!   Credentials come from [`ClientOptions::credentials`] (`--username`/`--password-stdin`) for
-//!   their registry, else the Docker configuration ([`crate::credentials::for_registry`]).
+//!   their registry, else [`crate::credentials::lookup`]: the Docker configuration, and for an
+//!   Amazon ECR registry a token from `GetAuthorizationToken`, asked for again when it nears its
+//!   expiry or when the registry refuses it (once).
+//! - **ECR endpoints.** A registry in [`ClientOptions::endpoints`] (`BUILDAGENT_ECR_ENDPOINTS`)
+//!   is spoken to at the address it maps to, with the credentials of its own name.
 //! - **Pushes.** Every blob is checked with `HEAD` first; a blob of the base image in another
 //!   repository of the same registry is mounted (`POST ?mount=&from=`); the others are uploaded
 //!   in one request each, streamed from the file (`POST`, then one `PATCH` with the whole blob
@@ -40,6 +44,7 @@ use super::spec::{media, Descriptor, Digest, ImageConfig, Index, Manifest, Platf
 use super::store::Store;
 use super::{OciError, Progress, ProgressFn};
 use crate::credentials;
+use crate::ecr;
 
 /// An image reference: `[registry/]repository[:tag][@digest]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,6 +157,9 @@ pub struct ClientOptions {
     pub credentials: Option<(String, credentials::Credentials)>,
     /// Registry hosts spoken to over plain HTTP besides loopback ones.
     pub insecure: Vec<String>,
+    /// ECR registries spoken to at another address (default none; the agent reads
+    /// `BUILDAGENT_ECR_ENDPOINTS` with [`ecr::Endpoints::from_env`]).
+    pub endpoints: ecr::Endpoints,
     /// Retries after the first attempt (default 4).
     pub retries: u32,
     /// The first retry's wait, doubled for each further one (default 500 ms).
@@ -169,6 +177,7 @@ impl Default for ClientOptions {
         ClientOptions {
             credentials: None,
             insecure: Vec::new(),
+            endpoints: ecr::Endpoints::default(),
             retries: 4,
             backoff: Duration::from_millis(500),
             parallel: 4,
@@ -191,6 +200,15 @@ enum Challenge {
 /// A bearer token and when to stop using it, by (registry, scope).
 type Token = (String, Instant);
 
+/// What a registry's credentials are, once looked up.
+#[derive(Clone)]
+enum Known {
+    /// Fixed for the client's life (the Docker configuration, or none).
+    Fixed(Option<credentials::Credentials>),
+    /// An ECR token, asked of [`ecr::credentials`] each time (it caches and refreshes them).
+    Ecr(ecr::EcrRegistry),
+}
+
 /// A registry client (cheap to clone; clones share connections and tokens).
 #[derive(Clone)]
 pub struct Client {
@@ -198,7 +216,7 @@ pub struct Client {
     options: Arc<ClientOptions>,
     challenges: Arc<Mutex<HashMap<String, Challenge>>>,
     tokens: Arc<Mutex<HashMap<(String, String), Token>>>,
-    creds: Arc<Mutex<HashMap<String, Option<credentials::Credentials>>>>,
+    creds: Arc<Mutex<HashMap<String, Known>>>,
 }
 
 /// A request body that can be sent again.
@@ -327,7 +345,10 @@ impl Client {
     }
 
     fn base_url(&self, registry: &str) -> String {
-        let host = Client::api_host(registry);
+        let host = match self.options.endpoints.address(registry) {
+            Some(address) => address,
+            None => Client::api_host(registry),
+        };
         let plain = is_loopback(host) || self.options.insecure.iter().any(|h| h == registry);
         format!("{}://{host}", if plain { "http" } else { "https" })
     }
@@ -343,22 +364,56 @@ impl Client {
         }
     }
 
-    fn credentials(&self, registry: &str) -> Result<Option<credentials::Credentials>, OciError> {
+    async fn credentials(
+        &self,
+        registry: &str,
+    ) -> Result<Option<credentials::Credentials>, OciError> {
         if let Some((host, c)) = &self.options.credentials {
             if host == registry {
                 return Ok(Some(c.clone()));
             }
         }
-        let mut cache = self.creds.lock().expect("credentials lock");
-        if let Some(c) = cache.get(registry) {
-            return Ok(c.clone());
-        }
-        let c = credentials::for_registry(registry).map_err(|e| OciError::Auth {
+        let auth_error = |message: String| OciError::Auth {
             registry: registry.to_string(),
-            message: e.to_string(),
-        })?;
-        cache.insert(registry.to_string(), c.clone());
-        Ok(c)
+            message,
+        };
+        let known = self
+            .creds
+            .lock()
+            .expect("credentials lock")
+            .get(registry)
+            .cloned();
+        match known {
+            Some(Known::Fixed(c)) => Ok(c),
+            Some(Known::Ecr(ecr_registry)) => ecr::credentials(&ecr_registry)
+                .await
+                .map(Some)
+                .map_err(|e| auth_error(e.to_string())),
+            None => {
+                let found = credentials::lookup(registry)
+                    .await
+                    .map_err(|e| auth_error(e.to_string()))?;
+                let known = match (&found, ecr::registry(registry)) {
+                    (Some((_, credentials::Origin::EcrToken)), Some(r)) => Known::Ecr(r),
+                    _ => Known::Fixed(found.as_ref().map(|(c, _)| c.clone())),
+                };
+                self.creds
+                    .lock()
+                    .expect("credentials lock")
+                    .insert(registry.to_string(), known);
+                Ok(found.map(|(c, _)| c))
+            }
+        }
+    }
+
+    /// Whether `registry`'s credentials are an ECR token (looked up already).
+    fn uses_ecr_token(&self, registry: &str) -> bool {
+        let flags = matches!(&self.options.credentials, Some((host, _)) if host == registry);
+        !flags
+            && matches!(
+                self.creds.lock().expect("credentials lock").get(registry),
+                Some(Known::Ecr(_))
+            )
     }
 
     fn basic(c: &credentials::Credentials) -> String {
@@ -455,7 +510,7 @@ impl Client {
     ) -> Result<Option<String>, OciError> {
         match self.challenge(registry).await? {
             Challenge::None => Ok(None),
-            Challenge::Basic => Ok(self.credentials(registry)?.map(|c| Client::basic(&c))),
+            Challenge::Basic => Ok(self.credentials(registry).await?.map(|c| Client::basic(&c))),
             Challenge::Bearer { realm, service } => {
                 let key = (registry.to_string(), scope.to_string());
                 if !fresh {
@@ -495,7 +550,7 @@ impl Client {
                 q.append_pair("scope", s);
             }
         }
-        let creds = self.credentials(registry)?;
+        let creds = self.credentials(registry).await?;
         let mut attempt = 1;
         let response = loop {
             let mut request = self.http.get(url.clone());
@@ -608,20 +663,31 @@ impl Client {
             if status == StatusCode::UNAUTHORIZED {
                 let has_creds = self
                     .credentials(registry)
+                    .await
                     .map_err(Failure::Fatal)?
                     .is_some();
                 let bearer = matches!(
                     self.challenge(registry).await.map_err(Failure::Fatal)?,
                     Challenge::Bearer { .. }
                 );
-                if bearer && !fresh {
-                    fresh = true; // an expired token: fetch a new one once
+                let ecr_token = self.uses_ecr_token(registry);
+                if (bearer || ecr_token) && !fresh {
+                    // An expired token: fetch a new one once.
+                    if ecr_token {
+                        ecr::forget(registry);
+                    }
+                    fresh = true;
                     continue;
                 }
                 let body = response.bytes().await.unwrap_or_default();
                 let message = if has_creds {
                     format!(
-                        "the registry refused the credentials for {method} {} ({})",
+                        "the registry refused the {} for {method} {} ({})",
+                        if ecr_token {
+                            "ECR authorization token (user `AWS`, from GetAuthorizationToken)"
+                        } else {
+                            "credentials"
+                        },
                         url.path(),
                         error_text(status, &body)
                     )
