@@ -18,6 +18,7 @@ use buildagent_runner::docker::image::{
     self, BuildError, BuildOptions, BuildProgress, LayerOutcome, PushError, PushProgress,
 };
 use buildagent_runner::docker::{connect, Docker};
+use buildagent_runner::ecr;
 
 use super::{BuildArgs, Engine, PushArgs};
 use crate::run::InvalidInput;
@@ -52,12 +53,13 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<ExitCode> {
     options.network_mode = args.network.clone();
     options.no_cache = args.no_cache;
     let login = login(args.username.as_deref(), args.password_stdin)?;
+    let endpoints = ecr::Endpoints::from_env().map_err(|e| invalid(e.to_string()))?;
     let context = BuildContext::scan(&args.context, args.file.as_deref())
         .map_err(|e| invalid(e.to_string()))?;
-    options.registry_credentials = base_credentials(&context);
 
     let runtime = runtime()?;
     runtime.block_on(async {
+        options.registry_credentials = base_credentials(&context, &endpoints).await;
         let docker = connect().await?;
         let mut out = Printer::stdout();
         let result = image::build(&docker, context, &options, |p| out.build(p)).await;
@@ -79,7 +81,7 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<ExitCode> {
         if args.push {
             let mut resolved = HashMap::new();
             for tag in &built.tags {
-                push_one(&docker, tag, &login, &mut resolved, &mut out).await?;
+                push_one(&docker, tag, &login, &endpoints, &mut resolved, &mut out).await?;
             }
         }
         Ok(ExitCode::SUCCESS)
@@ -89,6 +91,7 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<ExitCode> {
 /// `image push`.
 pub fn push(args: &PushArgs) -> anyhow::Result<ExitCode> {
     let login = login(args.username.as_deref(), args.password_stdin)?;
+    let endpoints = ecr::Endpoints::from_env().map_err(|e| invalid(e.to_string()))?;
     let runtime = runtime()?;
     runtime.block_on(async {
         let docker = connect().await?;
@@ -97,6 +100,7 @@ pub fn push(args: &PushArgs) -> anyhow::Result<ExitCode> {
             &docker,
             &args.reference,
             &login,
+            &endpoints,
             &mut HashMap::new(),
             &mut out,
         )
@@ -120,14 +124,19 @@ enum Source {
     Flags,
     /// The Docker configuration (the file, when there is one).
     Config(Option<PathBuf>),
+    /// ECR's `GetAuthorizationToken`.
+    Ecr,
 }
 
-/// Pushes `reference` with the credentials for its registry: the flags', else the Docker
-/// configuration's, else none. `resolved` keeps each registry's answer for the next tag.
+/// Pushes `reference` with the credentials for its registry: the flags', else
+/// [`credentials::lookup`]'s (the Docker configuration, an ECR token), else none; to the address
+/// `endpoints` maps its registry to, if it does. `resolved` keeps each registry's answer for the
+/// next tag (an ECR token is cached and refreshed by `ecr` itself).
 async fn push_one(
     docker: &Docker,
     reference: &str,
     login: &Option<Credentials>,
+    endpoints: &ecr::Endpoints,
     resolved: &mut HashMap<String, (Option<Credentials>, Source)>,
     out: &mut Printer,
 ) -> anyhow::Result<()> {
@@ -135,16 +144,30 @@ async fn push_one(
     if !resolved.contains_key(&host) {
         let found = match login {
             Some(c) => (Some(c.clone()), Source::Flags),
-            None => {
-                let found = credentials::for_registry(&host)
-                    .with_context(|| format!("cannot read the credentials for registry {host}"))?;
-                (found, Source::Config(credentials::config_path()))
-            }
+            None => match credentials::lookup(&host)
+                .await
+                .with_context(|| format!("cannot get the credentials for registry {host}"))?
+            {
+                Some((c, credentials::Origin::EcrToken)) => (Some(c), Source::Ecr),
+                found => (
+                    found.map(|(c, _)| c),
+                    Source::Config(credentials::config_path()),
+                ),
+            },
         };
         resolved.insert(host.clone(), found);
     }
     let (found, source) = &resolved[&host];
-    let result = image::push(docker, reference, found.as_ref(), |p| out.push(p)).await;
+    let result = match endpoints.address(&host) {
+        Some(address) => {
+            out.line(&format!(
+                "Pushing {reference} through {address} ({})",
+                ecr::ENDPOINTS_VARIABLE
+            ));
+            image::push_to(docker, reference, address, found.as_ref(), |p| out.push(p)).await
+        }
+        None => image::push(docker, reference, found.as_ref(), |p| out.push(p)).await,
+    };
     out.end_transient();
     match result {
         Ok(_) => Ok(()),
@@ -156,6 +179,10 @@ async fn push_one(
                 (Some(c), Source::Flags) => format!(
                     "the credentials of user `{}` from --username and --password-stdin; check them",
                     c.username
+                ),
+                (Some(_), Source::Ecr) => format!(
+                    "the ECR authorization token for {host} from GetAuthorizationToken; check \
+                     that the AWS identity may push to the repository"
                 ),
                 (Some(c), Source::Config(path)) => format!(
                     "the credentials of user `{}` for {host} from {}; check them, or pass \
@@ -212,9 +239,14 @@ fn login(username: Option<&str>, password_stdin: bool) -> anyhow::Result<Option<
     }))
 }
 
-/// The Docker configuration's credentials for the registries the Dockerfile's `FROM` lines
-/// pull from. A configuration that cannot be read is a warning: the pull may not need it.
-fn base_credentials(context: &BuildContext) -> Vec<(String, Credentials)> {
+/// The credentials for the registries the Dockerfile's `FROM` lines pull from
+/// ([`credentials::lookup`]: the Docker configuration, an ECR token). One that cannot be had is
+/// a warning: the pull may not need it. The engine pulls `FROM` images by their own names, so
+/// an ECR name that `endpoints` maps is still pulled from ECR (a warning says so).
+async fn base_credentials(
+    context: &BuildContext,
+    endpoints: &ecr::Endpoints,
+) -> Vec<(String, Credentials)> {
     let Ok(dockerfile) = std::fs::read_to_string(context.dockerfile_path()) else {
         return Vec::new();
     };
@@ -224,8 +256,15 @@ fn base_credentials(context: &BuildContext) -> Vec<(String, Credentials)> {
         if found.iter().any(|(h, _)| *h == host) {
             continue;
         }
-        match credentials::for_registry(&host) {
-            Ok(Some(c)) => found.push((host, c)),
+        if endpoints.address(&host).is_some() {
+            eprintln!(
+                "warning: the engine pulls {base} from {host} itself; {} does not apply to FROM \
+                 images",
+                ecr::ENDPOINTS_VARIABLE
+            );
+        }
+        match credentials::lookup(&host).await {
+            Ok(Some((c, _))) => found.push((host, c)),
             Ok(None) => {}
             Err(e) => eprintln!("warning: no credentials for {host} (pulling {base}): {e}"),
         }

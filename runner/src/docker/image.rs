@@ -26,7 +26,8 @@ use std::time::Duration;
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as EngineError;
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, PushImageOptionsBuilder, TagImageOptionsBuilder,
+    BuildImageOptionsBuilder, PushImageOptionsBuilder, RemoveImageOptionsBuilder,
+    TagImageOptionsBuilder,
 };
 use bollard::Docker;
 use bytes::Bytes;
@@ -760,6 +761,53 @@ pub async fn push(
         reference: full,
         digest,
     })
+}
+
+/// Pushes `reference` to the registry at `address` instead of its own host (an ECR name mapped by
+/// [`crate::ecr::Endpoints`]), with `credentials` (those of the reference's own host). The engine
+/// pushes only names it has, so the image is tagged `<address>/<repository>:<tag>` for the push;
+/// that tag is removed afterwards unless the engine had it before.
+pub async fn push_to(
+    docker: &Docker,
+    reference: &str,
+    address: &str,
+    credentials: Option<&Credentials>,
+    progress: impl FnMut(PushProgress),
+) -> Result<PushedImage, PushError> {
+    let bad = |reason: String| PushError::BadReference {
+        reference: reference.to_string(),
+        reason,
+    };
+    let (repo, tag) = split_reference(reference).map_err(bad)?;
+    let Some((_, path)) = repo.split_once('/') else {
+        return Err(bad("it names no registry host".to_string()));
+    };
+    let routed_repo = format!("{address}/{path}");
+    let routed = format!("{routed_repo}:{tag}");
+    let had = docker.inspect_image(&routed).await.is_ok();
+    let options = TagImageOptionsBuilder::new()
+        .repo(&routed_repo)
+        .tag(&tag)
+        .build();
+    docker
+        .tag_image(&format!("{repo}:{tag}"), Some(options))
+        .await
+        .map_err(|e| match e {
+            EngineError::DockerResponseServerError {
+                status_code: 404, ..
+            } => PushError::NotFound {
+                reference: format!("{repo}:{tag}"),
+            },
+            other => PushError::Engine(other),
+        })?;
+    let result = push(docker, &routed, credentials, progress).await;
+    if !had {
+        // Only the tag goes (the image keeps its own name); a failure leaves a stray tag, which
+        // is not worth failing a push for.
+        let options = RemoveImageOptionsBuilder::new().noprune(true).build();
+        let _ = docker.remove_image(&routed, Some(options), None).await;
+    }
+    result
 }
 
 /// Sorts a push's stream error: the registry's refusals of credentials apart from the rest.

@@ -22,7 +22,7 @@ use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, RemoveContainerOptionsBuilder,
-    TopOptionsBuilder,
+    RemoveImageOptionsBuilder, TagImageOptionsBuilder, TopOptionsBuilder,
 };
 use bollard::Docker;
 use futures::future::BoxFuture;
@@ -76,7 +76,8 @@ pub struct ContainerExecutor {
 
 impl ContainerExecutor {
     /// Pulls `options.image` if the engine does not have it (credentials from the Docker
-    /// configuration), then creates and starts the build container.
+    /// configuration, or an ECR token: [`crate::credentials::lookup`]), then creates and
+    /// starts the build container.
     pub async fn start(
         docker: Docker,
         options: &ContainerOptions,
@@ -266,23 +267,37 @@ fn uuid_like() -> String {
     format!("{:x}-{}", nanos, std::process::id())
 }
 
-/// Pulls `image`, with the Docker configuration's credentials for its registry.
+/// Pulls `image`, with its registry's credentials ([`crate::credentials::lookup`]: the Docker
+/// configuration, an ECR token). An ECR name mapped by `BUILDAGENT_ECR_ENDPOINTS` is pulled from
+/// the address it maps to (with the ECR name's token), tagged as the ECR name, and the address's
+/// tag removed: the engine only pulls the names it is given.
 async fn pull(
     docker: &Docker,
     image: &str,
     progress: &mut (dyn FnMut(StartProgress) + Send),
 ) -> Result<(), EngineError> {
     let host = crate::credentials::registry_host(image);
-    let credentials = crate::credentials::for_registry(host)
+    let routed = crate::ecr::Endpoints::from_env()
         .map_err(|e| EngineError(e.to_string()))?
-        .map(|c| bollard::auth::DockerCredentials {
+        .route(image);
+    let source = routed.as_deref().unwrap_or(image);
+    if routed.is_some() && image.contains('@') {
+        return Err(EngineError(format!(
+            "cannot pull the build image {image} through {}: a digest reference cannot be              tagged as the ECR name; use a tag",
+            crate::ecr::ENDPOINTS_VARIABLE
+        )));
+    }
+    let credentials = crate::credentials::lookup(host)
+        .await
+        .map_err(|e| EngineError(format!("cannot pull {image}: {e}")))?
+        .map(|(c, _)| bollard::auth::DockerCredentials {
             username: Some(c.username),
             password: Some(c.password),
             identitytoken: c.identity_token,
-            serveraddress: Some(host.to_string()),
+            serveraddress: Some(crate::credentials::registry_host(source).to_string()),
             ..Default::default()
         });
-    let (name, tag) = split_tag(image);
+    let (name, tag) = split_tag(source);
     let options = CreateImageOptionsBuilder::default()
         .from_image(name)
         .tag(tag)
@@ -307,6 +322,16 @@ async fn pull(
         if !line.is_empty() {
             progress(StartProgress::PullStatus(line));
         }
+    }
+    if let Some(routed) = routed {
+        let (repo, tag) = split_tag(image);
+        let options = TagImageOptionsBuilder::new().repo(repo).tag(tag).build();
+        docker
+            .tag_image(&routed, Some(options))
+            .await
+            .map_err(|e| EngineError(format!("cannot tag {routed} as {image}: {e}")))?;
+        let options = RemoveImageOptionsBuilder::new().noprune(true).build();
+        let _ = docker.remove_image(&routed, Some(options), None).await;
     }
     Ok(())
 }
