@@ -4,7 +4,8 @@
 #   moto (AWS: S3, SSM, Secrets Manager, ECR)  http://127.0.0.1:45000
 #   a Docker engine (dockerd --bridge=none)    /var/run/docker.sock
 #   an OCI registry without auth               127.0.0.1:45001 (plain HTTP)
-#   an OCI registry with htpasswd auth         127.0.0.1:45002 (plain HTTP, basic auth)
+#   an OCI registry with htpasswd auth         127.0.0.1:45002 (plain HTTP, basic auth; users
+#                                              buildagent, and AWS with moto's ECR token password)
 #   a local base image                         buildagent-test/busybox:latest (and its rootfs tar)
 #   skopeo, umoci, zstd
 #
@@ -32,6 +33,11 @@ BUILDAGENT_SERVICES_REGISTRY_PORT=45001
 BUILDAGENT_SERVICES_REGISTRY_AUTH_PORT=45002
 BUILDAGENT_SERVICES_USER=buildagent
 BUILDAGENT_SERVICES_PASSWORD=buildagent-secret
+# The htpasswd registry also takes what moto's ECR GetAuthorizationToken decodes to,
+# `AWS:<account>-auth-token` (moto's default account is 123456789012), so a push whose
+# credentials come from the token API can be tested against it (BUILDAGENT_ECR_ENDPOINTS).
+BUILDAGENT_SERVICES_ECR_USER=AWS
+BUILDAGENT_SERVICES_ECR_PASSWORD=123456789012-auth-token
 BUILDAGENT_SERVICES_IMAGE=buildagent-test/busybox:latest
 BUILDAGENT_SERVICES_DOCKER_SOCK=/var/run/docker.sock
 
@@ -224,21 +230,33 @@ _svc_write() {
     printf '%s\n' "$new" >"$1"
 }
 
+# Adds USER with PASSWORD to the htpasswd FILE unless it already holds exactly that (other
+# users are kept). The registry rereads the file when it changes, so a running one sees it.
+_svc_htpasswd_user() {
+    local file=$1 user=$2 password=$3
+    htpasswd -vb "$file" "$user" "$password" >/dev/null 2>&1 && return 0
+    if [ -f "$file" ]; then
+        htpasswd -Bb "$file" "$user" "$password" 2>/dev/null
+    else
+        htpasswd -Bbc "$file" "$user" "$password" 2>/dev/null
+    fi || _svc_die "htpasswd could not write $file"
+}
+
 # A registry NAME on PORT; AUTH non-empty adds htpasswd auth. Up means GET /v2/ gives WANT.
 _svc_registry() {
     local name=$1 port=$2 auth=$3 want=$4 label
     label="${auth:+htpasswd }registry"
-    [ "$(_svc_http_status "http://127.0.0.1:$port/v2/")" = "$want" ] && return 0
     local dir=$BUILDAGENT_SERVICES_DIR/$name
     mkdir -p "$dir/data"
+    if [ -n "$auth" ]; then
+        # Before the check below: a registry already running gets a user added since it started.
+        _svc_htpasswd_user "$dir/htpasswd" "$BUILDAGENT_SERVICES_USER" "$BUILDAGENT_SERVICES_PASSWORD"
+        _svc_htpasswd_user "$dir/htpasswd" "$BUILDAGENT_SERVICES_ECR_USER" \
+            "$BUILDAGENT_SERVICES_ECR_PASSWORD"
+    fi
+    [ "$(_svc_http_status "http://127.0.0.1:$port/v2/")" = "$want" ] && return 0
     local auth_config=
     if [ -n "$auth" ]; then
-        if ! htpasswd -vb "$dir/htpasswd" "$BUILDAGENT_SERVICES_USER" \
-            "$BUILDAGENT_SERVICES_PASSWORD" >/dev/null 2>&1; then
-            htpasswd -Bbc "$dir/htpasswd" "$BUILDAGENT_SERVICES_USER" \
-                "$BUILDAGENT_SERVICES_PASSWORD" 2>/dev/null ||
-                _svc_die "htpasswd could not write $dir/htpasswd"
-        fi
         auth_config="auth:
   htpasswd:
     realm: buildagent-test
@@ -280,6 +298,7 @@ export BUILDAGENT_TEST_REGISTRY=127.0.0.1:$BUILDAGENT_SERVICES_REGISTRY_PORT
 export BUILDAGENT_TEST_REGISTRY_AUTH=127.0.0.1:$BUILDAGENT_SERVICES_REGISTRY_AUTH_PORT
 export BUILDAGENT_TEST_REGISTRY_USER=$BUILDAGENT_SERVICES_USER
 export BUILDAGENT_TEST_REGISTRY_PASSWORD=$BUILDAGENT_SERVICES_PASSWORD
+export BUILDAGENT_TEST_REGISTRY_ECR_PASSWORD=$BUILDAGENT_SERVICES_ECR_PASSWORD
 export BUILDAGENT_TEST_BASE_IMAGE=$BUILDAGENT_SERVICES_IMAGE
 export BUILDAGENT_TEST_BASE_ROOTFS=$BUILDAGENT_SERVICES_DIR/busybox-rootfs.tar
 EOF

@@ -123,6 +123,20 @@ pub fn registry_credentials() -> (String, String) {
     )
 }
 
+/// The second user of [`registry_auth`]: `AWS` with the password moto's ECR
+/// `GetAuthorizationToken` decodes to (`BUILDAGENT_TEST_REGISTRY_ECR_PASSWORD`, default
+/// `123456789012-auth-token`: moto's default account), so that pushes whose credentials come
+/// from the token API can reach it.
+pub fn registry_ecr_credentials() -> (String, String) {
+    (
+        "AWS".to_string(),
+        var(
+            "BUILDAGENT_TEST_REGISTRY_ECR_PASSWORD",
+            "123456789012-auth-token",
+        ),
+    )
+}
+
 fn check_registry(what: &str, addr: &str, want: u16) {
     match http_get(addr, "/v2/", &[]) {
         Ok(response) if response.status == want => {}
