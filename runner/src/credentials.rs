@@ -94,9 +94,8 @@ pub enum Origin {
 /// the order); `None`: anonymous access.
 pub async fn lookup(host: &str) -> Result<Option<(Credentials, Origin)>, CredentialsError> {
     let path = config_path();
-    let from_config = |found: Option<Credentials>| {
-        found.map(|c| (c, Origin::DockerConfig(path.clone())))
-    };
+    let from_config =
+        |found: Option<Credentials>| found.map(|c| (c, Origin::DockerConfig(path.clone())));
     let Some(registry) = crate::ecr::registry(host) else {
         return Ok(from_config(for_registry(host)?));
     };
@@ -331,6 +330,21 @@ mod tests {
         assert_eq!((c.username.as_str(), c.password.as_str()), ("hub", "hubpw"));
         assert_eq!(from_file(&path, "other.example").unwrap(), None);
         assert!(!format!("{c:?}").contains("hubpw"));
+    }
+
+    #[test]
+    fn own_entries_are_told_from_a_default_store() {
+        let ecr = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+        let dir = config(&format!(
+            r#"{{"credsStore": "desktop", "credHelpers": {{"{ecr}": "ecr-login"}},
+                "auths": {{"https://r.example": {{}}}}}}"#
+        ));
+        let path = dir.path().join("config.json");
+        assert!(has_own_entry(&path, ecr).unwrap());
+        assert!(has_own_entry(&path, "r.example").unwrap());
+        // The store is every registry's default, not an entry for this one.
+        assert!(!has_own_entry(&path, "210987654321.dkr.ecr.us-east-1.amazonaws.com").unwrap());
+        assert!(!has_own_entry(&dir.path().join("none.json"), ecr).unwrap());
     }
 
     #[test]

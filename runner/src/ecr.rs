@@ -232,17 +232,13 @@ pub async fn fetch(registry: &EcrRegistry) -> Result<Token, EcrError> {
         message,
     };
     let client = aws_sdk_ecr::Client::from_conf(config.clone());
-    let output = client
-        .get_authorization_token()
-        .send()
-        .await
-        .map_err(|e| {
-            failed(match (e.code(), e.message()) {
-                (Some(code), Some(message)) => format!("{code}: {message}"),
-                (Some(code), None) => code.to_string(),
-                _ => causes(&e),
-            })
-        })?;
+    let output = client.get_authorization_token().send().await.map_err(|e| {
+        failed(match (e.code(), e.message()) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (Some(code), None) => code.to_string(),
+            _ => causes(&e),
+        })
+    })?;
     let data = output
         .authorization_data()
         .first()
@@ -316,7 +312,9 @@ impl Endpoints {
             };
             let (name, address) = entry.split_once('=').ok_or_else(|| bad("has no `=`"))?;
             if parse_host(name).is_none() {
-                return Err(bad(&format!("names `{name}`, which is not an ECR registry host")));
+                return Err(bad(&format!(
+                    "names `{name}`, which is not an ECR registry host"
+                )));
             }
             let valid_address = !address.is_empty()
                 && !address.contains("://")
@@ -363,7 +361,8 @@ impl Endpoints {
     /// mapped to, when it is.
     pub fn route(&self, reference: &str) -> Option<String> {
         let (host, rest) = reference.split_once('/')?;
-        self.address(host).map(|address| format!("{address}/{rest}"))
+        self.address(host)
+            .map(|address| format!("{address}/{rest}"))
     }
 }
 

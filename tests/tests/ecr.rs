@@ -126,7 +126,10 @@ fn agent(sandbox: &Sandbox, config: &Path, args: &[&str]) -> Command {
         // Never the instance metadata service: the tests talk to 127.0.0.1 only.
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_CONFIG_FILE", sandbox.path().join("no-aws-config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", sandbox.path().join("no-aws-credentials"));
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            sandbox.path().join("no-aws-credentials"),
+        );
     cmd
 }
 
@@ -153,7 +156,10 @@ fn inspect(repository_and_tag: &str, (user, password): &(String, String)) -> (St
             "--tls-verify=false",
             "--creds",
             &format!("{user}:{password}"),
-            &format!("docker://{}/{repository_and_tag}", services::registry_auth()),
+            &format!(
+                "docker://{}/{repository_and_tag}",
+                services::registry_auth()
+            ),
         ])
         .output()
         .expect("run skopeo");
@@ -194,7 +200,10 @@ fn daemonless_pushes_and_pulls_use_the_ecr_token() {
     appended.expect_code(0);
     no_secret(&appended, &token.1);
     let digest = appended.stdout.trim();
-    assert_eq!(inspect(&format!("{repo}:base"), &token), (digest.to_string(), 1));
+    assert_eq!(
+        inspect(&format!("{repo}:base"), &token),
+        (digest.to_string(), 1)
+    );
     assert!(
         appended
             .stderr
@@ -284,7 +293,11 @@ fn docker_engine_pushes_use_the_ecr_token_under_the_mapped_name() {
 
     // `image push` of an image the engine has.
     docker(&["tag", &image, &retagged]).expect_code(0);
-    let pushed = output(agent(&sandbox, config.path(), &["image", "push", &retagged]));
+    let pushed = output(agent(
+        &sandbox,
+        config.path(),
+        &["image", "push", &retagged],
+    ));
     pushed.expect_code(0);
     no_secret(&pushed, &token.1);
     assert_eq!(inspect(&format!("{repo}:2"), &token).0, digest);
@@ -332,7 +345,15 @@ fn a_build_image_on_ecr_is_pulled_with_the_token() {
     let run = output(agent(
         &sandbox,
         config.path(),
-        &["run", "--log-format", "codebuild", "-s", "src", "-i", &image],
+        &[
+            "run",
+            "--log-format",
+            "codebuild",
+            "-s",
+            "src",
+            "-i",
+            &image,
+        ],
     ));
     run.expect_code(0);
     no_secret(&run, &token.1);
@@ -363,7 +384,9 @@ fn no_aws_credentials_or_no_ecr_endpoint_is_a_clear_error_with_exit_status_3() {
     let _cleanup = Cleanup(vec![image.clone()]);
     docker(&["tag", &services::base_image(), &image]).expect_code(0);
     sandbox.write("files/a.txt", "a\n");
-    let append = ["image", "append", "--base", "scratch", "--layer", "files", "-t"];
+    let append = [
+        "image", "append", "--base", "scratch", "--layer", "files", "-t",
+    ];
 
     for (case, args) in [
         ("daemonless", [&append[..], &[image.as_str()]].concat()),

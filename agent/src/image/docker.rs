@@ -131,7 +131,7 @@ enum Source {
 /// Pushes `reference` with the credentials for its registry: the flags', else
 /// [`credentials::lookup`]'s (the Docker configuration, an ECR token), else none; to the address
 /// `endpoints` maps its registry to, if it does. `resolved` keeps each registry's answer for the
-/// next tag (an ECR token is cached and refreshed by `ecr` itself).
+/// next tag (not an ECR token, which `ecr` caches and refreshes itself).
 async fn push_one(
     docker: &Docker,
     reference: &str,
@@ -141,7 +141,10 @@ async fn push_one(
     out: &mut Printer,
 ) -> anyhow::Result<()> {
     let host = registry_host(reference).to_string();
-    if !resolved.contains_key(&host) {
+    // An ECR token is looked up again for each push: `ecr` caches it and fetches a new one as
+    // it nears its expiry.
+    let stale = matches!(resolved.get(&host), None | Some((_, Source::Ecr)));
+    if stale {
         let found = match login {
             Some(c) => (Some(c.clone()), Source::Flags),
             None => match credentials::lookup(&host)
