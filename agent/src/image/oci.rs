@@ -204,8 +204,10 @@ fn session(
     password_stdin: bool,
     first_tag: Option<&str>,
 ) -> anyhow::Result<Session> {
-    let mut client = ClientOptions::default();
-    client.endpoints = ecr::Endpoints::from_env().map_err(|e| invalid(e.to_string()))?;
+    let mut client = ClientOptions {
+        endpoints: ecr::Endpoints::from_env().map_err(|e| invalid(e.to_string()))?,
+        ..ClientOptions::default()
+    };
     if let Some(user) = username {
         let mut password = String::new();
         if password_stdin {
