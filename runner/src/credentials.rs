@@ -315,7 +315,8 @@ mod tests {
             r#"{"auths": {
                 "r.example": {"auth": "dXNlcjpwYTpzcw=="},
                 "https://s.example": {"username": "u2", "password": "p2"},
-                "https://index.docker.io/v1/": {"auth": "aHViOmh1YnB3"}
+                "https://index.docker.io/v1/": {"auth": "aHViOmh1YnB3"},
+                "t.example": {"identitytoken": "refresh-me"}
             }}"#,
         );
         let path = dir.path().join("config.json");
@@ -328,8 +329,13 @@ mod tests {
         assert_eq!((c.username.as_str(), c.password.as_str()), ("u2", "p2"));
         let c = from_file(&path, "docker.io").unwrap().unwrap();
         assert_eq!((c.username.as_str(), c.password.as_str()), ("hub", "hubpw"));
+        assert_eq!(c.identity_token, None);
         assert_eq!(from_file(&path, "other.example").unwrap(), None);
         assert!(!format!("{c:?}").contains("hubpw"));
+        let c = from_file(&path, "t.example").unwrap().unwrap();
+        assert_eq!(c.identity_token.as_deref(), Some("refresh-me"));
+        assert_eq!(c.password, "");
+        assert!(!format!("{c:?}").contains("refresh-me"));
     }
 
     #[test]
@@ -367,6 +373,8 @@ mod tests {
             &helper,
             "#!/bin/sh\nread server\nif [ \"$server\" = known.example ]; then\n\
              printf '{\"ServerURL\":\"%s\",\"Username\":\"hu\",\"Secret\":\"hs\"}' \"$server\"\n\
+             elif [ \"$server\" = token.example ]; then\n\
+             printf '{\"ServerURL\":\"%s\",\"Username\":\"<token>\",\"Secret\":\"ht\"}' \"$server\"\n\
              else echo 'credentials not found in native keychain'; exit 1; fi\n",
         )
         .unwrap();
@@ -378,11 +386,19 @@ mod tests {
         // The helper is found through PATH; this test's own process PATH is changed, which no
         // other test of this crate depends on.
         std::env::set_var("PATH", std::env::join_paths(dirs).unwrap());
-        let conf =
-            config(r#"{"credHelpers": {"known.example": "fake", "unknown.example": "fake"}}"#);
+        let conf = config(
+            r#"{"credHelpers": {"known.example": "fake", "unknown.example": "fake", "token.example": "fake"}}"#,
+        );
         let file = conf.path().join("config.json");
         let c = from_file(&file, "known.example").unwrap().unwrap();
         assert_eq!((c.username.as_str(), c.password.as_str()), ("hu", "hs"));
+        assert_eq!(c.identity_token, None);
+        // Username `<token>`: the secret is an identity token, not a password.
+        let c = from_file(&file, "token.example").unwrap().unwrap();
+        assert_eq!(
+            (c.password.as_str(), c.identity_token.as_deref()),
+            ("", Some("ht"))
+        );
         assert_eq!(from_file(&file, "unknown.example").unwrap(), None);
         let missing = config(r#"{"credsStore": "nonexistent-helper"}"#);
         let err = from_file(&missing.path().join("config.json"), "a.example").unwrap_err();

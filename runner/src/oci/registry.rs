@@ -7,6 +7,10 @@
 //!   decides: `Basic` sends the credentials with every request, `Bearer` fetches a token from the
 //!   realm for each scope (`repository:NAME:pull,push`, plus the source's `pull` for a mount),
 //!   cached by scope until it expires. A 401 later (an expired token) fetches a new one once.
+//!   An identity token (`identitytoken`, or a helper's `<token>` user) is an OAuth2 refresh
+//!   token: the token comes from `POST realm` with `grant_type=refresh_token`, and only a 404,
+//!   401 or 400 there (a service without the endpoint) falls back to the `GET`, as containerd
+//!   does. It is never sent as a Basic password.
 //!   Credentials come from [`ClientOptions::credentials`] (`--username`/`--password-stdin`) for
 //!   their registry, else [`crate::credentials::lookup`]: the Docker configuration, and for an
 //!   Amazon ECR registry a token from `GetAuthorizationToken`, asked for again when it nears its
@@ -510,7 +514,12 @@ impl Client {
     ) -> Result<Option<String>, OciError> {
         match self.challenge(registry).await? {
             Challenge::None => Ok(None),
-            Challenge::Basic => Ok(self.credentials(registry).await?.map(|c| Client::basic(&c))),
+            // An identity token is for a token service only: without a password, no Basic.
+            Challenge::Basic => Ok(self
+                .credentials(registry)
+                .await?
+                .filter(has_password)
+                .map(|c| Client::basic(&c))),
             Challenge::Bearer { realm, service } => {
                 let key = (registry.to_string(), scope.to_string());
                 if !fresh {
@@ -528,6 +537,9 @@ impl Client {
         }
     }
 
+    /// A token for `scope` from the token service at `realm`, cached by scope. With an identity
+    /// token, the OAuth2 refresh-token grant (`POST`) first; else, or when the service has no
+    /// `POST` endpoint, the `GET` flow with the user's password (if any) as Basic auth.
     async fn fetch_token(
         &self,
         registry: &str,
@@ -541,6 +553,40 @@ impl Client {
         };
         let mut url = Url::parse(realm)
             .map_err(|e| auth_error(format!("a bad token realm `{realm}`: {e}")))?;
+        let creds = self.credentials(registry).await?;
+        let mut refused_grant = None;
+        if let Some(refresh) = creds.as_ref().and_then(|c| c.identity_token.as_deref()) {
+            let form = oauth_form(refresh, service, scope);
+            let (status, body) = self
+                .token_request(registry, &format!("POST {realm}"), || {
+                    self.http
+                        .post(url.clone())
+                        .header(
+                            CONTENT_TYPE,
+                            "application/x-www-form-urlencoded; charset=utf-8",
+                        )
+                        .body(form.clone())
+                })
+                .await?;
+            if status.is_success() {
+                return self.keep_token(registry, scope, &body);
+            }
+            // containerd's rule: a service without the POST endpoint (404; 401 from Artifactory,
+            // 400 from ACR) gets the GET flow; a 405 only when there is a user name, which an
+            // identity token has not.
+            let fallback = matches!(
+                status,
+                StatusCode::NOT_FOUND | StatusCode::UNAUTHORIZED | StatusCode::BAD_REQUEST
+            );
+            let refused = format!(
+                "the token service refused the identity token ({})",
+                error_text(status, &body)
+            );
+            if !fallback {
+                return Err(auth_error(refused));
+            }
+            refused_grant = Some(refused);
+        }
         {
             let mut q = url.query_pairs_mut();
             if let Some(s) = service {
@@ -550,46 +596,78 @@ impl Client {
                 q.append_pair("scope", s);
             }
         }
-        let creds = self.credentials(registry).await?;
+        // The identity token is never sent as a Basic password.
+        let basic = creds.as_ref().filter(|c| has_password(c));
+        let (status, body) = self
+            .token_request(registry, &format!("GET {realm}"), || {
+                let request = self.http.get(url.clone());
+                match basic {
+                    Some(c) => request.header(AUTHORIZATION, Client::basic(c)),
+                    None => request,
+                }
+            })
+            .await?;
+        if !status.is_success() {
+            let tried = basic
+                .map(|c| format!("the credentials of `{}`", c.username))
+                .unwrap_or_else(|| "anonymous access".to_string());
+            return Err(auth_error(match refused_grant {
+                Some(refused) => format!("{refused}, then {tried} ({})", error_text(status, &body)),
+                None => format!(
+                    "the token service refused {tried}: {}",
+                    error_text(status, &body)
+                ),
+            }));
+        }
+        self.keep_token(registry, scope, &body)
+    }
+
+    /// Sends a request to the token service (retrying connection errors, 5xx and 429) and reads
+    /// the answer.
+    async fn token_request(
+        &self,
+        registry: &str,
+        what: &str,
+        request: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, bytes::Bytes), OciError> {
+        let auth_error = |message: String| OciError::Auth {
+            registry: registry.to_string(),
+            message,
+        };
         let mut attempt = 1;
         let response = loop {
-            let mut request = self.http.get(url.clone());
-            if let Some(c) = &creds {
-                request = request.header(AUTHORIZATION, Client::basic(c));
-            }
-            match request.send().await {
+            match request().send().await {
                 Ok(r)
                     if r.status().is_server_error()
                         || r.status() == StatusCode::TOO_MANY_REQUESTS =>
                 {
                     let reason = r.status().to_string();
-                    self.backoff(&format!("GET {realm}"), &mut attempt, &reason, None)
+                    self.backoff(what, &mut attempt, &reason, None)
                         .await
                         .map_err(|_| auth_error(format!("the token service answered {reason}")))?;
                 }
                 Ok(r) => break r,
                 Err(e) => {
                     let reason = transport_text(&e);
-                    self.backoff(&format!("GET {realm}"), &mut attempt, &reason, None)
+                    self.backoff(what, &mut attempt, &reason, None)
                         .await
                         .map_err(|_| {
-                            auth_error(format!("cannot reach the token service {realm}: {reason}"))
+                            auth_error(format!("cannot reach the token service ({what}): {reason}"))
                         })?;
                 }
             }
         };
         let status = response.status();
-        let body = response.bytes().await.unwrap_or_default();
-        if !status.is_success() {
-            return Err(auth_error(format!(
-                "the token service refused {}: {}",
-                creds
-                    .as_ref()
-                    .map(|c| format!("the credentials of `{}`", c.username))
-                    .unwrap_or_else(|| "anonymous access".to_string()),
-                error_text(status, &body)
-            )));
-        }
+        Ok((status, response.bytes().await.unwrap_or_default()))
+    }
+
+    /// Reads the token (`token`, else `access_token`) of a token service's answer and caches it
+    /// for `scope` until it expires.
+    fn keep_token(&self, registry: &str, scope: &str, body: &[u8]) -> Result<String, OciError> {
+        let auth_error = |message: String| OciError::Auth {
+            registry: registry.to_string(),
+            message,
+        };
         #[derive(serde::Deserialize)]
         struct TokenReply {
             #[serde(default)]
@@ -599,7 +677,7 @@ impl Client {
             #[serde(default)]
             expires_in: Option<u64>,
         }
-        let reply: TokenReply = serde_json::from_slice(&body)
+        let reply: TokenReply = serde_json::from_slice(body)
             .map_err(|e| auth_error(format!("the token service answered no token: {e}")))?;
         let token = if reply.token.is_empty() {
             reply.access_token
@@ -1406,6 +1484,31 @@ impl Client {
     }
 }
 
+/// True when `c` has a password for Basic auth (not only an identity token).
+fn has_password(c: &credentials::Credentials) -> bool {
+    c.identity_token.is_none() || !c.password.is_empty()
+}
+
+/// The form of an OAuth2 refresh-token grant (docker/distribution's token specification): one
+/// `scope` field with the scopes separated by spaces, as containerd sends it.
+fn oauth_form(refresh_token: &str, service: Option<&str>, scope: &str) -> String {
+    // Url's query serializer is application/x-www-form-urlencoded.
+    let mut form = Url::parse("http://form/").expect("a constant URL");
+    {
+        let mut q = form.query_pairs_mut();
+        q.append_pair("grant_type", "refresh_token")
+            .append_pair("refresh_token", refresh_token)
+            .append_pair("client_id", "buildagent");
+        if let Some(s) = service {
+            q.append_pair("service", s);
+        }
+        if !scope.is_empty() {
+            q.append_pair("scope", scope);
+        }
+    }
+    form.query().unwrap_or_default().to_string()
+}
+
 fn registry_error(registry: &str, status: Option<u16>, message: String) -> OciError {
     OciError::Registry {
         registry: registry.to_string(),
@@ -1492,6 +1595,29 @@ mod tests {
             }
         );
         assert_eq!(parse_challenge(r#"Basic realm="x""#), Challenge::Basic);
+    }
+
+    #[test]
+    fn the_refresh_token_grant_is_a_form_and_never_basic() {
+        let form = oauth_form("r/t+=&", Some("reg.example"), "repository:a/b:pull,push");
+        assert_eq!(
+            form,
+            "grant_type=refresh_token&refresh_token=r%2Ft%2B%3D%26&client_id=buildagent\
+             &service=reg.example&scope=repository%3Aa%2Fb%3Apull%2Cpush"
+        );
+        let token_only = credentials::Credentials {
+            username: "<token>".into(),
+            password: String::new(),
+            identity_token: Some("secret".into()),
+        };
+        assert!(!has_password(&token_only));
+        let both = credentials::Credentials {
+            password: "pw".into(),
+            ..token_only.clone()
+        };
+        assert!(has_password(&both));
+        assert!(!Client::basic(&both)
+            .contains(&base64::engine::general_purpose::STANDARD.encode("secret")));
     }
 
     #[test]
