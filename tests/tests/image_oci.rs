@@ -13,8 +13,14 @@ use buildagent_tests::{services, Run, Sandbox};
 
 /// Runs the agent in `s` with its own content store (`XDG_CACHE_HOME` in the sandbox).
 fn agent(s: &Sandbox, args: &[&str]) -> Run {
+    agent_with(s, args, &[])
+}
+
+/// [`agent`] with more environment variables.
+fn agent_with(s: &Sandbox, args: &[&str], env: &[(&str, &Path)]) -> Run {
     let out = s
         .command(args)
+        .envs(env.iter().copied())
         .env("XDG_CACHE_HOME", s.path().join("cache"))
         .env_remove("SOURCE_DATE_EPOCH")
         .stdin(Stdio::null())
@@ -765,32 +771,84 @@ struct Seen {
     method: String,
     path: String,
     body: usize,
-    failed: bool,
+    /// Answered by the proxy itself (a fault, or the token front's 401s).
+    answered: bool,
 }
 
-/// A fault-injecting HTTP proxy on 127.0.0.1 in front of `upstream`: each connection carries one
-/// request (the proxy answers `Connection: close`); requests for which `fail` says yes get a
-/// 500 without reaching the registry. Every request is logged.
+/// One request as the proxy read it, for its `answer` function.
+struct Request {
+    method: String,
+    path: String,
+    /// The header lines, `Name: value`.
+    headers: Vec<String>,
+    body: Vec<u8>,
+}
+
+impl Request {
+    /// The value of header `name`.
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find_map(|h| {
+            let (n, v) = h.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// A whole HTTP response, to answer a request with instead of forwarding it.
+fn response(status: &str, headers: &[&str], body: &str) -> Vec<u8> {
+    let mut text = format!("HTTP/1.1 {status}\r\n");
+    for h in headers {
+        text.push_str(h);
+        text.push_str("\r\n");
+    }
+    text.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    text.into_bytes()
+}
+
+/// An HTTP proxy on 127.0.0.1 in front of `upstream`: each connection carries one request (the
+/// proxy answers `Connection: close`); a request `answer` gives a response for gets that one
+/// without reaching the registry, the others are forwarded. Every request is logged.
 struct Proxy {
     addr: String,
     log: Arc<Mutex<Vec<Seen>>>,
 }
 
+type Answer = dyn Fn(&Request, &str) -> Option<Vec<u8>> + Send + Sync;
+
 impl Proxy {
+    /// A fault-injecting proxy: requests for which `fail(method, path)` says yes get a 500.
     fn start(upstream: &str, fail: impl Fn(&str, &str) -> bool + Send + Sync + 'static) -> Proxy {
+        Proxy::answering(upstream, move |r, _| {
+            fail(&r.method, &r.path).then(|| response("500 Internal Server Error", &[], ""))
+        })
+    }
+
+    /// A proxy where `answer(request, own address)` decides which requests it answers itself.
+    fn answering(
+        upstream: &str,
+        answer: impl Fn(&Request, &str) -> Option<Vec<u8>> + Send + Sync + 'static,
+    ) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let fail = Arc::new(fail);
+        let answer: Arc<Answer> = Arc::new(answer);
         let upstream = upstream.to_string();
         let thread_log = Arc::clone(&log);
+        let own = addr.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { break };
-                let (log, fail, upstream) =
-                    (Arc::clone(&thread_log), Arc::clone(&fail), upstream.clone());
+                let (log, answer, upstream, own) = (
+                    Arc::clone(&thread_log),
+                    Arc::clone(&answer),
+                    upstream.clone(),
+                    own.clone(),
+                );
                 std::thread::spawn(move || {
-                    let _ = serve(conn, &upstream, &*fail, &log);
+                    let _ = serve(conn, &upstream, &own, &*answer, &log);
                 });
             }
         });
@@ -805,7 +863,8 @@ impl Proxy {
 fn serve(
     mut client: TcpStream,
     upstream: &str,
-    fail: &dyn Fn(&str, &str) -> bool,
+    own: &str,
+    answer: &Answer,
     log: &Mutex<Vec<Seen>>,
 ) -> std::io::Result<()> {
     client.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
@@ -847,19 +906,24 @@ fn serve(
         }
         body.extend_from_slice(&chunk[..n]);
     }
-    let failed = fail(&method, &path);
+    let request = Request {
+        method,
+        path,
+        headers,
+        body,
+    };
+    let answered = answer(&request, own);
     log.lock().unwrap().push(Seen {
-        method: method.clone(),
-        path: path.clone(),
-        body: body.len(),
-        failed,
+        method: request.method.clone(),
+        path: request.path.clone(),
+        body: request.body.len(),
+        answered: answered.is_some(),
     });
-    if failed {
-        client.write_all(
-            b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        )?;
+    if let Some(answered) = answered {
+        client.write_all(&answered)?;
         return Ok(());
     }
+    let Request { headers, body, .. } = request;
     let mut server = TcpStream::connect(upstream)?;
     let mut request = format!("{request_line}\r\n");
     for h in headers {
@@ -1009,7 +1073,7 @@ fn a_registry_answering_500_twice_still_gets_the_image() {
         run.stderr
     );
     let seen = proxy.seen();
-    assert_eq!(seen.iter().filter(|r| r.failed).count(), 2);
+    assert_eq!(seen.iter().filter(|r| r.answered).count(), 2);
     let digest = last_line(&run.stdout);
     let inspect = json(&sh(&format!(
         "skopeo inspect --tls-verify=false docker://{registry}/{flaky}:v1"
@@ -1037,4 +1101,191 @@ fn a_registry_answering_500_twice_still_gets_the_image() {
         "{}",
         run.stderr
     );
+}
+
+/// `application/x-www-form-urlencoded` fields.
+fn form_fields(body: &[u8]) -> Vec<(String, String)> {
+    let decode = |text: &str| {
+        let bytes = text.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => {
+                    let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                    out.push(u8::from_str_radix(hex, 16).unwrap());
+                    i += 2;
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8(out).unwrap()
+    };
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter(|f| !f.is_empty())
+        .map(|f| {
+            let (k, v) = f.split_once('=').unwrap_or((f, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+/// A token-auth front for `upstream` (a registry without auth), as docker/distribution's token
+/// specification has it: `/v2/` requests without `Authorization: Bearer <access>` get a 401 with
+/// a Bearer challenge whose realm is this proxy's `/token`; `POST /token` with the OAuth2
+/// refresh-token grant for `refresh` answers `access` (a wrong grant: 400 `invalid_grant`);
+/// `GET /token` is always refused with a Basic challenge, so a push through it proves the refresh
+/// flow. Authorized requests go on to the registry. Every `Authorization` sent is kept in
+/// `authorizations`.
+fn token_front(
+    upstream: &str,
+    refresh: &'static str,
+    access: &'static str,
+    authorizations: Arc<Mutex<Vec<String>>>,
+) -> Proxy {
+    Proxy::answering(upstream, move |r, own| {
+        if let Some(a) = r.header("authorization") {
+            authorizations.lock().unwrap().push(a.to_string());
+        }
+        if r.path.starts_with("/token") {
+            if r.method != "POST" {
+                return Some(response(
+                    "401 Unauthorized",
+                    &["WWW-Authenticate: Basic realm=\"test\""],
+                    r#"{"errors":[{"code":"UNAUTHORIZED","message":"only the refresh_token grant"}]}"#,
+                ));
+            }
+            let form = form_fields(&r.body);
+            let field = |name: &str| {
+                form.iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_str())
+            };
+            let granted = field("grant_type") == Some("refresh_token")
+                && field("refresh_token") == Some(refresh)
+                && field("client_id") == Some("buildagent")
+                && field("service") == Some("test")
+                && field("scope").is_some_and(|s| s.starts_with("repository:"));
+            return Some(if granted {
+                response(
+                    "200 OK",
+                    &["Content-Type: application/json"],
+                    &format!(r#"{{"access_token":"{access}","expires_in":300}}"#),
+                )
+            } else {
+                response(
+                    "400 Bad Request",
+                    &["Content-Type: application/json"],
+                    r#"{"error":"invalid_grant"}"#,
+                )
+            });
+        }
+        if r.header("authorization") == Some(format!("Bearer {access}").as_str()) {
+            return None;
+        }
+        let challenge =
+            format!("WWW-Authenticate: Bearer realm=\"http://{own}/token\",service=\"test\"");
+        Some(response(
+            "401 Unauthorized",
+            &[&challenge, "Content-Type: application/json"],
+            r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+        ))
+    })
+}
+
+#[test]
+fn an_identity_token_is_exchanged_with_the_refresh_grant_and_never_shown() {
+    const REFRESH: &str = "refresh-2b7c91d4e0";
+    const ACCESS: &str = "access-8f1e63a05c";
+    let registry = services::registry();
+    let s = Sandbox::new();
+    let root = files(&s);
+    let authorizations = Arc::new(Mutex::new(Vec::new()));
+    let proxy = token_front(&registry, REFRESH, ACCESS, Arc::clone(&authorizations));
+    let docker_config = |name: &str, token: &str| {
+        let config = serde_json::json!({"auths": {proxy.addr.as_str(): {"identitytoken": token}}});
+        let file = s.write(&format!("{name}/config.json"), config.to_string());
+        file.parent().unwrap().to_path_buf()
+    };
+    let repo = unique("oci-tests/identity-token");
+    let target = format!("{}/{repo}:v1", proxy.addr);
+    let args = [
+        "image",
+        "append",
+        "--base",
+        "scratch",
+        "--layer",
+        root.to_str().unwrap(),
+        "-t",
+        &target,
+    ];
+    let good = docker_config("good", REFRESH);
+    let run = agent_with(&s, &args, &[("DOCKER_CONFIG", &good)]);
+    run.expect_code(0);
+    let output = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        !output.contains(REFRESH) && !output.contains(ACCESS),
+        "{output}"
+    );
+    // The image is in the real registry, behind the front.
+    let digest = last_line(&run.stdout);
+    let inspect = json(&sh(&format!(
+        "skopeo inspect --tls-verify=false docker://{registry}/{repo}:v1"
+    )));
+    assert_eq!(inspect["Digest"], digest.as_str());
+    let seen = proxy.seen();
+    assert!(
+        seen.iter()
+            .any(|r| r.method == "POST" && r.path == "/token"),
+        "{seen:#?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|r| r.method == "GET" && r.path.starts_with("/token")),
+        "{seen:#?}"
+    );
+    let sent = authorizations.lock().unwrap().clone();
+    assert!(
+        sent.iter().any(|a| a == &format!("Bearer {ACCESS}")),
+        "{sent:?}"
+    );
+    assert!(sent.iter().all(|a| !a.starts_with("Basic")), "{sent:?}");
+
+    // A refresh token the service does not know: status 3, a clear message, and no token shown.
+    const WRONG: &str = "refresh-not-known-5a0d";
+    let bad = docker_config("bad", WRONG);
+    let target = format!(
+        "{}/{}:v1",
+        proxy.addr,
+        unique("oci-tests/identity-token-bad")
+    );
+    let args = [
+        "image",
+        "append",
+        "--base",
+        "scratch",
+        "--layer",
+        root.to_str().unwrap(),
+        "-t",
+        &target,
+    ];
+    let run = agent_with(&s, &args, &[("DOCKER_CONFIG", &bad)]);
+    run.expect_code(3);
+    assert!(
+        run.stderr.contains("authentication failed")
+            && run.stderr.contains("refused the identity token"),
+        "{}",
+        run.stderr
+    );
+    let output = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        !output.contains(WRONG) && !output.contains(REFRESH),
+        "{output}"
+    );
+    let sent = authorizations.lock().unwrap().clone();
+    assert!(sent.iter().all(|a| !a.starts_with("Basic")), "{sent:?}");
 }
