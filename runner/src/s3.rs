@@ -1,6 +1,6 @@
 //! Amazon S3, or a server that speaks its API, as a place for artifacts and cache entries.
 //!
-//! The client is configured the way every AWS tool is ([`aws_config`]'s standard chain): the
+//! The client is configured the way every AWS tool is ([`crate::aws::sdk_config`]): the
 //! credentials of the environment, profile, SSO or instance role, the region of `AWS_REGION` (or
 //! the profile; the build's region when neither says), and the standard endpoint settings
 //! (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_S3`). With an endpoint of its own (MinIO, Ceph, moto, a
