@@ -51,7 +51,7 @@ mod yaml;
 
 pub use diagnostic::{Diagnostic, Related, Severity};
 pub use model::*;
-pub use parse::{parse, ParseOptions, Parsed};
+pub use parse::{parse, parse_secrets_file, ParseOptions, Parsed, ParsedSecretsFile, SecretsFile};
 pub use span::{Span, Spanned};
 
 use std::path::Path;

@@ -12,6 +12,9 @@ use crate::model::*;
 use crate::span::{LineIndex, Span, Spanned};
 use crate::yaml::{self, Node, NodeKind};
 
+mod secrets_file;
+pub use secrets_file::{parse_secrets_file, ParsedSecretsFile, SecretsFile};
+
 /// How to read a buildspec.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ParseOptions {
