@@ -140,6 +140,18 @@ pub struct RunArgs {
     #[arg(long = "secret", value_name = "NAME=VALUE")]
     pub secrets: Vec<String>,
 
+    /// Values for the buildspec's `parameter-store` and `secrets-manager` entries, used instead of
+    /// AWS for the names the file lists (YAML: `parameter-store: {NAME: value}`,
+    /// `secrets-manager: {REFERENCE: value}`; see the README). Values are masked like secrets.
+    #[arg(long, value_name = "FILE")]
+    pub secrets_file: Option<PathBuf>,
+
+    /// Print where each variable of the build comes from (secrets as `***`), resolving Parameter
+    /// Store and Secrets Manager values as a build would, and run nothing: no command, no source
+    /// copy, no cache, no artifact. Exit status as the build's DOWNLOAD_SOURCE would give.
+    #[arg(long)]
+    pub dry_run: bool,
+
     /// The build timeout (`30s`, `5m`, `1h30m`).
     #[arg(long, default_value = "60m", value_name = "DURATION")]
     pub timeout: String,

@@ -6,6 +6,7 @@
 
 mod cli;
 mod color;
+mod dry_run;
 mod hash_files;
 mod image;
 mod render;

@@ -17,6 +17,7 @@ use buildagent_runner::executor::{
 };
 use buildagent_runner::location::Location;
 use buildagent_runner::plan::{self, BuildIdentity};
+use buildagent_runner::secrets::OfflineValues;
 use buildagent_runner::source;
 use buildagent_spec::{parse_file, ParseOptions};
 use tokio_util::sync::CancellationToken;
@@ -81,6 +82,10 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
             plan::parse_env_file(&text)
                 .map_err(|e| invalid(format!("--env-file {}: {e}", path.display())))?
         }
+    };
+    let secrets_file = match &args.secrets_file {
+        None => OfflineValues::new(),
+        Some(path) => read_secrets_file(path)?,
     };
     let mut overrides = pairs("--env-var", &args.env_vars)?;
     let mut secrets = pairs("--secret", &args.secrets)?;
@@ -151,6 +156,7 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
         env_file,
         overrides,
         secrets,
+        secrets_file,
         identity,
         timeout,
         grace,
@@ -181,6 +187,19 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
     } else {
         LogFormat::Codebuild
     });
+    if args.dry_run {
+        let mut options = options;
+        if args.image.is_some() {
+            // The image's ENV is the executor layer; a dry run pulls and starts nothing.
+            options.base_env = Vec::new();
+        }
+        return crate::dry_run::run(
+            spec,
+            options,
+            format == LogFormat::Json,
+            args.image.is_some(),
+        );
+    }
     let stdout_color = crate::color::enabled(color, io::stdout().is_terminal());
     let mut reporters: Vec<Box<dyn Reporter + Send>> = vec![match format {
         LogFormat::Codebuild => Box::new(CodeBuildLog::new(
@@ -363,6 +382,41 @@ fn locate_buildspec(args: &RunArgs, source: &Path) -> anyhow::Result<PathBuf> {
         "YAML file does not exist: no buildspec.yml or buildspec.yaml in {} (name one with -b FILE)",
         source.display()
     )))
+}
+
+/// Reads a `--secrets-file`. A problem is invalid input, shown as `FILE:LINE:COLUMN: message`
+/// with the fix, without the snippet a buildspec error shows: the file holds secrets.
+fn read_secrets_file(path: &Path) -> anyhow::Result<OfflineValues> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid(format!("--secrets-file {}: {e}", path.display())))?;
+    let parsed = buildagent_spec::parse_secrets_file(&text);
+    match parsed.file {
+        Some(file) => Ok(OfflineValues::from_file(&file)),
+        None => {
+            let problems: Vec<String> = parsed
+                .diagnostics
+                .iter()
+                .map(|d| {
+                    let mut line = format!(
+                        "{}:{}:{}: {}",
+                        path.display(),
+                        d.span.line_number(),
+                        d.span.column_number(),
+                        d.message
+                    );
+                    if let Some(help) = &d.help {
+                        line.push_str(&format!("\n  = help: {help}"));
+                    }
+                    line
+                })
+                .collect();
+            Err(invalid(format!(
+                "--secrets-file {} is not valid:\n{}",
+                path.display(),
+                problems.join("\n")
+            )))
+        }
+    }
 }
 
 fn pairs(flag: &str, values: &[String]) -> anyhow::Result<Vec<(String, String)>> {

@@ -23,6 +23,7 @@ use crate::executor::{CommandControl, Executor, OutputSink, RunAs, StopRequest};
 use crate::location::Location;
 use crate::mask::Masker;
 use crate::plan::{agent_variables, BuildIdentity, Environment, Origin, SourceInfo};
+use crate::secrets::{OfflineValues, ResolveError, ResolvedValue};
 
 mod cache_steps;
 
@@ -53,6 +54,9 @@ pub struct BuildOptions {
     pub overrides: Vec<(String, String)>,
     /// Masked overrides (`--secret`).
     pub secrets: Vec<(String, String)>,
+    /// Values that stand in for the buildspec's `parameter-store` and `secrets-manager` entries
+    /// (`--secrets-file`); the names they list are not asked of AWS (default: none).
+    pub secrets_file: OfflineValues,
     /// The build's identity (`CODEBUILD_BUILD_ID` and friends).
     pub identity: BuildIdentity,
     /// What is known of the source (git versions).
@@ -79,6 +83,16 @@ pub struct BuildOptions {
     /// location (`--cache s3://bucket/prefix`); `None`: no cache is restored or saved
     /// (`--no-cache`). Entries are kept per project ([`BuildIdentity::project`]).
     pub cache: Option<Location>,
+}
+
+/// The environment a build starts with, and where its Parameter Store and Secrets Manager
+/// values came from (see [`Build::resolve_environment`]).
+#[derive(Clone, Debug)]
+pub struct ResolvedEnvironment {
+    /// Every variable with the layer that set it; resolved values are secret.
+    pub environment: Environment,
+    /// The buildspec's `parameter-store` and `secrets-manager` entries, resolved, in order.
+    pub resolved: Vec<ResolvedValue>,
 }
 
 /// What a build ended as.
@@ -121,6 +135,88 @@ impl Build {
             options,
             executor,
         }
+    }
+
+    /// The environment the build's commands start with, layer by layer (see [`crate::plan`]),
+    /// with the buildspec's `parameter-store` and `secrets-manager` entries resolved (from
+    /// [`BuildOptions::secrets_file`], else AWS: see [`crate::secrets`]). This is what
+    /// DOWNLOAD_SOURCE does before INSTALL; it runs nothing and writes nothing, so a dry run can
+    /// show it. `codebuild-hash-files` is put on `PATH` later, when the build runs.
+    pub async fn resolve_environment(&self) -> Result<ResolvedEnvironment, ResolveError> {
+        let resolved = crate::secrets::resolve(
+            &self.spec.env,
+            &self.options.secrets_file,
+            &self.options.identity.region,
+        )
+        .await?;
+        Ok(ResolvedEnvironment {
+            environment: self.environment(&resolved),
+            resolved,
+        })
+    }
+
+    /// The initial environment, layer by layer (see [`crate::plan`]), with `resolved` as the
+    /// buildspec's parameters and secrets.
+    fn environment(&self, resolved: &[ResolvedValue]) -> Environment {
+        let spec = &self.spec;
+        let options = &self.options;
+        let mut env = Environment::new();
+        env.extend(
+            options
+                .base_env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+            Origin::Executor,
+            false,
+        );
+        env.extend(
+            spec.env
+                .variables
+                .iter()
+                .map(|v| (v.name.value.as_str(), v.value.value.as_str())),
+            Origin::Buildspec,
+            false,
+        );
+        // Every Parameter Store and Secrets Manager value is masked, as CodeBuild does.
+        for value in resolved {
+            env.set(&value.name, &value.value, value.origin, true);
+        }
+        env.extend(
+            options
+                .env_file
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+            Origin::EnvFile,
+            false,
+        );
+        let agent = agent_variables(
+            &options.identity,
+            &options.source_dir,
+            &options.source_info,
+            &options.secondary_sources,
+        );
+        env.extend(
+            agent.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            Origin::Agent,
+            false,
+        );
+        env.extend(
+            options
+                .overrides
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+            Origin::Override,
+            false,
+        );
+        env.extend(
+            options
+                .secrets
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+            Origin::Override,
+            true,
+        );
+        env
     }
 
     /// Runs the build to the end. `stop` ends it gracefully (SIGINT/SIGTERM: status STOPPED);
@@ -336,7 +432,39 @@ impl<'b> Attempt<'b> {
                 message: "Processing environment variables".into(),
             },
         );
-        let mut env = self.environment();
+        // Parameter Store and Secrets Manager are asked before the masker is built, so that
+        // every value they give is masked; a stop or the timeout ends the wait.
+        let build = self.build;
+        let stop = self.stop;
+        let resolved = tokio::select! {
+            resolved = build.resolve_environment() => resolved,
+            reason = stop.requested() => {
+                let (status, context) = cancelled(reason);
+                self.finish_phase(report, BuildPhase::DownloadSource, started, status, context);
+                return self
+                    .finalize(report, None, None)
+                    .await
+                    .or(Some(Halt::Cancelled(reason)));
+            }
+        };
+        let mut env = match resolved {
+            Ok(resolved) => resolved.environment,
+            Err(e) => {
+                self.failed = true;
+                let context = PhaseContext {
+                    code: e.context_code().into(),
+                    message: e.message,
+                };
+                self.finish_phase(
+                    report,
+                    BuildPhase::DownloadSource,
+                    started,
+                    PhaseStatus::Failed,
+                    Some(context),
+                );
+                return self.finalize(report, None, None).await;
+            }
+        };
         // `codebuild-hash-files` on the commands' PATH while this attempt runs.
         let _helpers = match &options.helper_bin {
             Some(exe) => match crate::hash_files::helper_on_path(exe, &mut env) {
@@ -978,65 +1106,6 @@ impl<'b> Attempt<'b> {
             }
         }
         (PhaseStatus::Succeeded, None)
-    }
-
-    /// The initial environment, layer by layer (see [`crate::plan`]).
-    fn environment(&self) -> Environment {
-        let spec = &self.build.spec;
-        let options = &self.build.options;
-        let mut env = Environment::new();
-        env.extend(
-            options
-                .base_env
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-            Origin::Executor,
-            false,
-        );
-        env.extend(
-            spec.env
-                .variables
-                .iter()
-                .map(|v| (v.name.value.as_str(), v.value.value.as_str())),
-            Origin::Buildspec,
-            false,
-        );
-        env.extend(
-            options
-                .env_file
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-            Origin::EnvFile,
-            false,
-        );
-        let agent = agent_variables(
-            &options.identity,
-            &options.source_dir,
-            &options.source_info,
-            &options.secondary_sources,
-        );
-        env.extend(
-            agent.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            Origin::Agent,
-            false,
-        );
-        env.extend(
-            options
-                .overrides
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-            Origin::Override,
-            false,
-        );
-        env.extend(
-            options
-                .secrets
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-            Origin::Override,
-            true,
-        );
-        env
     }
 
     async fn run_phase(

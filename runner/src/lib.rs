@@ -22,7 +22,10 @@
 //!   client, and the Dockerfile subset that needs no container (`image build --engine oci`,
 //!   `image append`).
 //! - [`credentials`], [`ecr`]: registry credentials, from the Docker configuration or, for
-//!   Amazon ECR registries, from `GetAuthorizationToken` ([`aws`] loads the AWS configuration).
+//!   Amazon ECR registries, from `GetAuthorizationToken`.
+//! - [`secrets`]: the buildspec's `parameter-store` and `secrets-manager` entries, resolved
+//!   before INSTALL from AWS or from offline values (`--secrets-file`).
+//! - [`aws`]: the one loader of the AWS SDK configuration (credentials, region, endpoints).
 //! - [`mask`]: the streaming secret [`mask::Masker`] that output goes through before it becomes an
 //!   event.
 //! - [`events`]: the [`events::Event`] type and its versioned JSON form.
@@ -53,6 +56,7 @@
 //!     env_file: Vec::new(),
 //!     overrides: vec![("WHO".into(), "world".into())],
 //!     secrets: Vec::new(),
+//!     secrets_file: Default::default(), // --secrets-file: offline parameter and secret values
 //!     identity: BuildIdentity {
 //!         project: "demo".into(),
 //!         uuid: "00000000-0000-0000-0000-000000000000".into(),
@@ -153,5 +157,6 @@ mod os;
 pub mod plan;
 pub mod reports;
 pub mod s3;
+pub mod secrets;
 pub mod source;
 pub mod utc;

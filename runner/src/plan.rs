@@ -66,6 +66,9 @@ pub struct Variable {
 #[derive(Clone, Debug, Default)]
 pub struct Environment {
     vars: Vec<Variable>,
+    /// Secret values a higher layer replaced: no variable holds them any more, but a command can
+    /// still print them (it may read them from where they came from), so they stay masked.
+    replaced_secrets: Vec<String>,
 }
 
 impl Environment {
@@ -84,9 +87,14 @@ impl Environment {
             secret,
         };
         match self.vars.iter_mut().find(|v| v.name == name) {
-            // A secret stays masked even when a higher layer replaces it with another value.
+            // A secret stays masked even when a higher layer replaces it with another value:
+            // the new value is masked too, and so is the replaced one.
             Some(existing) => {
                 let secret = var.secret || existing.secret;
+                if existing.secret && existing.value != var.value {
+                    self.replaced_secrets
+                        .push(std::mem::take(&mut existing.value));
+                }
                 *existing = Variable { secret, ..var };
             }
             None => self.vars.push(var),
@@ -126,12 +134,15 @@ impl Environment {
             .collect()
     }
 
-    /// The values to mask (non-empty values of secret variables).
+    /// The values to mask: the non-empty values of secret variables, and the secret values a
+    /// higher layer replaced (an override of a resolved secret leaves the secret masked).
     pub fn secret_values(&self) -> Vec<String> {
         self.vars
             .iter()
-            .filter(|v| v.secret && !v.value.is_empty())
+            .filter(|v| v.secret)
             .map(|v| v.value.clone())
+            .chain(self.replaced_secrets.iter().cloned())
+            .filter(|v| !v.is_empty())
             .collect()
     }
 }
@@ -384,7 +395,7 @@ mod tests {
         env.set("B", "other", Origin::Override, false);
         assert_eq!(env.get("A"), Some("spec"));
         assert_eq!(env.variables()[0].origin, Origin::Buildspec);
-        assert_eq!(env.secret_values(), ["other"]);
+        assert_eq!(env.secret_values(), ["other", "s3cret"]);
     }
 
     #[test]
