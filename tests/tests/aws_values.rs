@@ -761,3 +761,33 @@ fn a_dry_run_lists_every_origin_redacts_secrets_and_runs_nothing() {
         "the JSON dry run",
     );
 }
+
+#[test]
+fn per_service_endpoint_settings_are_honoured() {
+    let moto = Moto::new("endpoints");
+    let param = moto.put_parameter("p", &format!("p-{}", moto.id), false);
+    moto.create_secret("s", &format!("s-{}", moto.id));
+    let project = Project::new("");
+    let out = project.out();
+    project.sandbox.write(
+        "src/buildspec.yml",
+        format!(
+            "version: 0.2\nenv:\n  parameter-store:\n    P: {param}\n  secrets-manager:\n    S: {}\n\
+             phases:\n  build:\n    commands:\n{}",
+            moto.secret_name("s"),
+            save_commands(&["P", "S"], &out)
+        ),
+    );
+    // The general endpoint leads nowhere; the per-service ones lead to moto.
+    let mut env = moto.aws.env().to_vec();
+    env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL");
+    env.push(("AWS_ENDPOINT_URL", "http://127.0.0.1:1".to_string()));
+    env.push(("AWS_ENDPOINT_URL_SSM", moto.aws.endpoint.clone()));
+    env.push((
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+        moto.aws.endpoint.clone(),
+    ));
+    project.run(&[], &env).expect_code(0);
+    assert_eq!(project.read("P"), format!("p-{}", moto.id));
+    assert_eq!(project.read("S"), format!("s-{}", moto.id));
+}
