@@ -34,6 +34,10 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "cargo doc"
+# Broken or private intra-doc links and bad HTML in docs fail here (RUSTDOCFLAGS denies warnings).
+cargo doc --workspace --no-deps --locked
+
 step "cargo build"
 # The end-to-end tests run the real binary.
 cargo build --workspace --locked

@@ -123,7 +123,7 @@ pub struct RunArgs {
     #[arg(long, requires = "artifacts")]
     pub artifacts_keep_mtime: bool,
 
-    /// Copy each report group's files to DIR/<group>/ and write DIR/summary.json (reports are
+    /// Copy each report group's files to DIR/GROUP/ and write DIR/summary.json (reports are
     /// parsed and summarised in the log either way).
     #[arg(short = 'r', long = "reports", value_name = "DIR")]
     pub reports: Option<PathBuf>,

@@ -1411,7 +1411,7 @@ impl Client {
         Ok(())
     }
 
-    /// Pushes a finished image to `target`: every blob ([`Client::ensure_blob`], several at
+    /// Pushes a finished image to `target`: every blob (`Client::ensure_blob`, several at
     /// once), then the manifest.
     pub async fn push(
         &self,
