@@ -45,6 +45,7 @@
 mod diagnostic;
 mod model;
 mod parse;
+pub mod runtimes;
 pub mod schema;
 mod span;
 mod yaml;
