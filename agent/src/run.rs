@@ -246,6 +246,7 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
             image: image.clone(),
             mounts,
             privileged: args.privileged,
+            helper_bin: options.helper_bin.clone(),
         }
     });
     let result = runtime.block_on(async move {

@@ -19,13 +19,14 @@ use crate::events::{
     Block, BuildPhase, BuildStatus, CancelReason, CommandOutcome, Event, EventKind,
     ExportedVariable, PhaseContext, PhaseStatus, PhaseSummary, Stream,
 };
-use crate::executor::{CommandControl, Executor, OutputSink, RunAs, StopRequest};
+use crate::executor::{CommandControl, Executor, HashFilesHelper, OutputSink, RunAs, StopRequest};
 use crate::location::Location;
 use crate::mask::Masker;
 use crate::plan::{agent_variables, BuildIdentity, Environment, Origin, SourceInfo};
 use crate::secrets::{OfflineValues, ResolveError, ResolvedValue};
 
 mod cache_steps;
+mod runtimes;
 
 /// How much of a failing command's output is kept for `RETRY-<regex>` matching.
 const RETRY_TAIL: usize = 64 * 1024;
@@ -466,8 +467,22 @@ impl<'b> Attempt<'b> {
             }
         };
         // `codebuild-hash-files` on the commands' PATH while this attempt runs.
-        let _helpers = match &options.helper_bin {
-            Some(exe) => match crate::hash_files::helper_on_path(exe, &mut env) {
+        let _helpers = match (&options.helper_bin, self.build.executor.hash_files_helper()) {
+            (None, _) => None,
+            (Some(_), HashFilesHelper::Directory(dir)) => {
+                crate::hash_files::put_on_path(&dir.to_string_lossy(), &mut env);
+                None
+            }
+            (Some(_), HashFilesHelper::Unavailable(why)) => {
+                self.emit(
+                    report,
+                    EventKind::Warning {
+                        message: format!("codebuild-hash-files is not available: {why}"),
+                    },
+                );
+                None
+            }
+            (Some(exe), _) => match crate::hash_files::helper_on_path(exe, &mut env) {
                 Ok(dir) => Some(dir),
                 Err(e) => {
                     self.emit(
@@ -479,7 +494,6 @@ impl<'b> Attempt<'b> {
                     None
                 }
             },
-            None => None,
         };
         self.masker = match Masker::new(env.secret_values()) {
             Ok(masker) => masker,
@@ -1148,12 +1162,27 @@ impl<'b> Attempt<'b> {
             context: None,
             failure_text: String::new(),
         };
+        if name == PhaseName::Install {
+            // `runtime-versions` first; a failure skips `commands`, and `finally` still runs.
+            if let Some(failed) = self
+                .install_runtimes(report, state, shell, mode, user.as_ref())
+                .await
+            {
+                if matches!(failed.status, PhaseStatus::TimedOut | PhaseStatus::Stopped) {
+                    return failed;
+                }
+                result = failed;
+            }
+        }
         for (block, commands) in [
             (Block::Commands, &phase.commands),
             (Block::Finally, &phase.finally),
         ] {
+            if block == Block::Commands && result.status != PhaseStatus::Succeeded {
+                continue;
+            }
             for (index, command) in commands.iter().enumerate() {
-                let outcome = self
+                let (outcome, tail) = self
                     .run_command(
                         report,
                         state,
@@ -1166,36 +1195,13 @@ impl<'b> Attempt<'b> {
                         command,
                     )
                     .await;
-                match outcome {
-                    (CommandOutcome::Success, _) => continue,
-                    (CommandOutcome::TimedOut, _) => {
-                        result.status = PhaseStatus::TimedOut;
-                        return result;
-                    }
-                    (CommandOutcome::Stopped, _) => {
-                        result.status = PhaseStatus::Stopped;
-                        return result;
-                    }
-                    (outcome, tail) => {
-                        let reason = match &outcome {
-                            CommandOutcome::Exited(code) => format!("exit status {code}"),
-                            CommandOutcome::Signaled(sig) => format!("signal {sig}"),
-                            CommandOutcome::SpawnFailed(why) => why.clone(),
-                            _ => "failed".to_string(),
-                        };
+                match self.command_failure(command, outcome, &tail) {
+                    None => continue,
+                    Some(run) if run.status != PhaseStatus::Failed => return run,
+                    Some(run) => {
                         if result.status == PhaseStatus::Succeeded {
-                            let masker = &self.masker;
-                            let message = format!(
-                                "Error while executing command: {}. Reason: {reason}",
-                                masker.mask_str(&command.value)
-                            );
-                            result.failure_text = format!("{tail}\n{message}");
-                            result.context = Some(PhaseContext {
-                                code: "COMMAND_EXECUTION_ERROR".into(),
-                                message,
-                            });
+                            result = run;
                         }
-                        result.status = PhaseStatus::Failed;
                         // The first failing command skips the rest of its block; `finally` runs.
                         break;
                     }
@@ -1203,6 +1209,48 @@ impl<'b> Attempt<'b> {
             }
         }
         result
+    }
+
+    /// How a finished command ends its phase: `None` when it succeeded; a timed-out or stopped
+    /// phase; or a failed one with CodeBuild's message and, for `RETRY-<regex>`, the command's
+    /// output tail.
+    fn command_failure(
+        &self,
+        command: &Spanned<String>,
+        outcome: CommandOutcome,
+        tail: &str,
+    ) -> Option<PhaseRun> {
+        let status = match outcome {
+            CommandOutcome::Success => return None,
+            CommandOutcome::TimedOut => PhaseStatus::TimedOut,
+            CommandOutcome::Stopped => PhaseStatus::Stopped,
+            _ => PhaseStatus::Failed,
+        };
+        if status != PhaseStatus::Failed {
+            return Some(PhaseRun {
+                status,
+                context: None,
+                failure_text: String::new(),
+            });
+        }
+        let reason = match &outcome {
+            CommandOutcome::Exited(code) => format!("exit status {code}"),
+            CommandOutcome::Signaled(sig) => format!("signal {sig}"),
+            CommandOutcome::SpawnFailed(why) => why.clone(),
+            _ => "failed".to_string(),
+        };
+        let message = format!(
+            "Error while executing command: {}. Reason: {reason}",
+            self.masker.mask_str(&command.value)
+        );
+        Some(PhaseRun {
+            status,
+            failure_text: format!("{tail}\n{message}"),
+            context: Some(PhaseContext {
+                code: "COMMAND_EXECUTION_ERROR".into(),
+                message,
+            }),
+        })
     }
 
     #[allow(clippy::too_many_arguments)]

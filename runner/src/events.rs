@@ -421,6 +421,9 @@ pub enum Block {
     Commands,
     /// `finally`.
     Finally,
+    /// A `runtime-versions` install command, from the build image's `runtimes.yml` (INSTALL,
+    /// before `commands`; the index counts within one runtime's commands).
+    Runtime,
 }
 
 /// An output stream of a command.

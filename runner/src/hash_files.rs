@@ -340,13 +340,18 @@ pub(crate) fn helper_on_path(exe: &Path, env: &mut Environment) -> io::Result<te
             "the temporary directory's path is not valid UTF-8",
         )
     })?;
+    put_on_path(dir_text, env);
+    Ok(dir)
+}
+
+/// Puts `dir` in front of `PATH` in `env`, after every layer (see [`helper_on_path`]).
+pub(crate) fn put_on_path(dir: &str, env: &mut Environment) {
     let (path, origin) = match env.variables().iter().find(|v| v.name == "PATH") {
         Some(v) if !v.value.is_empty() => (v.value.clone(), v.origin),
         Some(v) => (DEFAULT_PATH.to_string(), v.origin),
         None => (DEFAULT_PATH.to_string(), Origin::Agent),
     };
-    env.set("PATH", &format!("{dir_text}:{path}"), origin, false);
-    Ok(dir)
+    env.set("PATH", &format!("{dir}:{path}"), origin, false);
 }
 
 fn to_hex(bytes: &[u8]) -> String {

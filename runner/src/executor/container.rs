@@ -21,8 +21,9 @@ use std::time::Duration;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveImageOptionsBuilder, TagImageOptionsBuilder, TopOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
+    TopOptionsBuilder,
 };
 use bollard::Docker;
 use futures::future::BoxFuture;
@@ -30,7 +31,10 @@ use futures::StreamExt;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::{CommandControl, CommandSpec, ExecError, Executor, OutputSink, RunAs, RunAsError};
+use super::{
+    CommandControl, CommandSpec, ExecError, Executor, HashFilesHelper, OutputSink, RunAs,
+    RunAsError,
+};
 use crate::docker::EngineError;
 use crate::events::{CancelReason, CommandOutcome, LeakedProcess, Stream};
 
@@ -45,7 +49,15 @@ pub struct ContainerOptions {
     /// A privileged container with the engine's socket mounted, so that `docker build` works in
     /// the buildspec (`-d`).
     pub privileged: bool,
+    /// The executable that implements `codebuild-hash-files` (the agent's own): mounted
+    /// read-only into the container at [`HELPER_DIR`]`/codebuild-hash-files` and tried once at
+    /// start; `None`: no helper.
+    pub helper_bin: Option<PathBuf>,
 }
+
+/// Where the container has `codebuild-hash-files` (a directory of the container only; it goes in
+/// front of the commands' `PATH` when the helper runs there).
+pub const HELPER_DIR: &str = "/buildagent/bin";
 
 /// What [`ContainerExecutor::start`] reports while it works.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +73,9 @@ pub enum StartProgress {
     },
 }
 
+/// The largest file [`Executor::read_file`] reads from the container (a `runtimes.yml` is a few KiB).
+const MAX_READ: usize = 4 << 20;
+
 /// The command that keeps the container alive between execs (the image's entrypoint is ignored).
 const KEEPER: &str = "while :; do sleep 3600; done";
 
@@ -72,6 +87,7 @@ pub struct ContainerExecutor {
     keeper: Option<i32>,
     state: tempfile::TempDir,
     image_env: Vec<(String, String)>,
+    helper: HashFilesHelper,
 }
 
 impl ContainerExecutor {
@@ -125,6 +141,14 @@ impl ContainerExecutor {
         if options.privileged {
             binds.push("/var/run/docker.sock:/var/run/docker.sock".to_string());
         }
+        if let Some(exe) = &options.helper_bin {
+            // The file itself, not a link to it: the host's path means nothing in the container.
+            binds.push(format!(
+                "{}:{HELPER_DIR}/{}:ro",
+                exe.display(),
+                crate::hash_files::HELPER_NAME
+            ));
+        }
         let body = ContainerCreateBody {
             image: Some(image.clone()),
             entrypoint: Some(vec!["/bin/sh".into(), "-c".into(), KEEPER.into()]),
@@ -155,6 +179,7 @@ impl ContainerExecutor {
             keeper: None,
             state,
             image_env,
+            helper: HashFilesHelper::Host,
         };
         if let Err(e) = executor.docker.start_container(&created.id, None).await {
             executor.remove().await;
@@ -174,7 +199,39 @@ impl ContainerExecutor {
         progress(StartProgress::Created {
             id: created.id.clone(),
         });
-        Ok(ContainerExecutor { keeper, ..executor })
+        let helper = match &options.helper_bin {
+            Some(exe) => executor.try_helper(exe, image).await,
+            None => HashFilesHelper::Host,
+        };
+        Ok(ContainerExecutor {
+            keeper,
+            helper,
+            ..executor
+        })
+    }
+
+    /// Runs the mounted `codebuild-hash-files` once without arguments (its usage, exit status
+    /// 2): an agent linked against the host's C library does not start in an image without a
+    /// compatible one (busybox, Alpine), and the build should say so rather than fail on it later.
+    async fn try_helper(&self, exe: &Path, image: &str) -> HashFilesHelper {
+        let helper = format!("{HELPER_DIR}/{}", crate::hash_files::HELPER_NAME);
+        match self.capture(vec![helper], None).await {
+            Ok((2, _)) => HashFilesHelper::Directory(PathBuf::from(HELPER_DIR)),
+            Ok((code, out)) => HashFilesHelper::Unavailable(format!(
+                "the agent's executable ({}) does not run in the image {image} (exit status \
+                 {code}{}); it needs the dynamic loader and C library it was linked against \
+                 (glibc); use an image that has them, or a statically linked agent \
+                 (x86_64-unknown-linux-musl)",
+                exe.display(),
+                match out.trim() {
+                    "" => String::new(),
+                    text => format!(": {text}"),
+                }
+            )),
+            Err(e) => HashFilesHelper::Unavailable(format!(
+                "cannot try the agent's executable in the build container: {e}"
+            )),
+        }
     }
 
     /// The container's id.
@@ -540,8 +597,62 @@ impl Executor for ContainerExecutor {
         })
     }
 
+    fn hash_files_helper(&self) -> HashFilesHelper {
+        self.helper.clone()
+    }
+
     fn state_parent(&self) -> Option<PathBuf> {
         Some(self.state.path().to_path_buf())
+    }
+
+    fn read_file<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, std::io::Result<Option<Vec<u8>>>> {
+        Box::pin(async move {
+            // The engine's archive call: no tool (`cat`) needed in the image.
+            let options = DownloadFromContainerOptionsBuilder::default()
+                .path(&path.display().to_string())
+                .build();
+            let mut stream = self.docker.download_from_container(&self.id, Some(options));
+            let mut archive = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(bytes) => archive.extend_from_slice(&bytes),
+                    Err(bollard::errors::Error::DockerResponseServerError {
+                        status_code: 404,
+                        ..
+                    }) => return Ok(None),
+                    Err(e) => {
+                        return Err(std::io::Error::other(format!(
+                            "cannot read {} in the build container: {e}",
+                            path.display()
+                        )))
+                    }
+                }
+                if archive.len() > MAX_READ {
+                    return Err(std::io::Error::other(format!(
+                        "{} in the build container is larger than {} MiB",
+                        path.display(),
+                        MAX_READ >> 20
+                    )));
+                }
+            }
+            let mut tar = tar::Archive::new(archive.as_slice());
+            let mut entries = tar.entries()?;
+            match entries.next() {
+                Some(entry) => {
+                    let mut entry = entry?;
+                    if entry.header().entry_type() != tar::EntryType::Regular {
+                        return Err(std::io::Error::other(format!(
+                            "{} in the build container is not a regular file",
+                            path.display()
+                        )));
+                    }
+                    let mut bytes = Vec::new();
+                    std::io::Read::read_to_end(&mut entry, &mut bytes)?;
+                    Ok(Some(bytes))
+                }
+                None => Ok(None),
+            }
+        })
     }
 
     fn resolve_user<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<RunAs, RunAsError>> {

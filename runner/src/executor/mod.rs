@@ -375,6 +375,18 @@ impl Default for CommandControl {
     }
 }
 
+/// Where the build's commands find `codebuild-hash-files` (see [`Executor::hash_files_helper`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HashFilesHelper {
+    /// On this machine: the engine links the helper into a temporary directory of its own.
+    Host,
+    /// Already in this directory, as the commands see it (put in front of their `PATH`).
+    Directory(PathBuf),
+    /// Not available where the commands run, and why (the engine warns).
+    Unavailable(String),
+}
+
 /// Runs commands somewhere. Object-safe: the engine holds a `Box<dyn Executor>` or `Arc<dyn Executor>`.
 ///
 /// Calls to [`run`](Executor::run) are sequential (one command at a time); [`sweep`](Executor::sweep)
@@ -408,6 +420,23 @@ pub trait Executor: Send + Sync {
     /// same path. `None` (the default): the engine's choice on this machine.
     fn state_parent(&self) -> Option<PathBuf> {
         None
+    }
+
+    /// Where the commands find `codebuild-hash-files`. Default: [`HashFilesHelper::Host`].
+    fn hash_files_helper(&self) -> HashFilesHelper {
+        HashFilesHelper::Host
+    }
+
+    /// Reads a file as the commands see it (the build image's `runtimes.yml`): its bytes, or
+    /// `None` when there is no such file. Default: this machine's file at that path.
+    fn read_file<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, io::Result<Option<Vec<u8>>>> {
+        Box::pin(async move {
+            match tokio::fs::read(path).await {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
     }
 
     /// Resolves a `run-as` user where the commands run (default: this machine's user database).
