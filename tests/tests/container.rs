@@ -5,6 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use buildagent_tests::images::{with_libraries, Content, TestImage};
 use buildagent_tests::services;
 use buildagent_tests::{Run, Sandbox};
 
@@ -30,9 +31,14 @@ fn agent_containers() -> Vec<String> {
 
 /// Runs `spec` from `src/` with `-i <base image>` and `args` (a copy of the source, as CodeBuild).
 fn build(s: &Sandbox, spec: &str, args: &[&str]) -> Run {
+    build_in(&services::base_image(), s, spec, args)
+}
+
+/// Runs `spec` from `src/` with `-i image` and `args`.
+fn build_in(image: &str, s: &Sandbox, spec: &str, args: &[&str]) -> Run {
     services::docker();
     s.write("src/buildspec.yml", spec);
-    let image = services::base_image();
+    let image = image.to_string();
     let mut all = vec![
         "run".to_string(),
         "--log-format".into(),
@@ -247,4 +253,615 @@ fn a_missing_image_is_a_clear_fault() {
     run.expect_code(3);
     assert!(run.stderr.contains("does-not-exist"), "{}", run.stderr);
     assert_no_container_left(&before);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The same buildspec on this machine and in the base image: the engine's phase and environment
+// behaviour (tests/tests/run.rs) must not depend on where commands run.
+
+/// Runs `spec` from a fresh `src/` twice, on this machine and with `-i <base image>`, with the
+/// same `args`; returns (host, container).
+fn on_host_and_in_a_container(spec: &str, args: &[&str]) -> (Run, Run) {
+    let host = Sandbox::new();
+    host.write("src/buildspec.yml", spec);
+    let mut all = vec![
+        "run".to_string(),
+        "--log-format".into(),
+        "codebuild".into(),
+        "-s".into(),
+        host.path().join("src").display().to_string(),
+    ];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let on_host = host.run(all);
+    let in_container = build(&Sandbox::new(), spec, args);
+    (on_host, in_container)
+}
+
+/// What a build printed and how its phases ended, with the source directory's path (which
+/// differs: `/tmp/buildagent-src-*` on the host, `/codebuild/output/src*` in a container) as
+/// `$SRC`.
+fn outcome(run: &Run) -> Vec<String> {
+    let src = run
+        .stdout
+        .lines()
+        .find_map(|l| {
+            l.split_once("CODEBUILD_SRC_DIR=")
+                .map(|(_, d)| d.to_string())
+        })
+        .expect("the log names CODEBUILD_SRC_DIR");
+    run.stdout
+        .lines()
+        .filter(|l| {
+            !l.is_empty()
+                && (!l.starts_with("[Container]")
+                    || l.contains("Phase complete:")
+                    || l.contains("Phase context status code:")
+                    || l.contains("Entering phase"))
+        })
+        .map(|l| {
+            let l = l.replace(&src, "$SRC");
+            // The timestamp of a `[Container]` line.
+            match l.strip_prefix("[Container] ") {
+                Some(rest) if rest.len() > 27 => rest[27..].to_string(),
+                _ => l,
+            }
+        })
+        .collect()
+}
+
+/// Asserts that the host and the container builds ended alike and printed the same, and returns
+/// the container's outcome.
+fn same_on_host_and_in_a_container(spec: &str, args: &[&str], code: i32) -> Vec<String> {
+    let _serial = serial();
+    let before = agent_containers();
+    let (host, container) = on_host_and_in_a_container(spec, args);
+    host.expect_code(code);
+    container.expect_code(code);
+    let (h, c) = (outcome(&host), outcome(&container));
+    assert_eq!(
+        h, c,
+        "host and container differ\n--- host\n{}\n--- container\n{}",
+        host.stdout, container.stdout
+    );
+    assert_no_container_left(&before);
+    c
+}
+
+#[test]
+fn phase_order_finally_and_failures_match_the_host() {
+    let out = same_on_host_and_in_a_container(
+        "version: 0.2\nphases:\n\
+         \x20 post_build:\n    commands: [echo post $CODEBUILD_BUILD_SUCCEEDING]\n    finally: [echo post-finally]\n\
+         \x20 build:\n    commands: ['false', echo never]\n    finally: [echo fin $CODEBUILD_BUILD_SUCCEEDING, 'false', echo never-either]\n\
+         \x20 pre_build:\n    on-failure: CONTINUE\n    commands: ['exit 4']\n\
+         \x20 install:\n    commands: [echo install $CODEBUILD_BUILD_SUCCEEDING]\n",
+        &[],
+        1,
+    );
+    let text = out.join("\n");
+    for expected in [
+        "install 1",
+        "Phase complete: PRE_BUILD State: FAILED",
+        "Reason: exit status 4",
+        "fin 0",
+        "Phase complete: BUILD State: FAILED",
+        "post 0",
+        "post-finally",
+        "Phase complete: POST_BUILD State: SUCCEEDED",
+    ] {
+        assert!(text.contains(expected), "{expected}\n{text}");
+    }
+    assert!(!text.contains("never"), "{text}");
+    let entered: Vec<&String> = out.iter().filter(|l| l.contains("Entering")).collect();
+    assert_eq!(entered.len(), 4, "{text}");
+    assert!(entered[0].contains("INSTALL") && entered[3].contains("POST_BUILD"));
+}
+
+#[test]
+fn abort_and_install_failures_stop_the_build_as_on_the_host() {
+    let out = same_on_host_and_in_a_container(
+        "version: 0.2\nphases:\n  build:\n    on-failure: ABORT\n    commands: ['false']\n  post_build:\n    commands: [echo never]\n\
+         artifacts:\n  files: [buildspec.yml]\n",
+        &[],
+        1,
+    );
+    assert!(
+        !out.iter()
+            .any(|l| l.contains("POST_BUILD") || l.contains("UPLOAD")),
+        "{out:?}"
+    );
+    let out = same_on_host_and_in_a_container(
+        "version: 0.2\nphases:\n  install:\n    commands: ['false']\n    finally: [echo install-finally]\n  build:\n    commands: [echo never]\n",
+        &[],
+        1,
+    );
+    assert!(out.contains(&"install-finally".to_string()), "{out:?}");
+    assert!(
+        !out.iter().any(|l| l.contains("PRE_BUILD") || l == "never"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn the_shell_model_matches_the_host() {
+    let out = same_on_host_and_in_a_container(
+        "version: 0.2\nphases:\n  build:\n    commands:\n\
+         \x20     - 'f() { echo hi; }; set -e; trap \"echo trapped\" EXIT; cd /; X=kept'\n\
+         \x20     - 'type f >/dev/null 2>&1 || echo no-function; false; echo after-false; pwd; echo $X'\n\
+         \x20     - 'cd \"$CODEBUILD_SRC_DIR\"; LOST=1; exit 0'\n\
+         \x20     - 'echo \"[$LOST]\"; false; true'\n",
+        &[],
+        0,
+    );
+    let printed: Vec<&str> = out
+        .iter()
+        .map(String::as_str)
+        .filter(|l| !l.contains("Phase") && !l.contains("Entering"))
+        .collect();
+    assert_eq!(
+        printed,
+        ["trapped", "no-function", "after-false", "/", "kept", "[]"]
+    );
+}
+
+#[test]
+fn environment_precedence_and_codebuild_variables_match_the_host() {
+    let env_file = Sandbox::new();
+    let path = env_file.write("project.env", "FROM_FILE=file\nBOTH=file\nOVER=file\n");
+    let path = path.display().to_string();
+    let out = same_on_host_and_in_a_container(
+        "version: 0.2\nenv:\n  variables:\n    FROM_SPEC: spec\n    BOTH: spec\n    CODEBUILD_CI: from-spec\n  exported-variables: [MADE]\n\
+         phases:\n  install:\n    commands: [export MADE=made-$FROM_SPEC, OVER=command]\n\
+         \x20 build:\n    commands:\n\
+         \x20     - echo \"$FROM_SPEC $FROM_FILE $BOTH $OVER $PINNED\"\n\
+         \x20     - echo \"$CODEBUILD_SRC_DIR|$CODEBUILD_BUILD_SUCCEEDING|$CODEBUILD_LOCAL_BUILD|$CODEBUILD_CI|$AWS_REGION|$AWS_DEFAULT_REGION|$CODEBUILD_BUILD_NUMBER|${#CODEBUILD_START_TIME}\"\n\
+         \x20     - echo $CODEBUILD_BUILD_ID | grep -Eq '^src:[0-9a-f-]{36}$' && echo id-ok\n\
+         \x20     - echo $CODEBUILD_BUILD_ARN | grep -q ':000000000000:build/src:' && echo arn-ok\n",
+        &["-e", &path, "--env-var", "PINNED=pinned"],
+        0,
+    );
+    let text = out.join("\n");
+    assert!(text.contains("spec file file command pinned"), "{text}");
+    assert!(
+        text.contains("$SRC|1|true|true|us-east-1|us-east-1|1|13"),
+        "{text}"
+    );
+    assert!(text.contains("id-ok") && text.contains("arn-ok"), "{text}");
+}
+
+#[test]
+fn exported_variables_and_version_0_1_match_the_host() {
+    let _serial = serial();
+    let before = agent_containers();
+    let spec = "version: 0.2\nenv:\n  exported-variables: [MADE, NEVER_SET]\nphases:\n  build:\n    commands: [export MADE=yes-$((1+1))]\n";
+    let host = Sandbox::new();
+    host.write("src/buildspec.yml", spec);
+    let host_env = host.path().join("host.json");
+    let container_env = host.path().join("container.json");
+    host.run([
+        "run",
+        "-s",
+        &host.path().join("src").display().to_string(),
+        "--output-env",
+        &host_env.display().to_string(),
+    ])
+    .expect_code(0);
+    build(
+        &Sandbox::new(),
+        spec,
+        &["--output-env", &container_env.display().to_string()],
+    )
+    .expect_code(0);
+    let read = |p: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    assert_eq!(read(&host_env), read(&container_env));
+    assert_eq!(read(&container_env)["MADE"], "yes-2");
+    assert_eq!(read(&container_env)["NEVER_SET"], "");
+    assert_no_container_left(&before);
+    drop(_serial);
+
+    let out = same_on_host_and_in_a_container(
+        "version: 0.1\nphases:\n  build:\n    commands: ['cd / && export A=1', 'pwd | grep -q ^/$ || echo fresh-dir; echo \"[$A]\"']\n",
+        &[],
+        0,
+    );
+    assert!(
+        out.contains(&"fresh-dir".to_string()) && out.contains(&"[]".to_string()),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn retries_and_run_as_match_the_host() {
+    // The counter lives in the source directory, which a retry keeps.
+    let out = same_on_host_and_in_a_container(
+        "version: 0.2\nphases:\n  build:\n    on-failure: RETRY-2\n    commands:\n      - echo x >> tries; wc -l < tries | tr -d ' '\n      - test $(wc -l < tries) -ge 2\n",
+        &[],
+        0,
+    );
+    assert_eq!(
+        out.iter()
+            .filter(|l| l.as_str() == "1" || l.as_str() == "2")
+            .count(),
+        2,
+        "{out:?}"
+    );
+    let out = same_on_host_and_in_a_container(
+        "version: 0.2\nrun-as: nobody\nphases:\n  build:\n    commands: ['echo $(id -u) $(id -g)']\n",
+        &[],
+        0,
+    );
+    assert!(out.contains(&"65534 65534".to_string()), "{out:?}");
+}
+
+#[test]
+fn timeouts_match_the_host() {
+    let out = same_on_host_and_in_a_container(
+        "version: 0.2\nphases:\n  build:\n    commands: [echo started, sleep 600]\n    finally: [echo never]\n  post_build:\n    commands: [echo never]\n",
+        &["--timeout", "3s", "--grace", "1s"],
+        124,
+    );
+    assert!(out.contains(&"started".to_string()), "{out:?}");
+    assert!(!out.iter().any(|l| l == "never"), "{out:?}");
+    assert!(
+        out.iter().any(|l| l.contains("BUILD State: TIMED_OUT")),
+        "{out:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// runtime-versions, `docker build` with -d, codebuild-hash-files, the agent as an image.
+
+/// A catalogue like CodeBuild's images have: named versions, a `default` entry, `requires`.
+const RUNTIMES_YML: &str = "version: 0.1\n\
+runtimes:\n\
+\x20 tool:\n\
+\x20   versions:\n\
+\x20     1.2:\n\
+\x20       commands:\n\
+\x20         - echo \"Installing tool version 1.2 ...\"\n\
+\x20     1.10:\n\
+\x20       commands:\n\
+\x20         - echo \"Installing tool version 1.10 ...\"\n\
+\x20         - echo tool-1.10 > /tmp/runtime-marker\n\
+\x20         - export TOOL_HOME=/opt/tool-1.10\n\
+\x20 lang:\n\
+\x20   versions:\n\
+\x20     default:\n\
+\x20       requires:\n\
+\x20         tool: [\"1.2\"]\n\
+\x20       commands:\n\
+\x20         - export LANG_HOME=/opt/lang-$VERSION\n";
+
+fn runtimes_image() -> TestImage {
+    TestImage::build(
+        "runtimes",
+        &[(
+            "/codebuild/image/config/runtimes.yml".to_string(),
+            Content::Text(RUNTIMES_YML.to_string()),
+        )],
+        "",
+    )
+}
+
+#[test]
+fn runtime_versions_run_the_images_commands_before_install() {
+    let _serial = serial();
+    let before = agent_containers();
+    let image = runtimes_image();
+    let s = Sandbox::new();
+    let run = build_in(
+        image.tag(),
+        &s,
+        "version: 0.2\nphases:\n  install:\n    runtime-versions:\n      tool: 1\n    commands:\n      - cat /tmp/runtime-marker\n\
+         \x20 build:\n    commands: ['echo \"$TOOL_HOME [${VERSION-unset}]\"']\n",
+        &[],
+    );
+    run.expect_code(0);
+    assert!(
+        run.stdout
+            .contains("Selecting 'tool' runtime version '1.10' based on manual selections..."),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("Running command echo tool-1.10 > /tmp/runtime-marker"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        printed(&run),
+        [
+            "Installing tool version 1.10 ...",
+            "tool-1.10",
+            "/opt/tool-1.10 [unset]"
+        ]
+    );
+
+    // A `default` entry gets the version as $VERSION, after what it `requires`; VERSION is the
+    // build's own again afterwards.
+    let run = build_in(
+        image.tag(),
+        &Sandbox::new(),
+        "version: 0.2\nenv:\n  variables:\n    VERSION: mine\nphases:\n  install:\n    runtime-versions:\n      lang: $WANTED\n\
+         \x20 build:\n    commands: ['echo \"$LANG_HOME $VERSION\"']\n",
+        &["--env-var", "WANTED=3.4.5"],
+    );
+    run.expect_code(0);
+    assert!(run
+        .stdout
+        .contains("Selecting 'tool' runtime version '1.2'"));
+    assert!(run
+        .stdout
+        .contains("Selecting 'lang' runtime version '3.4.5'"));
+    assert_eq!(
+        printed(&run),
+        ["Installing tool version 1.2 ...", "/opt/lang-3.4.5 mine"]
+    );
+    assert_no_container_left(&before);
+}
+
+#[test]
+fn an_unknown_runtime_or_version_fails_install_with_what_the_image_has() {
+    let _serial = serial();
+    let before = agent_containers();
+    let image = runtimes_image();
+    let run = build_in(
+        image.tag(),
+        &Sandbox::new(),
+        "version: 0.2\nphases:\n  install:\n    runtime-versions:\n      nodejs: 20\n    finally: [echo install-finally]\n  build:\n    commands: [echo never]\n",
+        &[],
+    );
+    run.expect_code(1);
+    assert!(
+        run.stdout.contains("Phase context status code: YAML_FILE_ERROR Message: Unknown runtime named 'nodejs'. This build image has the following runtimes: lang, tool"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(printed(&run), ["install-finally"]);
+    let run = build_in(
+        image.tag(),
+        &Sandbox::new(),
+        "version: 0.2\nphases:\n  install:\n    runtime-versions:\n      tool: 2\n",
+        &[],
+    );
+    run.expect_code(1);
+    assert!(
+        run.stdout.contains("Unknown runtime version named '2' of tool. This build image has the following versions of tool: 1.2, 1.10"),
+        "{}",
+        run.stdout
+    );
+    assert_no_container_left(&before);
+}
+
+#[test]
+fn runtime_versions_without_a_catalogue_are_a_warning_in_a_container_and_on_the_host() {
+    let spec = "version: 0.2\nphases:\n  install:\n    runtime-versions:\n      java: corretto17\n    commands: [echo installed]\n";
+    let warning = "Warning: Skipping install of runtimes. Runtime version selection is not supported by this build image (it has no /codebuild/image/config/runtimes.yml)";
+    assert!(
+        !std::path::Path::new("/codebuild/image/config/runtimes.yml").exists(),
+        "this machine has a runtimes.yml: the host half of this test expects none"
+    );
+    let out = same_on_host_and_in_a_container(spec, &[], 0);
+    assert!(out.contains(&"installed".to_string()), "{out:?}");
+    let (host, container) = on_host_and_in_a_container(spec, &[]);
+    assert!(host.stdout.contains(warning), "{}", host.stdout);
+    assert!(container.stdout.contains(warning), "{}", container.stdout);
+}
+
+/// The base image with the docker CLI of this machine and the shared libraries it and the
+/// agent need (the same glibc as here, so the agent's executable runs in it too).
+fn tools_image() -> TestImage {
+    let mut files = with_libraries(&services::tool("docker"));
+    files.extend(
+        with_libraries(&buildagent_tests::binary())
+            .into_iter()
+            .skip(1),
+    );
+    TestImage::build("tools", &files, "")
+}
+
+#[test]
+fn docker_build_in_a_privileged_build_uses_the_hosts_engine() {
+    let _serial = serial();
+    let before = agent_containers();
+    let image = tools_image();
+    let built = format!("{}-inner", image.tag().trim_end_matches(":latest"));
+    struct Remove(String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = Command::new("docker")
+                .args(["image", "rm", "-f", &self.0])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    let _remove = Remove(built.clone());
+    let spec = format!(
+        "version: 0.2\nphases:\n  build:\n    commands:\n\
+         \x20     - mkdir ctx && echo inside > ctx/file && printf 'FROM {}\\nCOPY file /file\\nLABEL made-by=buildagent-test\\n' > ctx/Dockerfile\n\
+         \x20     - DOCKER_BUILDKIT=0 docker build -q -t {built} ctx\n",
+        services::base_image()
+    );
+    let run = build_in(image.tag(), &Sandbox::new(), &spec, &["-d"]);
+    // Some engines cannot grant a privileged container its capabilities (the test machine's runs
+    // in a sandbox that has fewer): `-d` then fails the build's start with a clear message, and
+    // the image's client is shown to build through the socket with the docker CLI instead.
+    let privileged = Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "--privileged",
+            image.tag(),
+            "true",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    if privileged {
+        run.expect_code(0);
+    } else {
+        run.expect_code(3);
+        assert!(
+            run.stderr.contains("-d asks for a privileged container"),
+            "{}",
+            run.stderr
+        );
+        let s = Sandbox::new();
+        s.write("ctx/file", "inside\n");
+        s.write(
+            "ctx/Dockerfile",
+            format!(
+                "FROM {}\nCOPY file /file\nLABEL made-by=buildagent-test\n",
+                services::base_image()
+            ),
+        );
+        let ctx = s.path().join("ctx").display().to_string();
+        let out = Command::new("docker")
+            .args([
+                "run",
+                "--rm",
+                "--network",
+                "host",
+                "-e",
+                "DOCKER_BUILDKIT=0",
+            ])
+            .args(["-v", "/var/run/docker.sock:/var/run/docker.sock"])
+            .args(["-v", &format!("{ctx}:{ctx}"), image.tag()])
+            .args(["docker", "build", "-q", "-t", &built, &ctx])
+            .output()
+            .unwrap();
+        Run::from(out).expect_code(0);
+    }
+    let inspect = Command::new("docker")
+        .args([
+            "image",
+            "inspect",
+            "--format",
+            "{{index .Config.Labels \"made-by\"}}",
+            &built,
+        ])
+        .output()
+        .unwrap();
+    assert!(inspect.status.success(), "{}", run.stdout);
+    assert_eq!(
+        String::from_utf8_lossy(&inspect.stdout).trim(),
+        "buildagent-test"
+    );
+
+    // Without -d the engine's socket is not there.
+    let run = build_in(
+        image.tag(),
+        &Sandbox::new(),
+        "version: 0.2\nphases:\n  build:\n    commands: [docker version]\n",
+        &[],
+    );
+    run.expect_code(1);
+    assert_no_container_left(&before);
+}
+
+#[test]
+fn codebuild_hash_files_runs_in_an_image_with_a_compatible_libc_and_warns_otherwise() {
+    let _serial = serial();
+    let before = agent_containers();
+    let image = tools_image();
+    let spec = "version: 0.2\nphases:\n  build:\n    commands:\n      - echo a > a.txt\n      - codebuild-hash-files '*.txt' buildspec.yml\n\
+                cache:\n  key: k-$(codebuild-hash-files a.txt)\n  paths: [a.txt]\n";
+    let host = Sandbox::new();
+    host.write("src/buildspec.yml", spec);
+    let cache = host.path().join("cache");
+    let cache_arg = cache.display().to_string();
+    let on_host = host.run([
+        "run",
+        "--log-format",
+        "codebuild",
+        "--cache-dir",
+        &cache_arg,
+        "-s",
+        &host.path().join("src").display().to_string(),
+    ]);
+    on_host.expect_code(0);
+    let in_container = build_in(
+        image.tag(),
+        &Sandbox::new(),
+        spec,
+        &["--cache-dir", &cache_arg],
+    );
+    in_container.expect_code(0);
+    let hash = printed(&in_container)[0].to_string();
+    assert_eq!(hash.len(), 64, "{}", in_container.stdout);
+    assert_eq!(printed(&on_host), printed(&in_container));
+    assert!(!in_container
+        .stdout
+        .contains("codebuild-hash-files is not available"));
+    // Both saved the cache under the same key, made by the helper in the key's expansion.
+    let keys: Vec<_> = walk(&cache)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("/keys/k-"))
+        .collect();
+    assert_eq!(keys.len(), 1, "{keys:?}\n{}", in_container.stdout);
+
+    // The busybox image has no glibc: the build says so and goes on without the helper.
+    let run = build(&Sandbox::new(), "version: 0.2\nphases:\n  build:\n    commands: ['codebuild-hash-files buildspec.yml || echo missing']\n", &[]);
+    run.expect_code(0);
+    assert!(
+        run.stdout
+            .contains("Warning: codebuild-hash-files is not available: the agent's executable")
+            && run.stdout.contains("does not run in the image"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(printed(&run).last(), Some(&"missing"));
+    assert_no_container_left(&before);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                found.extend(walk(&path));
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// The agent as an image without the internet: its built executable and the libraries it needs on
+/// the base image (the repository's Dockerfile needs the `rust` and `debian` images from Docker
+/// Hub). The image runs a build of a mounted source.
+#[test]
+fn the_agent_runs_from_an_image_made_of_its_built_executable() {
+    let binary = buildagent_tests::binary();
+    let mut files = with_libraries(&binary);
+    files[0].0 = "/usr/local/bin/buildagent".to_string();
+    let image = TestImage::build(
+        "agent",
+        &files,
+        "WORKDIR /workspace\nENTRYPOINT [\"/usr/local/bin/buildagent\"]\nCMD [\"--help\"]",
+    );
+    let s = Sandbox::new();
+    s.write(
+        "src/buildspec.yml",
+        "version: 0.2\nphases:\n  build:\n    commands: [echo \"built in $CODEBUILD_SRC_DIR\"]\n",
+    );
+    let out = Command::new("docker")
+        .args(["run", "--rm", "--network", "host", "-v"])
+        .arg(format!("{}:/workspace", s.path().join("src").display()))
+        .args([image.tag(), "run", "--log-format", "codebuild", "-m"])
+        .output()
+        .unwrap();
+    let run = Run::from(out);
+    run.expect_code(0);
+    assert_eq!(printed(&run), ["built in /workspace"]);
 }

@@ -183,8 +183,15 @@ impl ContainerExecutor {
         };
         if let Err(e) = executor.docker.start_container(&created.id, None).await {
             executor.remove().await;
+            let hint = if options.privileged {
+                " (-d asks for a privileged container: the engine must be able to grant every \
+                 capability, which an engine that itself runs with fewer, in a container or a \
+                 restricted sandbox, cannot)"
+            } else {
+                ""
+            };
             return Err(EngineError(format!(
-                "cannot start the build container from {image}: {e}"
+                "cannot start the build container from {image}: {e}{hint}"
             )));
         }
         let keeper = executor
