@@ -341,3 +341,22 @@ async fn nothing_starts_after_a_stop() {
     assert_eq!(outcome, CommandOutcome::TimedOut);
     assert!(!shot.path("ran").exists());
 }
+
+/// `runtime-versions` on the host read the host's `runtimes.yml`: a file's bytes, `None` when
+/// there is none.
+#[tokio::test]
+async fn read_file_reads_this_machines_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runtimes.yml");
+    std::fs::write(&path, "runtimes: {}\n").unwrap();
+    let exec = HostExecutor::new();
+    assert_eq!(
+        exec.read_file(&path).await.unwrap().as_deref(),
+        Some(&b"runtimes: {}\n"[..])
+    );
+    assert_eq!(
+        exec.read_file(&dir.path().join("missing")).await.unwrap(),
+        None
+    );
+    assert!(exec.read_file(dir.path()).await.is_err(), "a directory");
+}
