@@ -497,17 +497,24 @@ fn retries_and_run_as_match_the_host() {
 
 #[test]
 fn timeouts_match_the_host() {
-    let out = same_on_host_and_in_a_container(
+    // Each side on its own terms: what a killed `sleep` leaves in the log may differ with load.
+    let _serial = serial();
+    let before = agent_containers();
+    let (host, container) = on_host_and_in_a_container(
         "version: 0.2\nphases:\n  build:\n    commands: [echo started, sleep 600]\n    finally: [echo never]\n  post_build:\n    commands: [echo never]\n",
         &["--timeout", "3s", "--grace", "1s"],
-        124,
     );
-    assert!(out.contains(&"started".to_string()), "{out:?}");
-    assert!(!out.iter().any(|l| l == "never"), "{out:?}");
-    assert!(
-        out.iter().any(|l| l.contains("BUILD State: TIMED_OUT")),
-        "{out:?}"
-    );
+    for run in [&host, &container] {
+        run.expect_code(124);
+        let out = outcome(run);
+        assert!(out.contains(&"started".to_string()), "{out:?}");
+        assert!(!out.iter().any(|l| l == "never"), "{out:?}");
+        assert!(
+            out.iter().any(|l| l.contains("BUILD State: TIMED_OUT")),
+            "{out:?}"
+        );
+    }
+    assert_no_container_left(&before);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -818,7 +825,8 @@ fn codebuild_hash_files_runs_in_an_image_with_a_compatible_libc_and_warns_otherw
         "{}",
         run.stdout
     );
-    assert_eq!(printed(&run).last(), Some(&"missing"));
+    // The shell's complaint (stderr) and the echo (stdout) may come in either order.
+    assert!(printed(&run).contains(&"missing"), "{}", run.stdout);
     assert_no_container_left(&before);
 }
 
