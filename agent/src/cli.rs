@@ -189,8 +189,8 @@ pub struct RunArgs {
     #[arg(short = 'd', long = "privileged", requires = "image")]
     pub privileged: bool,
 
-    /// With -i: pass this machine's AWS credentials and AWS_* variables into the build (the
-    /// secret ones masked in everything the agent writes).
+    /// With -i: pass this machine's AWS_* variables into the build (the secret ones masked in
+    /// everything the agent writes) and mount ~/.aws read-only at /root/.aws.
     #[arg(short = 'c', long = "aws-credentials", requires = "image")]
     pub aws_credentials: bool,
 

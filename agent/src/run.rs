@@ -247,6 +247,7 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
             mounts,
             privileged: args.privileged,
             helper_bin: options.helper_bin.clone(),
+            aws_config_dir: args.aws_credentials.then(aws_config_dir).flatten(),
         }
     });
     let result = runtime.block_on(async move {
@@ -529,4 +530,10 @@ fn cache_location(args: &RunArgs) -> anyhow::Result<Option<Location>> {
                 .map(|home| home.join(".cache"))
         });
     Ok(base.map(|b| Location::Dir(b.join("buildagent"))))
+}
+
+/// This machine's AWS configuration directory for `-c`, `~/.aws`, if it exists.
+fn aws_config_dir() -> Option<PathBuf> {
+    let dir = std::path::absolute(Path::new(&std::env::var_os("HOME")?).join(".aws")).ok()?;
+    dir.is_dir().then_some(dir)
 }

@@ -143,6 +143,63 @@ fn secrets_are_masked_and_background_processes_are_swept() {
     assert_no_container_left(&before);
 }
 
+/// `-c` as the local agent's: this machine's `AWS_*` variables (keys masked) and its `~/.aws`
+/// (read-only at `/root/.aws`); without it, neither.
+#[test]
+fn aws_credentials_are_passed_with_c_and_only_with_it() {
+    let _serial = serial();
+    let s = Sandbox::new();
+    s.write("home/.aws/config", "[default]\nregion = eu-west-3\n");
+    let spec = "version: 0.2\nphases:\n  build:\n    commands:\n      - echo \"keys=$AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY output=$AWS_DEFAULT_OUTPUT\"\n      - cat /root/.aws/config || echo no-config\n      - touch /root/.aws/x 2>/dev/null && echo writable || echo not-writable\n";
+    s.write("src/buildspec.yml", spec);
+    let run_with = |extra: &[&str]| {
+        let mut args = vec![
+            "run".to_string(),
+            "--log-format".into(),
+            "codebuild".into(),
+            "-s".into(),
+            s.path().join("src").display().to_string(),
+            "-i".into(),
+            services::base_image(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Run::from(
+            s.command(args)
+                .env("HOME", s.path().join("home"))
+                .env("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEKEY42")
+                .env("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI-secret-42")
+                .env("AWS_DEFAULT_OUTPUT", "json")
+                .output()
+                .expect("run buildagent"),
+        )
+    };
+    services::docker();
+    let with = run_with(&["-c"]);
+    with.expect_code(0);
+    assert!(
+        with.stdout.contains("keys=***/*** output=json"),
+        "{}",
+        with.stdout
+    );
+    assert!(
+        with.stdout.contains("region = eu-west-3"),
+        "{}",
+        with.stdout
+    );
+    assert!(with.stdout.contains("not-writable"), "{}", with.stdout);
+    for secret in ["AKIAEXAMPLEKEY42", "wJalrXUtnFEMI-secret-42"] {
+        assert!(!with.stdout.contains(secret) && !with.stderr.contains(secret));
+    }
+    let without = run_with(&[]);
+    without.expect_code(0);
+    assert!(
+        without.stdout.contains("keys=/ output="),
+        "{}",
+        without.stdout
+    );
+    assert!(without.stdout.contains("no-config"), "{}", without.stdout);
+}
+
 #[test]
 fn run_as_uses_the_images_users() {
     let _serial = serial();

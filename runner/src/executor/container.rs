@@ -53,7 +53,14 @@ pub struct ContainerOptions {
     /// read-only into the container at [`HELPER_DIR`]`/codebuild-hash-files` and tried once at
     /// start; `None`: no helper.
     pub helper_bin: Option<PathBuf>,
+    /// This machine's AWS configuration directory (`~/.aws`), mounted read-only at
+    /// [`AWS_CONFIG_MOUNT`], as CodeBuild's local agent does with `-c`; `None`: not mounted.
+    pub aws_config_dir: Option<PathBuf>,
 }
+
+/// Where `-c` mounts this machine's `~/.aws` in the build container (the local agent's path:
+/// the AWS tools of a build running as root find it there).
+pub const AWS_CONFIG_MOUNT: &str = "/root/.aws";
 
 /// Where the container has `codebuild-hash-files` (a directory of the container only; it goes in
 /// front of the commands' `PATH` when the helper runs there).
@@ -148,6 +155,9 @@ impl ContainerExecutor {
                 exe.display(),
                 crate::hash_files::HELPER_NAME
             ));
+        }
+        if let Some(dir) = &options.aws_config_dir {
+            binds.push(format!("{}:{AWS_CONFIG_MOUNT}:ro", dir.display()));
         }
         let body = ContainerCreateBody {
             image: Some(image.clone()),
