@@ -49,7 +49,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         _ => {}
     }
     if args.is_empty() {
-        eprint!("{USAGE}");
+        let _ = std::io::stderr().write_all(USAGE.as_bytes());
         return ExitCode::from(2);
     }
     let mut patterns = Vec::with_capacity(args.len());
@@ -57,7 +57,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         match arg.to_str() {
             Some(pattern) => patterns.push(pattern),
             None => {
-                eprintln!("{NAME}: the pattern {arg:?} is not valid UTF-8");
+                complain(format_args!("the pattern {arg:?} is not valid UTF-8"));
                 return ExitCode::from(2);
             }
         }
@@ -65,30 +65,38 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let dir = match std::env::current_dir() {
         Ok(dir) => dir,
         Err(e) => {
-            eprintln!("{NAME}: cannot read the current directory: {e}");
+            complain(format_args!("cannot read the current directory: {e}"));
             return ExitCode::FAILURE;
         }
     };
     match hash_files(&dir, &patterns) {
         Ok(hashed) => {
             for pattern in &hashed.unmatched {
-                eprintln!("{NAME}: warning: no file matches {pattern}");
+                complain(format_args!("warning: no file matches {pattern}"));
             }
             let mut out = std::io::stdout().lock();
             match writeln!(out, "{}", hashed.hex).and_then(|()| out.flush()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("{NAME}: cannot write the hash: {e}");
+                    complain(format_args!("cannot write the hash: {e}"));
                     ExitCode::FAILURE
                 }
             }
         }
         Err(e) => {
-            eprintln!("{NAME}: {e}");
+            complain(format_args!("{e}"));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints `codebuild-hash-files: <message>` on stderr in one write, so that the agent, which
+/// reads a command's stdout and stderr separately, never gets half of the line before the
+/// command's next stdout line (`eprintln!` writes each formatted piece on its own).
+fn complain(message: std::fmt::Arguments<'_>) {
+    let line = format!("{NAME}: {message}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 #[cfg(test)]
