@@ -279,11 +279,13 @@ fn deflate(job: &Job, level: u32) -> io::Result<Vec<u8>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Read;
 
-    fn data(len: usize) -> Vec<u8> {
+    /// `len` bytes of test input: runs of text and of noise, 5000 bytes each (also used by the
+    /// layer compressor's tests).
+    pub(crate) fn data(len: usize) -> Vec<u8> {
         let mut out = Vec::with_capacity(len);
         let mut x = 12345u64;
         while out.len() < len {

@@ -146,26 +146,9 @@ impl<W: Write + Send + 'static> Write for ParallelGzip<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deflate::tests::data;
     use crate::deflate::CHUNK;
     use std::io::Read;
-
-    fn data(len: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(len);
-        let mut x = 12345u64;
-        while out.len() < len {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            // Half text, half noise.
-            if (out.len() / 5000) % 2 == 0 {
-                out.extend_from_slice(b"layer text line\n");
-            } else {
-                out.extend_from_slice(&x.to_le_bytes());
-            }
-        }
-        out.truncate(len);
-        out
-    }
 
     fn compress(input: &[u8], compression: Compression, workers: usize) -> Vec<u8> {
         let mut c = Compressor::new(Vec::new(), compression, workers).unwrap();
