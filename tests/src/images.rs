@@ -113,3 +113,33 @@ pub fn with_libraries(program: &Path) -> Vec<(String, Content)> {
     }
     files
 }
+
+/// Runs the docker CLI (to check the agent's work from outside) and returns what it did.
+pub fn docker<I, S>(args: I) -> crate::Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    crate::Run::from(
+        Command::new("docker")
+            .args(args)
+            .output()
+            .expect("run docker"),
+    )
+}
+
+/// Removes the listed images (references or ids) from the engine when dropped, whatever the
+/// test's outcome.
+pub struct RemoveImages(pub Vec<String>);
+
+impl Drop for RemoveImages {
+    fn drop(&mut self) {
+        for image in &self.0 {
+            let _ = Command::new("docker")
+                .args(["image", "rm", "-f", image])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}

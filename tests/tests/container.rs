@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use buildagent_tests::images::{with_libraries, Content, TestImage};
+use buildagent_tests::images::{with_libraries, Content, RemoveImages, TestImage};
 use buildagent_tests::services;
 use buildagent_tests::{Run, Sandbox};
 
@@ -733,17 +733,7 @@ fn docker_build_in_a_privileged_build_uses_the_hosts_engine() {
     let before = agent_containers();
     let image = tools_image();
     let built = format!("{}-inner", image.tag().trim_end_matches(":latest"));
-    struct Remove(String);
-    impl Drop for Remove {
-        fn drop(&mut self) {
-            let _ = Command::new("docker")
-                .args(["image", "rm", "-f", &self.0])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-    let _remove = Remove(built.clone());
+    let _remove = RemoveImages(vec![built.clone()]);
     let spec = format!(
         "version: 0.2\nphases:\n  build:\n    commands:\n\
          \x20     - mkdir ctx && echo inside > ctx/file && printf 'FROM {}\\nCOPY file /file\\nLABEL made-by=buildagent-test\\n' > ctx/Dockerfile\n\

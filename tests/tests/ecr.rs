@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use buildagent_tests::images::{docker, RemoveImages};
 use buildagent_tests::{services, Run, Sandbox};
 
 /// moto's default account, which its token (and the registry's `AWS` password) is for.
@@ -80,31 +81,6 @@ fn moto_token() -> (String, String) {
         "moto's token is not what scripts/services.sh gave the htpasswd registry's user AWS"
     );
     token
-}
-
-/// Runs the docker CLI (to check the agent's work) and returns what it did.
-fn docker(args: &[&str]) -> Run {
-    Run::from(
-        Command::new("docker")
-            .args(args)
-            .output()
-            .expect("run docker"),
-    )
-}
-
-/// Removes the listed images from the engine when dropped.
-struct Cleanup(Vec<String>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for image in &self.0 {
-            let _ = Command::new("docker")
-                .args(["image", "rm", "-f", image])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
 }
 
 /// A `buildagent` command with moto's AWS settings (and nothing else of this machine's AWS
@@ -256,7 +232,7 @@ fn docker_engine_pushes_use_the_ecr_token_under_the_mapped_name() {
     let image = format!("{ecr}/{repo}:1");
     let retagged = format!("{ecr}/{repo}:2");
     let mapped = format!("{registry}/{repo}:1");
-    let _cleanup = Cleanup(vec![image.clone(), retagged.clone(), mapped.clone()]);
+    let _cleanup = RemoveImages(vec![image.clone(), retagged.clone(), mapped.clone()]);
     let marker = format!("ecr-docker-{}", std::process::id());
     sandbox.write(
         "ctx/Dockerfile",
@@ -288,11 +264,11 @@ fn docker_engine_pushes_use_the_ecr_token_under_the_mapped_name() {
         built.stdout
     );
     // The engine keeps the image under its own name only: the push's tag is gone.
-    assert_ne!(docker(&["image", "inspect", &mapped]).code, Some(0));
-    docker(&["image", "inspect", &image]).expect_code(0);
+    assert_ne!(docker(["image", "inspect", &mapped]).code, Some(0));
+    docker(["image", "inspect", &image]).expect_code(0);
 
     // `image push` of an image the engine has.
-    docker(&["tag", &image, &retagged]).expect_code(0);
+    docker(["tag", &image, &retagged]).expect_code(0);
     let pushed = output(agent(
         &sandbox,
         config.path(),
@@ -321,7 +297,7 @@ fn docker_engine_pushes_use_the_ecr_token_under_the_mapped_name() {
             .unwrap(),
     );
     pull.expect_code(0);
-    let ran = docker(&["run", "--rm", "--network", "host", &mapped]);
+    let ran = docker(["run", "--rm", "--network", "host", &mapped]);
     ran.expect_code(0);
     assert_eq!(ran.stdout, format!("{marker}\n"));
 }
@@ -333,11 +309,11 @@ fn a_build_image_on_ecr_is_pulled_with_the_token() {
     let config = tempfile::tempdir().unwrap();
     let ecr = ecr_host();
     let image = format!("{ecr}/{}:1", unique("build-image"));
-    let _cleanup = Cleanup(vec![image.clone()]);
-    docker(&["tag", &services::base_image(), &image]).expect_code(0);
+    let _cleanup = RemoveImages(vec![image.clone()]);
+    docker(["tag", &services::base_image(), &image]).expect_code(0);
     output(agent(&sandbox, config.path(), &["image", "push", &image])).expect_code(0);
     // The engine no longer has it: `run -i` must pull it through the map.
-    docker(&["image", "rm", &image]).expect_code(0);
+    docker(["image", "rm", &image]).expect_code(0);
     sandbox.write(
         "src/buildspec.yml",
         "version: 0.2\nphases:\n  build:\n    commands:\n      - echo \"in $CODEBUILD_BUILD_IMAGE\"\n",
@@ -368,9 +344,9 @@ fn a_build_image_on_ecr_is_pulled_with_the_token() {
         run.stdout
     );
     // Pulled under the ECR name; the mapped address's tag is gone.
-    docker(&["image", "inspect", &image]).expect_code(0);
+    docker(["image", "inspect", &image]).expect_code(0);
     let mapped = image.replacen(&ecr, &services::registry_auth(), 1);
-    assert_ne!(docker(&["image", "inspect", &mapped]).code, Some(0));
+    assert_ne!(docker(["image", "inspect", &mapped]).code, Some(0));
 }
 
 #[test]
@@ -381,8 +357,8 @@ fn no_aws_credentials_or_no_ecr_endpoint_is_a_clear_error_with_exit_status_3() {
     let ecr = ecr_host();
     let repo = unique("fail");
     let image = format!("{ecr}/{repo}:1");
-    let _cleanup = Cleanup(vec![image.clone()]);
-    docker(&["tag", &services::base_image(), &image]).expect_code(0);
+    let _cleanup = RemoveImages(vec![image.clone()]);
+    docker(["tag", &services::base_image(), &image]).expect_code(0);
     sandbox.write("files/a.txt", "a\n");
     let append = [
         "image", "append", "--base", "scratch", "--layer", "files", "-t",

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use buildagent_tests::images::{docker, RemoveImages};
 use buildagent_tests::{services, Run, Sandbox};
 
 /// A repository name no other test (or earlier run) uses.
@@ -17,35 +18,6 @@ fn unique(name: &str) -> String {
         .unwrap()
         .as_nanos();
     format!("buildagent-test/{name}-{}-{nanos}", std::process::id())
-}
-
-/// Runs the docker CLI (to check the agent's work) and returns what it did.
-fn docker<I, S>(args: I) -> Run
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<std::ffi::OsStr>,
-{
-    Run::from(
-        Command::new("docker")
-            .args(args)
-            .output()
-            .expect("run docker"),
-    )
-}
-
-/// Removes the listed images from the engine when dropped.
-struct Cleanup(Vec<String>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for image in &self.0 {
-            let _ = Command::new("docker")
-                .args(["image", "rm", "-f", image])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
 }
 
 /// `docker run --rm --network host IMAGE ARGS...`, its standard output.
@@ -111,7 +83,7 @@ fn builds_a_context_with_run_copy_and_dockerignore() {
     sandbox.write("ctx/sub/kept.txt", "kept\n");
     sandbox.write("ctx/sub/debug.log", "noise\n");
     let image = unique("context");
-    let _cleanup = Cleanup(vec![image.clone()]);
+    let _cleanup = RemoveImages(vec![image.clone()]);
 
     let run = sandbox.run(["image", "build", "--engine", "docker", "-t", &image, "ctx"]);
     run.expect_code(0);
@@ -167,7 +139,7 @@ fn a_dockerfile_elsewhere_and_several_tags() {
     );
     sandbox.write("ctx/only.txt", "x\n");
     let (first, second) = (unique("tags-a"), unique("tags-b"));
-    let _cleanup = Cleanup(vec![format!("{first}:1"), format!("{second}:2")]);
+    let _cleanup = RemoveImages(vec![format!("{first}:1"), format!("{second}:2")]);
     let run = sandbox.run([
         "image",
         "build",
@@ -225,7 +197,7 @@ fn build_args_labels_and_target_reach_the_image() {
         ),
     );
     let image = unique("args");
-    let _cleanup = Cleanup(vec![image.clone()]);
+    let _cleanup = RemoveImages(vec![image.clone()]);
     let run = sandbox.run([
         "image",
         "build",
@@ -264,7 +236,7 @@ fn builds_and_pushes_to_the_open_registry() {
     let token = format!("open-{}", std::process::id());
     printing_context(&sandbox, &token);
     let image = format!("{registry}/{}:1", unique("push-open"));
-    let _cleanup = Cleanup(vec![image.clone()]);
+    let _cleanup = RemoveImages(vec![image.clone()]);
     let empty_config = tempfile::tempdir().unwrap();
     let run = run_with_config(
         &sandbox,
@@ -298,7 +270,7 @@ fn builds_and_pushes_to_the_htpasswd_registry_with_docker_config_auths() {
     let token = format!("auth-{}", std::process::id());
     printing_context(&sandbox, &token);
     let image = format!("{registry}/{}:v2", unique("push-auth"));
-    let _cleanup = Cleanup(vec![image.clone()]);
+    let _cleanup = RemoveImages(vec![image.clone()]);
     let run = run_with_config(
         &sandbox,
         config.path(),
@@ -326,7 +298,7 @@ fn pulls_a_base_image_with_the_docker_config_credentials() {
     let config = docker_config(&registry, &user, &password);
     let base = format!("{registry}/{}:base", unique("private-base"));
     let image = unique("from-private");
-    let _cleanup = Cleanup(vec![image.clone(), base.clone()]);
+    let _cleanup = RemoveImages(vec![image.clone(), base.clone()]);
     docker(["tag", &services::base_image(), &base]).expect_code(0);
     let pushed = Command::new("docker")
         .args(["push", "-q", &base])
@@ -377,7 +349,7 @@ fn pulls_a_base_image_with_the_docker_config_credentials() {
 fn pushes_an_image_the_engine_has() {
     let registry = services::registry();
     let image = format!("{registry}/{}:engine", unique("push-only"));
-    let _cleanup = Cleanup(vec![image.clone()]);
+    let _cleanup = RemoveImages(vec![image.clone()]);
     docker(["tag", &services::base_image(), &image]).expect_code(0);
     let sandbox = Sandbox::new();
     let empty_config = tempfile::tempdir().unwrap();
@@ -414,7 +386,7 @@ fn pushes_with_username_and_password_from_stdin() {
     let registry = services::registry_auth();
     let (user, password) = services::registry_credentials();
     let image = format!("{registry}/{}:stdin", unique("push-stdin"));
-    let _cleanup = Cleanup(vec![image.clone()]);
+    let _cleanup = RemoveImages(vec![image.clone()]);
     docker(["tag", &services::base_image(), &image]).expect_code(0);
     let sandbox = Sandbox::new();
     let empty_config = tempfile::tempdir().unwrap();
@@ -451,7 +423,7 @@ fn a_wrong_password_is_a_clear_error_with_exit_status_3() {
     let sandbox = Sandbox::new();
     printing_context(&sandbox, "never-pushed");
     let image = format!("{registry}/{}:1", unique("wrong-password"));
-    let _cleanup = Cleanup(vec![image.clone()]);
+    let _cleanup = RemoveImages(vec![image.clone()]);
     let run = run_with_config(
         &sandbox,
         config.path(),
@@ -493,7 +465,7 @@ fn a_failing_run_exits_1_and_names_the_step() {
         ),
     );
     let image = unique("failing");
-    let _cleanup = Cleanup(vec![image.clone()]);
+    let _cleanup = RemoveImages(vec![image.clone()]);
     let run = sandbox.run(["image", "build", "-t", &image, "ctx"]);
     run.expect_code(1);
     assert!(run.stdout.contains("about to fail\n"), "{}", run.stdout);
@@ -576,7 +548,7 @@ fn an_unreachable_engine_or_registry_exits_3() {
 
     // A registry nobody listens on.
     let image = format!("127.0.0.1:1/{}:1", unique("nowhere"));
-    let _cleanup = Cleanup(vec![image.clone()]);
+    let _cleanup = RemoveImages(vec![image.clone()]);
     docker(["tag", &services::base_image(), &image]).expect_code(0);
     let empty = tempfile::tempdir().unwrap();
     let run = run_with_config(&sandbox, empty.path(), &["image", "push", &image]);
