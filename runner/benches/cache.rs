@@ -28,62 +28,10 @@ use std::time::{Duration, Instant};
 
 use buildagent_runner::cache::archive;
 use buildagent_runner::cache::CachePaths;
-use nix::sys::resource::{getrusage, UsageWho};
+use nix::sys::resource::UsageWho;
 
-/// xorshift64*: reproducible, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn vocabulary(rng: &mut Rng) -> Vec<String> {
-    (0..4000)
-        .map(|_| {
-            let len = 2 + rng.below(9) as usize;
-            (0..len)
-                .map(|_| (b'a' + rng.below(26) as u8) as char)
-                .collect()
-        })
-        .collect()
-}
-
-/// Writes `size` bytes of text: prose-like or code-like lines of words.
-fn write_text(path: &Path, size: u64, words: &[String], rng: &mut Rng) {
-    let mut out = BufWriter::new(File::create(path).unwrap());
-    let code = rng.below(2) == 0;
-    let mut written = 0u64;
-    let mut line = String::new();
-    while written < size {
-        line.clear();
-        if code {
-            let indent = rng.below(4) as usize * 2;
-            line.push_str(&" ".repeat(indent));
-            line.push_str(["const ", "function ", "if (", "return ", ""][rng.below(5) as usize]);
-        }
-        for _ in 0..(4 + rng.below(10)) {
-            // Zipf-ish: common words far more often.
-            let r = rng.below(words.len() as u64);
-            let i = (r * r / words.len() as u64) as usize;
-            line.push_str(&words[i]);
-            line.push(if code && rng.below(5) == 0 { '.' } else { ' ' });
-        }
-        line.push_str(if code { ";\n" } else { ".\n" });
-        let take = (size - written).min(line.len() as u64) as usize;
-        out.write_all(&line.as_bytes()[..take]).unwrap();
-        written += take as u64;
-    }
-    out.flush().unwrap();
-}
+mod common;
+use common::{cpu, peak_rss_mib, vocabulary, write_text, Rng};
 
 /// Writes `size` bytes that do not compress (like a jar or a tarball).
 fn write_binary(path: &Path, size: u64, rng: &mut Rng) {
@@ -153,29 +101,6 @@ fn with_dir(root: &Path, name: &str) -> PathBuf {
     let path = root.join(name);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     path
-}
-
-/// CPU seconds (user + system) used so far by `who`.
-fn cpu(who: UsageWho) -> f64 {
-    let usage = getrusage(who).unwrap();
-    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
-    secs(usage.user_time()) + secs(usage.system_time())
-}
-
-/// This process's peak resident set (`VmHWM`), in MiB.
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .unwrap()
-        .to_string();
-    let kib: f64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kib / 1024.0
 }
 
 /// The child: runs one side of ours and prints

@@ -29,6 +29,9 @@ use buildagent_runner::oci::{
     compress, AddOptions, Compression, LayerTree, Output, Session, SessionOptions, Store,
 };
 
+mod common;
+use common::peak_rss_mib;
+
 fn mib_env(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -135,17 +138,6 @@ fn tree_of(dir: &Path) -> LayerTree {
 /// peak is its own.
 fn reset_peak_rss() {
     fs::write("/proc/self/clear_refs", "5").unwrap();
-}
-
-/// This process's peak resident set (`VmHWM`), in MiB.
-fn peak_rss_mib() -> f64 {
-    let status = fs::read_to_string("/proc/self/status").unwrap();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(f64::NAN);
-    kib / 1024.0
 }
 
 fn main() {

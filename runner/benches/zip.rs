@@ -6,7 +6,6 @@
 //! `BENCH_ZIP_FILES` and `BENCH_ZIP_MIB` change the size. Run with
 //! `cargo bench -p buildagent-runner --bench zip`; the target is at most half of `zip`'s time.
 
-use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
@@ -15,60 +14,8 @@ use std::time::Instant;
 use buildagent_runner::artifacts::{collect, package, CollectOptions, Packaging};
 use buildagent_spec::{ArtifactSet, Spanned};
 
-/// xorshift64*: reproducible, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn vocabulary(rng: &mut Rng) -> Vec<String> {
-    (0..4000)
-        .map(|_| {
-            let len = 2 + rng.below(9) as usize;
-            (0..len)
-                .map(|_| (b'a' + rng.below(26) as u8) as char)
-                .collect()
-        })
-        .collect()
-}
-
-/// Writes `size` bytes of text: prose-like or code-like lines of words.
-fn write_text(path: &Path, size: u64, words: &[String], rng: &mut Rng) {
-    let mut out = BufWriter::new(std::fs::File::create(path).unwrap());
-    let code = rng.below(2) == 0;
-    let mut written = 0u64;
-    let mut line = String::new();
-    while written < size {
-        line.clear();
-        if code {
-            let indent = rng.below(4) as usize * 4;
-            line.push_str(&" ".repeat(indent));
-            line.push_str(["let ", "fn ", "if ", "return ", ""][rng.below(5) as usize]);
-        }
-        for _ in 0..(4 + rng.below(10)) {
-            // Zipf-ish: common words far more often.
-            let r = rng.below(words.len() as u64);
-            let i = (r * r / words.len() as u64) as usize;
-            line.push_str(&words[i]);
-            line.push(if code && rng.below(5) == 0 { '(' } else { ' ' });
-        }
-        line.push_str(if code { ";\n" } else { ".\n" });
-        let take = (size - written).min(line.len() as u64) as usize;
-        out.write_all(&line.as_bytes()[..take]).unwrap();
-        written += take as u64;
-    }
-    out.flush().unwrap();
-}
+mod common;
+use common::{cpu, peak_rss_mib, vocabulary, write_text, Rng};
 
 fn generate(root: &Path, files: usize, total: u64) {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
@@ -92,18 +39,6 @@ fn generate(root: &Path, files: usize, total: u64) {
     for i in 0..2 {
         write_text(&root.join(format!("big{i}.log")), big, &words, &mut rng);
     }
-}
-
-/// CPU seconds (user + system) used so far by `who`.
-fn cpu(who: nix::sys::resource::UsageWho) -> f64 {
-    let usage = nix::sys::resource::getrusage(who).unwrap();
-    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
-    secs(usage.user_time()) + secs(usage.system_time())
-}
-
-fn rss_mib() -> f64 {
-    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).unwrap();
-    usage.max_rss() as f64 / 1024.0
 }
 
 fn main() {
@@ -138,7 +73,7 @@ fn main() {
         .unwrap();
     assert!(warm.success());
 
-    let rss_before = rss_mib();
+    let rss_before = peak_rss_mib();
     let cpu_before = cpu(nix::sys::resource::UsageWho::RUSAGE_SELF);
     let t = Instant::now();
     let set = ArtifactSet {
@@ -156,7 +91,7 @@ fn main() {
     .unwrap();
     let ours = t.elapsed();
     let ours_cpu = cpu(nix::sys::resource::UsageWho::RUSAGE_SELF) - cpu_before;
-    let rss_after = rss_mib();
+    let rss_after = peak_rss_mib();
 
     let theirs_zip = work.path().join("theirs.zip");
     let t = Instant::now();
