@@ -860,21 +860,10 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or("").trim().to_string())
             .unwrap_or_default();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| registry_error(registry, None, transport_text(&e)))?
-            .to_vec();
-        if !status.is_success() {
-            return Err(registry_error(
-                registry,
-                Some(status.as_u16()),
-                format!(
-                    "GET manifest {repository}:{object}: {}",
-                    error_text(status, &body)
-                ),
-            ));
-        }
+        let body = success_body(response, registry, || {
+            format!("GET manifest {repository}:{object}")
+        })
+        .await?;
         #[derive(serde::Deserialize)]
         struct Probe {
             #[serde(rename = "mediaType", default)]
@@ -916,22 +905,10 @@ impl Client {
                 Body::Empty,
             )
             .await?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| registry_error(registry, None, transport_text(&e)))?
-            .to_vec();
-        if !status.is_success() {
-            return Err(registry_error(
-                registry,
-                Some(status.as_u16()),
-                format!(
-                    "GET blob {digest} of {repository}: {}",
-                    error_text(status, &body)
-                ),
-            ));
-        }
+        let body = success_body(response, registry, || {
+            format!("GET blob {digest} of {repository}")
+        })
+        .await?;
         if &Digest::of(&body) != digest {
             return Err(registry_error(
                 registry,
@@ -1507,6 +1484,29 @@ fn oauth_form(refresh_token: &str, service: Option<&str>, scope: &str) -> String
         }
     }
     form.query().unwrap_or_default().to_string()
+}
+
+/// The whole body of a successful answer to `what` (`GET blob ...`), else the registry's error
+/// with its status and the text of its answer.
+async fn success_body(
+    response: reqwest::Response,
+    registry: &str,
+    what: impl FnOnce() -> String,
+) -> Result<Vec<u8>, OciError> {
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| registry_error(registry, None, transport_text(&e)))?
+        .to_vec();
+    if !status.is_success() {
+        return Err(registry_error(
+            registry,
+            Some(status.as_u16()),
+            format!("{}: {}", what(), error_text(status, &body)),
+        ));
+    }
+    Ok(body)
 }
 
 fn registry_error(registry: &str, status: Option<u16>, message: String) -> OciError {
