@@ -366,6 +366,16 @@ impl Reader<'_> {
 
     /// A scalar as text, where an empty value is the empty string.
     fn text(&mut self, node: &Node, path: &KeyPath) -> Option<Spanned<String>> {
+        self.text_or(
+            node,
+            path,
+            "a variable holds one string: quote the value, or join several values into one string",
+        )
+    }
+
+    /// [`Reader::text`] with `help` for a value that is not a scalar. The error describes the
+    /// node's kind and never quotes it (the secrets file relies on that).
+    fn text_or(&mut self, node: &Node, path: &KeyPath, help: &str) -> Option<Spanned<String>> {
         match &node.kind {
             NodeKind::Scalar { text, .. } => {
                 let text = if node.is_null() && (text == "~" || text.is_empty()) {
@@ -383,7 +393,7 @@ impl Reader<'_> {
                         node.span,
                         format!("expected a string value, found {}", node.describe()),
                     )
-                    .with_help("a variable holds one string: quote the value, or join several values into one string"),
+                    .with_help(help),
                 );
                 None
             }

@@ -135,7 +135,12 @@ fn read_file(reader: &mut Reader<'_>, root: &Node) -> Option<SecretsFile> {
         for (text, key, value) in
             reader.named_entries(value, &path, what, &expected, "remove one of them")
         {
-            let Some(value) = value_text(reader, value, &path.key(text)) else {
+            let Some(value) = reader.text_or(
+                value,
+                &path.key(text),
+                "a value is one string: quote it (a JSON secret as '{\"key\":\"value\"}'), \
+                 or list each JSON key as secret-id:json-key",
+            ) else {
                 continue;
             };
             if name == "parameter-store" {
@@ -183,36 +188,6 @@ fn read_file(reader: &mut Reader<'_>, root: &Node) -> Option<SecretsFile> {
         }
     }
     Some(file)
-}
-
-/// A value: a scalar as written, the empty string for an empty value. Anything else is an error
-/// that does not quote the value.
-fn value_text(reader: &mut Reader<'_>, node: &Node, path: &KeyPath) -> Option<Spanned<String>> {
-    match &node.kind {
-        NodeKind::Scalar { text, .. } => {
-            let text = if node.is_null() && (text == "~" || text.is_empty()) {
-                String::new()
-            } else {
-                text.clone()
-            };
-            Some(Spanned::new(text, node.span))
-        }
-        _ => {
-            reader.push(
-                Diagnostic::error(
-                    "wrong-type",
-                    path.as_str(),
-                    node.span,
-                    format!("expected a string value, found {}", node.describe()),
-                )
-                .with_help(
-                    "a value is one string: quote it (a JSON secret as '{\"key\":\"value\"}'), \
-                     or list each JSON key as secret-id:json-key",
-                ),
-            );
-            None
-        }
-    }
 }
 
 #[cfg(test)]
