@@ -36,6 +36,21 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Build, append to and push container images (Docker Engine API, or daemonless OCI).
     Image(Box<crate::image::ImageArgs>),
+    /// Print a build's log from CloudWatch Logs (GROUP's latest stream unless STREAM is named),
+    /// as the terminal shows it; with -f, follow it while the build runs.
+    Logs(LogsArgs),
+}
+
+/// `buildagent logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The log group, and the stream (default: the group's stream with the latest event).
+    #[arg(value_name = "GROUP[:STREAM]")]
+    pub stream: String,
+
+    /// Keep printing new lines as they arrive, until interrupted.
+    #[arg(short, long)]
+    pub follow: bool,
 }
 
 /// `buildagent validate`.
@@ -202,6 +217,25 @@ pub struct RunArgs {
     /// Also write the full log (CodeBuild format) to this file.
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+
+    /// Stream the log to CloudWatch Logs while the build runs, one event per line: GROUP, and
+    /// STREAM (default: the build id's uuid, as CodeBuild). Both are created when missing.
+    #[arg(long, value_name = "GROUP[:STREAM]")]
+    pub cloudwatch_logs: Option<String>,
+
+    /// Write the log to S3 as one gzip object, `<prefix>/<build-uuid>.gz`, at the end.
+    #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+    pub s3_logs: Option<String>,
+
+    /// With --s3-logs: upload the object's parts while the build runs (a multipart upload),
+    /// not only at the end.
+    #[arg(long, requires = "s3_logs")]
+    pub s3_logs_stream: bool,
+
+    /// How long the end of the build waits for the log sinks to deliver what they hold (then
+    /// it reports how many lines did not arrive).
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub log_flush_timeout: String,
 
     /// Write the final values of the buildspec's `exported-variables` to this file, as a JSON
     /// object (secrets masked). The file appears whole or not at all.

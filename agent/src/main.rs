@@ -9,6 +9,8 @@ mod color;
 mod dry_run;
 mod hash_files;
 mod image;
+mod log_sinks;
+mod logs;
 mod render;
 mod run;
 mod validate;
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
         cli::Command::Schema => print_schema(),
         cli::Command::Run(args) => run::run(&args, cli.color),
         cli::Command::Image(args) => image::run(&args),
+        cli::Command::Logs(args) => logs::run(&args, cli.color),
     };
     match status {
         Ok(code) => code,

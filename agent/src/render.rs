@@ -4,12 +4,9 @@
 use std::io::{self, Write};
 use std::time::{Duration, SystemTime};
 
-use buildagent_spec::ReportFormat;
-
-use buildagent_runner::events::{
-    BuildPhase, BuildStatus, CancelReason, CommandOutcome, Event, EventKind, PhaseStatus,
-    PhaseSummary,
-};
+use buildagent_runner::events::{BuildStatus, Event, EventKind, PhaseSummary};
+pub use buildagent_runner::logs::format::timestamp;
+use buildagent_runner::logs::format::{Formatter, Piece, Style};
 
 /// Something that shows events.
 pub trait Reporter {
@@ -17,19 +14,19 @@ pub trait Reporter {
     fn report(&mut self, event: &Event) -> io::Result<()>;
 }
 
-/// CodeBuild's log: `[Container] YYYY/MM/DD HH:MM:SS.ffffff message`, command output raw.
+/// CodeBuild's log: `[Container] YYYY/MM/DD HH:MM:SS.ffffff message`, command output raw (the
+/// runner's [`Formatter`] decides the text; this draws it, with colour and a summary).
 pub struct CodeBuildLog<W: Write> {
     out: W,
     color: bool,
     summary: bool,
-    /// The command being run, for its failure line.
-    command: String,
-    /// Whether the last output byte was a newline (or nothing was written yet).
-    at_line_start: bool,
+    formatter: Formatter,
     /// The exported variables, shown in the summary.
     exported: Vec<(String, String)>,
     /// The report groups' summary lines, shown in the summary.
     reports: Vec<String>,
+    /// Where the log went besides here, shown in the summary.
+    logs: Vec<String>,
 }
 
 impl<W: Write> CodeBuildLog<W> {
@@ -39,20 +36,16 @@ impl<W: Write> CodeBuildLog<W> {
             out,
             color,
             summary,
-            command: String::new(),
-            at_line_start: true,
+            formatter: Formatter::new(),
             exported: Vec::new(),
             reports: Vec::new(),
+            logs: Vec::new(),
         }
     }
 
-    fn line(&mut self, at: SystemTime, message: &str, style: Option<&str>) -> io::Result<()> {
-        if !self.at_line_start {
-            self.out.write_all(b"\n")?;
-            self.at_line_start = true;
-        }
+    fn line(&mut self, at: SystemTime, message: &str, style: Option<Style>) -> io::Result<()> {
         let stamp = timestamp(at);
-        match (self.color, style) {
+        match (self.color, style.map(ansi)) {
             (true, Some(code)) => writeln!(
                 self.out,
                 "\x1b[2m[Container] {stamp}\x1b[0m {code}{message}\x1b[0m"
@@ -93,6 +86,9 @@ impl<W: Write> CodeBuildLog<W> {
         for line in &self.reports {
             writeln!(self.out, "{}", line.replacen("Report group", "report", 1))?;
         }
+        for line in &self.logs {
+            writeln!(self.out, "{line}")?;
+        }
         let painted = self.paint_status(status.as_str());
         writeln!(self.out, "build {painted} in {}", secs(duration))?;
         Ok(())
@@ -111,222 +107,56 @@ impl<W: Write> CodeBuildLog<W> {
     }
 }
 
+/// The ANSI code of a line's style.
+fn ansi(style: Style) -> &'static str {
+    match style {
+        Style::Heading => "\x1b[1m",
+        Style::Command => "\x1b[36m",
+        Style::Success => "\x1b[32m",
+        Style::Failure => "\x1b[1;31m",
+        Style::Notice => "\x1b[33m",
+    }
+}
+
 fn secs(d: Duration) -> String {
     format!("{:.2}s", d.as_secs_f64())
 }
 
-/// `YYYY/MM/DD HH:MM:SS.ffffff` in UTC.
-pub fn timestamp(at: SystemTime) -> String {
-    let t = buildagent_runner::utc::utc(at);
-    format!(
-        "{:04}/{:02}/{:02} {:02}:{:02}:{:02}.{:06}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.microsecond()
-    )
-}
-
 impl<W: Write> Reporter for CodeBuildLog<W> {
     fn report(&mut self, event: &Event) -> io::Result<()> {
-        let at = event.at;
+        for piece in self.formatter.pieces(event) {
+            match piece {
+                Piece::Line { at, message, style } => {
+                    if matches!(event.kind, EventKind::ReportGroupFinished { .. }) {
+                        self.reports.push(message.clone());
+                    }
+                    self.line(at, &message, style)?;
+                }
+                Piece::Output { bytes, .. } => self.out.write_all(bytes)?,
+                Piece::Newline { .. } => self.out.write_all(b"\n")?,
+            }
+        }
         match &event.kind {
-            EventKind::BuildStarted { build_id, .. } => self.line(
-                at,
-                &format!(
-                    "Running on buildagent {} (build {build_id})",
-                    env!("CARGO_PKG_VERSION")
-                ),
-                None,
-            )?,
-            EventKind::PhaseStarted { phase } => match phase {
-                BuildPhase::DownloadSource => self.line(at, "Phase is DOWNLOAD_SOURCE", None)?,
-                BuildPhase::UploadArtifacts | BuildPhase::Finalizing => {}
-                other => self.line(
-                    at,
-                    &format!("Entering phase {}", other.as_str()),
-                    Some("\x1b[1m"),
-                )?,
-            },
-            EventKind::PhaseFinished {
-                phase,
-                status,
-                context,
-                ..
-            } if *phase != BuildPhase::Finalizing => {
-                let style = if *status == PhaseStatus::Succeeded {
-                    None
-                } else {
-                    Some("\x1b[1;31m")
-                };
-                self.line(
-                    at,
-                    &format!(
-                        "Phase complete: {} State: {}",
-                        phase.as_str(),
-                        status.as_str()
-                    ),
-                    style,
-                )?;
-                let (code, message) = context
-                    .as_ref()
-                    .map(|c| (c.code.as_str(), c.message.as_str()))
-                    .unwrap_or(("", ""));
-                self.line(
-                    at,
-                    &format!("Phase context status code: {code} Message: {message}"),
-                    None,
-                )?;
-            }
-            EventKind::CommandStarted { command, .. } => {
-                self.command = command.clone();
-                self.line(at, &format!("Running command {command}"), Some("\x1b[36m"))?;
-            }
-            EventKind::Output { bytes, .. } if !bytes.is_empty() => {
-                self.out.write_all(bytes)?;
-                self.at_line_start = bytes.ends_with(b"\n");
-            }
-            EventKind::CommandFinished { outcome, .. } => {
-                if !self.at_line_start {
-                    self.out.write_all(b"\n")?;
-                    self.at_line_start = true;
-                }
-                // CodeBuild leaves an empty line after each command's output.
-                self.out.write_all(b"\n")?;
-                let reason = match outcome {
-                    CommandOutcome::Success => None,
-                    CommandOutcome::Exited(code) => Some(format!("exit status {code}")),
-                    CommandOutcome::Signaled(sig) => Some(format!("signal {sig}")),
-                    CommandOutcome::TimedOut => Some("timed out".to_string()),
-                    CommandOutcome::Stopped => Some("stopped".to_string()),
-                    CommandOutcome::SpawnFailed(why) => Some(why.clone()),
-                };
-                if let Some(reason) = reason {
-                    let command = std::mem::take(&mut self.command);
-                    self.line(
-                        at,
-                        &format!("Command did not exit successfully {command} {reason}"),
-                        Some("\x1b[1;31m"),
-                    )?;
-                }
-            }
-            EventKind::Info { message } => self.line(at, message, None)?,
-            EventKind::ArtifactUploaded {
-                identifier,
-                path,
-                files,
-                bytes,
-            } => {
-                let which = match identifier {
-                    None => "Primary artifact".to_string(),
-                    Some(id) => format!("Secondary artifact {id}"),
-                };
-                self.line(
-                    at,
-                    &format!(
-                        "{which} written to {}: {files} file(s), {bytes} bytes",
-                        path.display()
-                    ),
-                    Some("\x1b[32m"),
-                )?
-            }
-            EventKind::ReportGroupFinished {
-                group,
-                format,
-                total,
-                passed,
-                failed,
-                skipped,
-                errors,
-                duration,
-                line_coverage,
-                ..
-            } => {
-                let totals = buildagent_runner::reports::Totals {
-                    total: *total,
-                    passed: *passed,
-                    failed: *failed,
-                    skipped: *skipped,
-                    errors: *errors,
-                    duration: duration.as_secs_f64(),
-                };
-                let coverage = ReportFormat::from_name(format).is_some_and(|f| f.is_coverage());
-                let message = buildagent_runner::reports::summary_line(
-                    group,
-                    &totals,
-                    *line_coverage,
-                    coverage,
-                );
-                let style = if failed + errors > 0 {
-                    "\x1b[1;31m"
-                } else {
-                    "\x1b[32m"
-                };
-                self.line(at, &message, Some(style))?;
-                self.reports.push(message);
-            }
-            EventKind::Warning { message } => {
-                self.line(at, &format!("Warning: {message}"), Some("\x1b[33m"))?
-            }
-            EventKind::Cancelling { reason } => {
-                let message = match reason {
-                    CancelReason::Timeout => "Build timed out: the running command was stopped",
-                    CancelReason::Signal => "Build stop requested: the running command was stopped",
-                };
-                self.line(at, message, Some("\x1b[33m"))?;
-            }
-            EventKind::CacheRestored {
-                key,
-                entry,
-                files,
-                bytes,
-            } => {
-                let key = key.as_deref().map_or(String::new(), |k| format!(" {k}"));
-                self.line(
-                    at,
-                    &format!("Cache{key} restored from {entry}: {files} file(s), {bytes} bytes"),
-                    Some("\x1b[32m"),
-                )?
-            }
-            EventKind::CacheMissed { keys } => self.line(
-                at,
-                &format!("Cache miss (tried: {})", keys.join(", ")),
-                None,
-            )?,
-            EventKind::CacheSaved {
-                key,
-                entry,
-                files,
-                bytes,
-            } => {
-                let key = key.as_deref().map_or(String::new(), |k| format!(" {k}"));
-                self.line(
-                    at,
-                    &format!("Cache{key} saved to {entry}: {files} file(s), {bytes} bytes"),
-                    Some("\x1b[32m"),
-                )?
-            }
             EventKind::VariablesExported { variables } => {
                 self.exported = variables
                     .iter()
                     .map(|v| (v.name.clone(), v.value.clone()))
                     .collect();
             }
-            EventKind::ProcessesLeaked { processes } => {
-                self.line(
-                    at,
-                    &format!(
-                        "Ended {} process(es) the build left running:",
-                        processes.len()
-                    ),
-                    Some("\x1b[33m"),
-                )?;
-                for p in processes {
-                    self.line(at, &format!("  pid {} {}", p.pid, p.command_line), None)?;
+            EventKind::Logs { cloudwatch, s3 } => {
+                if let Some(cw) = cloudwatch {
+                    self.logs.push(format!(
+                        "logs cloudwatch {}:{} {}",
+                        cw.group, cw.stream, cw.url
+                    ));
                 }
+                if let Some(url) = s3 {
+                    self.logs.push(format!("logs s3 {url}"));
+                }
+            }
+            EventKind::LogsUndelivered { sink, lines, .. } => {
+                self.logs
+                    .push(format!("logs {sink}: {lines} line(s) not delivered"));
             }
             EventKind::BuildFinished {
                 status,
@@ -369,7 +199,7 @@ impl<W: Write> Reporter for JsonLines<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use buildagent_runner::events::PhaseContext;
+    use buildagent_runner::events::{BuildPhase, CommandOutcome, PhaseContext, PhaseStatus};
     use std::time::UNIX_EPOCH;
 
     fn event(kind: EventKind) -> Event {

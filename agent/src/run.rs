@@ -49,6 +49,7 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
     let timeout =
         plan::parse_duration(&args.timeout).map_err(|e| invalid(format!("--timeout: {e}")))?;
     let grace = plan::parse_duration(&args.grace).map_err(|e| invalid(format!("--grace: {e}")))?;
+    let sink_args = crate::log_sinks::SinkArgs::parse(args)?;
     let (primary, secondary) = sources(&args.sources)?;
     let primary =
         std::path::absolute(&primary).with_context(|| format!("source `{}`", primary.display()))?;
@@ -234,6 +235,9 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let mut sinks = runtime.block_on(
+        sink_args.start(&options.identity.uuid, &options.identity.region),
+    )?;
     let image = args.image.as_ref().map(|image| {
         let mut mounts: Vec<PathBuf> = vec![options
             .source_dir
@@ -278,13 +282,21 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
         let stop_on_error = stop.clone();
         let result = build
             .run(stop.clone(), kill_now.clone(), move |event: Event| {
-                for r in reporters.iter_mut() {
-                    if let Err(e) = r.report(&event) {
-                        // A closed stdout (`| head`) stops the build; it still cleans up.
-                        let mut slot = errors.lock().unwrap_or_else(|p| p.into_inner());
-                        if slot.is_none() {
-                            *slot = Some(e);
-                            stop_on_error.request(CancelReason::Signal);
+                // The log sinks see every event first; they add where the log goes (after the
+                // start) and what they could not deliver (before the summary).
+                let events = match sinks.as_mut() {
+                    Some(hook) => hook.around(event),
+                    None => vec![event],
+                };
+                for event in &events {
+                    for r in reporters.iter_mut() {
+                        if let Err(e) = r.report(event) {
+                            // A closed stdout (`| head`) stops the build; it still cleans up.
+                            let mut slot = errors.lock().unwrap_or_else(|p| p.into_inner());
+                            if slot.is_none() {
+                                *slot = Some(e);
+                                stop_on_error.request(CancelReason::Signal);
+                            }
                         }
                     }
                 }

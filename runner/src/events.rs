@@ -245,6 +245,26 @@ pub enum EventKind {
         /// How many report files were found.
         files: usize,
     },
+    /// Where the build's log is sent besides the terminal and the log file (reported once,
+    /// right after [`EventKind::BuildStarted`]).
+    Logs {
+        /// The CloudWatch Logs group and stream, when the log streams there.
+        cloudwatch: Option<CloudWatchLogsLocation>,
+        /// The `s3://bucket/key` of the gzip object written at the end, when there is one.
+        s3: Option<String>,
+    },
+    /// Some log lines could not be delivered to a sink before the end of the build (reported
+    /// before [`EventKind::BuildFinished`], with a warning that says the same).
+    LogsUndelivered {
+        /// `cloudwatch` or `s3`.
+        sink: String,
+        /// How many lines (log events) did not arrive.
+        lines: u64,
+        /// How many did.
+        delivered: u64,
+        /// The last error from the service, or why the sink gave up.
+        reason: String,
+    },
     /// The build completed.
     BuildFinished {
         /// The overall result.
@@ -264,6 +284,19 @@ pub struct ExportedVariable {
     pub name: String,
     /// The value.
     pub value: String,
+}
+
+/// A CloudWatch Logs stream of [`EventKind::Logs`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CloudWatchLogsLocation {
+    /// The log group.
+    pub group: String,
+    /// The log stream.
+    pub stream: String,
+    /// The region.
+    pub region: String,
+    /// The stream in the AWS console.
+    pub url: String,
 }
 
 /// One line of the build summary in [`EventKind::BuildFinished`].
@@ -581,6 +614,35 @@ mod tests {
         let line = e.to_json_line();
         assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
         serde_json::from_str(&line).unwrap()
+    }
+
+    #[test]
+    fn log_sink_events() {
+        let v = json_of(EventKind::Logs {
+            cloudwatch: Some(CloudWatchLogsLocation {
+                group: "/aws/codebuild/app".into(),
+                stream: "u-1".into(),
+                region: "eu-west-1".into(),
+                url: "https://example".into(),
+            }),
+            s3: None,
+        });
+        assert_eq!(v["type"], "logs");
+        assert_eq!(
+            v["cloudwatch"],
+            json!({"group": "/aws/codebuild/app", "stream": "u-1", "region": "eu-west-1", "url": "https://example"})
+        );
+        assert_eq!(v["s3"], Value::Null);
+        let v = json_of(EventKind::LogsUndelivered {
+            sink: "cloudwatch".into(),
+            lines: 12,
+            delivered: 3,
+            reason: "connection refused".into(),
+        });
+        assert_eq!(
+            (v["type"].clone(), v["sink"].clone(), v["lines"].clone(), v["delivered"].clone()),
+            (json!("logs_undelivered"), json!("cloudwatch"), json!(12), json!(3))
+        );
     }
 
     #[test]

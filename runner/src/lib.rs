@@ -151,6 +151,7 @@ pub mod events;
 pub mod executor;
 pub mod hash_files;
 pub mod location;
+pub mod logs;
 pub mod mask;
 pub mod oci;
 mod os;

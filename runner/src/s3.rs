@@ -201,6 +201,12 @@ impl S3Client {
         S3Client { client }
     }
 
+    /// The SDK client inside, for requests this type does not wrap (the log sink's multipart
+    /// upload made while the build runs).
+    pub fn sdk(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+
     /// The object at `key`, if there is one.
     pub async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>, S3Error> {
         match self

@@ -1,0 +1,183 @@
+//! The CloudWatch Logs sink's cost to the build: a command printing short lines, run with
+//! `--log-file` alone and with `--log-file` plus `--cloudwatch-logs` to moto, measured in one
+//! process so both see the same machine load. Prints figures and ratios; run with
+//! `cargo build --release -p buildagent && cargo bench -p buildagent-tests --bench log_sinks`.
+//!
+//! The bench starts a moto server of its own on a free loopback port (the shared one of the
+//! tests would have to hold millions of events) and stops it at the end.
+//!
+//! - build time: 1 GiB of 40-byte lines (`BUILDAGENT_BENCH_LOG_MIB` to change the size). The
+//!   sink never holds the build: what the service has not taken spills to disk, and the end
+//!   waits `--log-flush-timeout 1s`; the lines left undelivered are counted from the warning.
+//!   Wall time ratio (target <= 1.2x) and peak RSS of the agent (target < 64 MiB).
+//! - delivery: a smaller log (16 MiB, `BUILDAGENT_BENCH_DELIVER_MIB`) delivered whole to moto
+//!   (`--log-flush-timeout 10m`): the build's wall time with the wait for the last line, and
+//!   the sink's throughput in events per second (moto, a Python server, is the bottleneck).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::resource::{getrusage, UsageWho};
+
+const LINE: &str = "a short line of build output, 40 bytes.";
+
+fn agent() -> PathBuf {
+    if let Some(bin) = std::env::var_os("BUILDAGENT_BENCH_AGENT") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join("buildagent");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --release -p buildagent` first",
+        bin.display()
+    );
+    bin
+}
+
+/// A moto server of the bench's own, stopped (by its pid) when dropped.
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 -m moto.server (scripts/services.sh installs moto)");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while buildagent_tests::services::http_get(&addr, "/moto-api/", &[])
+            .map_or(true, |r| r.status != 200)
+        {
+            assert!(Instant::now() < deadline, "moto did not start on {addr}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Moto { child, endpoint }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn buildspec(dir: &Path, lines: u64) {
+    std::fs::write(
+        dir.join("buildspec.yml"),
+        format!("version: 0.2\nphases:\n  build:\n    commands:\n      - yes '{LINE}' | head -n {lines}\n"),
+    )
+    .unwrap();
+}
+
+fn run_agent(dir: &Path, moto: &Moto, extra: &[&str]) -> Duration {
+    let t = Instant::now();
+    let status = Command::new(agent())
+        .current_dir(dir)
+        .args(["run", "-m", "--no-cache", "--log-format", "codebuild", "--log-file", "build.log"])
+        .args(extra)
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    t.elapsed()
+}
+
+/// The undelivered count of the log's warning (0 without one).
+fn undelivered(dir: &Path) -> u64 {
+    let text = std::fs::read_to_string(dir.join("build.log")).unwrap();
+    text.lines()
+        .rev()
+        .find_map(|l| {
+            let rest = l.split("Warning: ").nth(1)?;
+            rest.split(" log line(s) were not delivered")
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+fn max_rss_mib() -> i64 {
+    getrusage(UsageWho::RUSAGE_CHILDREN).unwrap().max_rss() / 1024
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let moto = Moto::start();
+    let mib: u64 = std::env::var("BUILDAGENT_BENCH_LOG_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let lines = (mib << 20) / (LINE.len() as u64 + 1);
+    buildspec(dir, lines);
+
+    // Build time: the file alone first (its peak RSS is the baseline of RUSAGE_CHILDREN, which
+    // keeps the largest of the children waited for).
+    let alone = run_agent(dir, &moto, &[]);
+    let rss_alone = max_rss_mib();
+    let group = format!("bench:{}", std::process::id());
+    let with_sink = run_agent(
+        dir,
+        &moto,
+        &["--cloudwatch-logs", &group, "--log-flush-timeout", "1s"],
+    );
+    let rss_sink = max_rss_mib();
+    let left = undelivered(dir);
+    println!(
+        "build time, {mib} MiB in {lines} lines: --log-file alone {:.2} s, with --cloudwatch-logs {:.2} s, ratio {:.2}x (target <= 1.2x); \
+         peak RSS {} MiB alone, {} MiB with the sink (largest child so far; target < 64 MiB); \
+         {left} of {} events not yet delivered when the 1 s flush timeout ended (spilled to disk, reported)",
+        alone.as_secs_f64(),
+        with_sink.as_secs_f64(),
+        with_sink.as_secs_f64() / alone.as_secs_f64(),
+        rss_alone,
+        rss_sink,
+        lines + 8,
+    );
+
+    // Delivery of a smaller log, whole.
+    let deliver_mib: u64 = std::env::var("BUILDAGENT_BENCH_DELIVER_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let lines = (deliver_mib << 20) / (LINE.len() as u64 + 1);
+    buildspec(dir, lines);
+    let alone = run_agent(dir, &moto, &[]);
+    let group = format!("bench-deliver:{}", std::process::id());
+    let delivered = run_agent(
+        dir,
+        &moto,
+        &["--cloudwatch-logs", &group, "--log-flush-timeout", "10m"],
+    );
+    assert_eq!(undelivered(dir), 0, "every line delivered");
+    println!(
+        "delivery, {deliver_mib} MiB in {lines} lines, all delivered to moto: --log-file alone {:.2} s, with the sink until the last line arrived {:.2} s, \
+         ratio {:.2}x; {:.0} events/s into moto",
+        alone.as_secs_f64(),
+        delivered.as_secs_f64(),
+        delivered.as_secs_f64() / alone.as_secs_f64(),
+        lines as f64 / delivered.as_secs_f64()
+    );
+}

@@ -1,0 +1,637 @@
+//! A fault-injecting HTTP/1.1 proxy on loopback, in front of a real service (moto, a registry,
+//! S3): it passes requests through, or for a while answers them itself (429/503 throttling, any
+//! canned error), refuses connections, or drops them without an answer, so that tests see how
+//! the agent behaves when a service is slow, throttles or is down, then comes back.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use buildagent_tests::fault_proxy::{Fault, FaultProxy, Until};
+//!
+//! // Throttle for 2 s, refuse connections for 3 s, then pass everything through.
+//! let proxy = FaultProxy::start(
+//!     "127.0.0.1:45000",
+//!     vec![
+//!         (Fault::aws_json_error(400, "ThrottlingException", "Rate exceeded"), Until::Elapsed(Duration::from_secs(2))),
+//!         (Fault::Refuse, Until::Elapsed(Duration::from_secs(3))),
+//!     ],
+//! );
+//! let endpoint = proxy.url(); // http://127.0.0.1:<port>, for AWS_ENDPOINT_URL_*
+//! // ... run the agent against `endpoint` ...
+//! let stats = proxy.stats();
+//! assert!(stats.answered > 0 && stats.passed > 0);
+//! ```
+//!
+//! How it works: one thread accepts connections (non-blocking, polled every 10 ms so that it can
+//! close and reopen its socket), one thread per connection reads each request whole (head and a
+//! `Content-Length` or chunked body), decides by the phase current at that moment, and for
+//! [`Fault::Pass`] sends it to the upstream on a fresh connection with `Connection: close`,
+//! relaying the answer read to its end. Phases run in order from [`FaultProxy::start`], each
+//! until its [`Until`]; after the last one every request passes.
+//!
+//! Bounded and self-stopping: everything ends when the [`FaultProxy`] is dropped, or after
+//! [`MAX_LIFETIME`] whatever happens; connections idle for 60 s are closed; request heads are
+//! limited to 64 KiB. Loopback only: it listens on 127.0.0.1 and refuses a non-loopback
+//! upstream.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The proxy stops by itself this long after it started, even if it is never dropped.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(15 * 60);
+
+const IDLE: Duration = Duration::from_secs(60);
+const MAX_HEAD: usize = 64 * 1024;
+
+/// What the proxy does with a request (or a connection) during a phase.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Pass requests to the upstream unchanged.
+    Pass,
+    /// Answer every request with this status, headers and body, without passing it on.
+    Answer {
+        /// The status code (429, 503...).
+        status: u16,
+        /// Extra header fields (`Content-Length` and `Connection` are added).
+        headers: Vec<(String, String)>,
+        /// The body.
+        body: Vec<u8>,
+    },
+    /// Refuse connections: the listening socket is closed (connecting fails with
+    /// `ECONNREFUSED`), and open connections are closed at their next request.
+    Refuse,
+    /// Read each request, then close the connection without an answer (the client sees the
+    /// connection end in the middle of an exchange).
+    Drop,
+}
+
+impl Fault {
+    /// An answer with `status` and an empty body (`429 Too Many Requests`, `503`...).
+    pub fn status(status: u16) -> Fault {
+        Fault::Answer {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// An AWS JSON-protocol error (CloudWatch Logs, ECR, Secrets Manager...): `status` with
+    /// `{"__type": kind, "message": message}`, as the services send `ThrottlingException` (400)
+    /// or `ServiceUnavailableException` (503).
+    pub fn aws_json_error(status: u16, kind: &str, message: &str) -> Fault {
+        Fault::aws_json(status, &format!(r#"{{"__type":"{kind}","message":"{message}"}}"#))
+    }
+
+    /// An AWS JSON-protocol answer with this exact body (for errors with extra fields, such as
+    /// `InvalidSequenceTokenException`'s `expectedSequenceToken`).
+    pub fn aws_json(status: u16, body: &str) -> Fault {
+        let kind = body
+            .split("\"__type\":\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or("")
+            .to_string();
+        Fault::Answer {
+            status,
+            headers: vec![
+                ("Content-Type".into(), "application/x-amz-json-1.1".into()),
+                ("x-amzn-ErrorType".into(), kind),
+                ("x-amzn-RequestId".into(), "fault-proxy".into()),
+            ],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+}
+
+/// How long a phase lasts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Until {
+    /// This long after the phase began.
+    Elapsed(Duration),
+    /// Until this many requests were handled in it (not for [`Fault::Refuse`], which sees
+    /// none: it then ends at once).
+    Requests(u64),
+}
+
+/// What the proxy did so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Requests passed to the upstream and answered by it.
+    pub passed: u64,
+    /// Requests answered by the proxy ([`Fault::Answer`]).
+    pub answered: u64,
+    /// Requests (or connections) dropped without an answer ([`Fault::Drop`], [`Fault::Refuse`]
+    /// on an open connection), and requests the upstream could not be reached for.
+    pub dropped: u64,
+    /// Times the listening socket was closed for a [`Fault::Refuse`] phase.
+    pub refusals: u64,
+}
+
+struct Schedule {
+    phases: Vec<(Fault, Until)>,
+    index: usize,
+    began: Instant,
+    requests: u64,
+    /// When the last phase ended.
+    ended: Option<std::time::SystemTime>,
+}
+
+impl Schedule {
+    /// The fault now, moving through finished phases.
+    fn current(&mut self) -> Fault {
+        while let Some((fault, until)) = self.phases.get(self.index) {
+            let over = match until {
+                Until::Elapsed(d) => self.began.elapsed() >= *d,
+                Until::Requests(n) => *fault == Fault::Refuse || self.requests >= *n,
+            };
+            if !over {
+                return fault.clone();
+            }
+            self.index += 1;
+            self.began = Instant::now();
+            self.requests = 0;
+        }
+        self.ended.get_or_insert_with(std::time::SystemTime::now);
+        Fault::Pass
+    }
+}
+
+struct Shared {
+    upstream: SocketAddr,
+    only: Option<String>,
+    schedule: Mutex<Schedule>,
+    stats: Mutex<Stats>,
+    stop: AtomicBool,
+    started: Instant,
+}
+
+impl Shared {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || self.started.elapsed() >= MAX_LIFETIME
+    }
+
+    /// The fault for one request (counted in its phase).
+    fn request(&self) -> Fault {
+        let mut schedule = self.schedule.lock().unwrap_or_else(|p| p.into_inner());
+        let fault = schedule.current();
+        schedule.requests += 1;
+        fault
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Stats)) {
+        f(&mut self.stats.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
+/// A running proxy (see the module docs); stops when dropped.
+pub struct FaultProxy {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    acceptor: Option<thread::JoinHandle<()>>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy on 127.0.0.1 (a free port) in front of `upstream` (`host:port` on
+    /// loopback, or an `http://host:port` URL), running `phases` in order, then passing all.
+    pub fn start(upstream: &str, phases: Vec<(Fault, Until)>) -> FaultProxy {
+        FaultProxy::start_matching(upstream, None, phases)
+    }
+
+    /// As [`FaultProxy::start`], but the phases see only the requests whose head contains
+    /// `only` (without regard to case), such as `X-Amz-Target: Logs_20140328.PutLogEvents`;
+    /// every other request passes and does not count. ([`Fault::Refuse`] still closes the
+    /// socket for all.)
+    pub fn start_matching(
+        upstream: &str,
+        only: Option<&str>,
+        phases: Vec<(Fault, Until)>,
+    ) -> FaultProxy {
+        let authority = upstream
+            .strip_prefix("http://")
+            .unwrap_or(upstream)
+            .split('/')
+            .next()
+            .unwrap_or(upstream);
+        let upstream = authority
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .unwrap_or_else(|| panic!("fault proxy: cannot resolve the upstream {authority}"));
+        assert!(
+            upstream.ip().is_loopback(),
+            "fault proxy: the upstream {upstream} is not on loopback"
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").expect("fault proxy: a loopback port");
+        let addr = listener.local_addr().expect("fault proxy: its address");
+        let shared = Arc::new(Shared {
+            upstream,
+            only: only.map(str::to_ascii_lowercase),
+            schedule: Mutex::new(Schedule {
+                phases,
+                index: 0,
+                began: Instant::now(),
+                requests: 0,
+                ended: None,
+            }),
+            stats: Mutex::default(),
+            stop: AtomicBool::new(false),
+            started: Instant::now(),
+        });
+        let acceptor = {
+            let shared = shared.clone();
+            thread::Builder::new()
+                .name("fault-proxy".into())
+                .spawn(move || accept_loop(listener, addr, shared))
+                .expect("fault proxy: a thread")
+        };
+        FaultProxy {
+            addr,
+            shared,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// What it did so far.
+    pub fn stats(&self) -> Stats {
+        *self.shared.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// When the last phase ended (wall-clock time, as events carry), if it has.
+    pub fn faults_ended_at(&self) -> Option<std::time::SystemTime> {
+        let mut schedule = self
+            .shared
+            .schedule
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        schedule.current();
+        schedule.ended
+    }
+
+    /// Whether every phase is over (requests pass from now on).
+    pub fn faults_over(&self) -> bool {
+        let mut schedule = self
+            .shared
+            .schedule
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        schedule.current() == Fault::Pass && schedule.index >= schedule.phases.len()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+    }
+}
+
+fn accept_loop(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) {
+    let mut listener = Some(listener);
+    while !shared.stopped() {
+        let refusing = {
+            let mut schedule = shared.schedule.lock().unwrap_or_else(|p| p.into_inner());
+            schedule.current() == Fault::Refuse
+        };
+        match (&listener, refusing) {
+            (Some(_), true) => {
+                // Closing the socket is what makes connecting fail with ECONNREFUSED.
+                listener = None;
+                shared.count(|s| s.refusals += 1);
+            }
+            (None, false) => {
+                // std sets SO_REUSEADDR: the same port can be bound again at once.
+                listener = TcpListener::bind(addr).ok();
+            }
+            _ => {}
+        }
+        let Some(l) = &listener else {
+            thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        let _ = l.set_nonblocking(true);
+        match l.accept() {
+            Ok((client, _)) => {
+                let shared = shared.clone();
+                let _ = thread::Builder::new()
+                    .name("fault-proxy-conn".into())
+                    .spawn(move || {
+                        let _ = serve(client, &shared);
+                    });
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(10))
+            }
+            Err(_) => thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// One request read whole.
+struct Request {
+    /// The head without the final empty line, with `Connection: close`, without `Expect`.
+    head: Vec<u8>,
+    body: Vec<u8>,
+}
+
+fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
+    client.set_nonblocking(false)?;
+    client.set_read_timeout(Some(IDLE))?;
+    client.set_write_timeout(Some(IDLE))?;
+    let mut reader = BufReader::new(client.try_clone()?);
+    let mut client = client;
+    while !shared.stopped() {
+        let Some(request) = read_request(&mut reader, &mut client)? else {
+            return Ok(());
+        };
+        let matches = shared.only.as_ref().is_none_or(|only| {
+            String::from_utf8_lossy(&request.head)
+                .to_ascii_lowercase()
+                .contains(only.as_str())
+        });
+        let fault = if matches { shared.request() } else { Fault::Pass };
+        match fault {
+            Fault::Pass => match forward(&request, shared.upstream) {
+                Ok((response, delimited)) => {
+                    shared.count(|s| s.passed += 1);
+                    client.write_all(&response)?;
+                    if !delimited {
+                        return Ok(());
+                    }
+                }
+                Err(_) => {
+                    shared.count(|s| s.dropped += 1);
+                    return Ok(());
+                }
+            },
+            Fault::Answer {
+                status,
+                headers,
+                body,
+            } => {
+                shared.count(|s| s.answered += 1);
+                let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status));
+                for (name, value) in &headers {
+                    head.push_str(&format!("{name}: {value}\r\n"));
+                }
+                head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+                client.write_all(head.as_bytes())?;
+                client.write_all(&body)?;
+            }
+            Fault::Drop | Fault::Refuse => {
+                shared.count(|s| s.dropped += 1);
+                let _ = client.shutdown(std::net::Shutdown::Both);
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Fault",
+    }
+}
+
+/// Reads the head lines up to the empty line (`None` at a clean end of the connection).
+fn read_head(reader: &mut impl BufRead) -> io::Result<Option<Vec<String>>> {
+    let mut lines = Vec::new();
+    let mut size = 0;
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line)?;
+        if n == 0 {
+            return if lines.is_empty() {
+                Ok(None)
+            } else {
+                Err(io::Error::new(io::ErrorKind::UnexpectedEof, "a cut head"))
+            };
+        }
+        size += n;
+        if size > MAX_HEAD {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "a head over 64 KiB"));
+        }
+        let line = line.trim_end_matches(['\r', '\n']).to_string();
+        if line.is_empty() {
+            if lines.is_empty() {
+                continue; // A stray empty line between requests.
+            }
+            return Ok(Some(lines));
+        }
+        lines.push(line);
+    }
+}
+
+fn header<'a>(lines: &'a [String], name: &str) -> Option<&'a str> {
+    lines.iter().skip(1).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// A body delimited by `Content-Length`, chunked encoding (kept encoded), or nothing.
+fn read_body(reader: &mut impl BufRead, lines: &[String]) -> io::Result<Vec<u8>> {
+    let chunked = header(lines, "Transfer-Encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        let mut body = Vec::new();
+        loop {
+            let mut size_line = String::new();
+            reader.read_line(&mut size_line)?;
+            body.extend_from_slice(size_line.as_bytes());
+            let size = usize::from_str_radix(
+                size_line.trim().split(';').next().unwrap_or("").trim(),
+                16,
+            )
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "a bad chunk size"))?;
+            if size == 0 {
+                // Trailers up to the empty line.
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line)?;
+                    body.extend_from_slice(line.as_bytes());
+                    if line.trim().is_empty() {
+                        return Ok(body);
+                    }
+                }
+            }
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk)?;
+            body.extend_from_slice(&chunk);
+        }
+    }
+    let length: usize = header(lines, "Content-Length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    Ok(body)
+}
+
+fn read_request(
+    reader: &mut BufReader<TcpStream>,
+    client: &mut TcpStream,
+) -> io::Result<Option<Request>> {
+    let Some(lines) = read_head(reader)? else {
+        return Ok(None);
+    };
+    if header(&lines, "Expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+        client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+    }
+    let body = read_body(reader, &lines)?;
+    let mut head = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let name = line.split(':').next().unwrap_or("").trim();
+        if i > 0
+            && (name.eq_ignore_ascii_case("Connection")
+                || name.eq_ignore_ascii_case("Expect")
+                || name.eq_ignore_ascii_case("Keep-Alive"))
+        {
+            continue;
+        }
+        head.extend_from_slice(line.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"Connection: close\r\n");
+    Ok(Some(Request { head, body }))
+}
+
+/// Sends the request on a fresh upstream connection and reads the answer to its end: the
+/// bytes, and whether they say where they end (a length or chunks; else only the end of the
+/// connection does, and the client's must be closed too).
+fn forward(request: &Request, upstream: SocketAddr) -> io::Result<(Vec<u8>, bool)> {
+    let mut up = TcpStream::connect_timeout(&upstream, Duration::from_secs(5))?;
+    up.set_read_timeout(Some(IDLE))?;
+    up.set_write_timeout(Some(IDLE))?;
+    up.write_all(&request.head)?;
+    up.write_all(b"\r\n")?;
+    up.write_all(&request.body)?;
+    let mut reader = BufReader::new(up);
+    let lines = read_head(&mut reader)?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "no answer"))?;
+    let mut response = Vec::new();
+    for line in &lines {
+        let name = line.split(':').next().unwrap_or("").trim();
+        if name.eq_ignore_ascii_case("Connection") || name.eq_ignore_ascii_case("Keep-Alive") {
+            continue;
+        }
+        response.extend_from_slice(line.as_bytes());
+        response.extend_from_slice(b"\r\n");
+    }
+    response.extend_from_slice(b"\r\n");
+    let head_request = request.head.starts_with(b"HEAD ");
+    let status: u16 = lines[0]
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let no_body = head_request || status == 204 || status == 304 || (100..200).contains(&status);
+    let delimited = no_body
+        || header(&lines, "Content-Length").is_some()
+        || header(&lines, "Transfer-Encoding").is_some_and(|v| v.contains("chunked"));
+    if no_body {
+        return Ok((response, true));
+    }
+    if delimited {
+        response.extend_from_slice(&read_body(&mut reader, &lines)?);
+    } else {
+        reader.read_to_end(&mut response)?;
+    }
+    Ok((response, delimited))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-shot HTTP server answering `body` to every request, for the proxy's own tests.
+    fn server(body: &'static str) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        thread::spawn(move || {
+            for stream in listener.incoming().take(50) {
+                let Ok(stream) = stream else { continue };
+                thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut stream = stream;
+                    while let Ok(Some(lines)) = read_head(&mut reader) {
+                        let _ = read_body(&mut reader, &lines);
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn get(addr: SocketAddr) -> io::Result<String> {
+        let mut s = TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn phases_answer_refuse_drop_then_pass() {
+        let upstream = server("upstream");
+        let proxy = FaultProxy::start(
+            &upstream.to_string(),
+            vec![
+                (Fault::status(503), Until::Requests(2)),
+                (Fault::Drop, Until::Requests(1)),
+                (Fault::Refuse, Until::Elapsed(Duration::from_millis(300))),
+            ],
+        );
+        let addr = proxy.addr();
+        assert!(get(addr).unwrap().starts_with("HTTP/1.1 503 "));
+        assert!(get(addr).unwrap().starts_with("HTTP/1.1 503 "));
+        // Dropped: the connection ends without an answer.
+        assert_eq!(get(addr).unwrap_or_default(), "");
+        // Now refusing, for 300 ms from the first look at the schedule.
+        let refused_until = Instant::now() + Duration::from_secs(5);
+        let mut saw_refusal = false;
+        loop {
+            match get(addr) {
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => saw_refusal = true,
+                Ok(answer) if answer.ends_with("upstream") => break,
+                _ => {}
+            }
+            assert!(Instant::now() < refused_until, "the proxy never passed");
+            thread::sleep(Duration::from_millis(20));
+        }
+        assert!(saw_refusal);
+        assert!(proxy.faults_over());
+        let stats = proxy.stats();
+        assert_eq!((stats.answered, stats.refusals), (2, 1));
+        assert!(stats.dropped >= 1 && stats.passed >= 1, "{stats:?}");
+    }
+}
