@@ -67,7 +67,9 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
         )));
     };
     let Some(kind) = BatchKind::of(&batch) else {
-        return Err(invalid(format!("{shown}: the `batch` section defines no builds")));
+        return Err(invalid(format!(
+            "{shown}: the `batch` section defines no builds"
+        )));
     };
     let problems = buildagent_spec::batch::check(&batch, args.max_builds);
     if !problems.is_empty() {
@@ -198,7 +200,11 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
 }
 
 /// `--dry-run --batch`: the builds the batch would run, and nothing else.
-fn dry_run(kind: BatchKind, children: &[BatchChild], options: &BatchOptions) -> anyhow::Result<ExitCode> {
+fn dry_run(
+    kind: BatchKind,
+    children: &[BatchChild],
+    options: &BatchOptions,
+) -> anyhow::Result<ExitCode> {
     let mut out = io::stdout().lock();
     writeln!(
         out,

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use buildagent_runner::batch::events::{BatchEvent, BatchEventKind, BatchStop, ChildStatus, ChildSummary};
+use buildagent_runner::batch::events::{
+    BatchEvent, BatchEventKind, BatchStop, ChildStatus, ChildSummary,
+};
 use buildagent_runner::events::{BuildStatus, EventKind};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -102,19 +104,17 @@ impl<W: Write> Prefixed<W> {
 
     fn child_log(&mut self, identifier: &str) -> &mut CodeBuildLog<LineWriter<W>> {
         let out = self.out.clone();
-        self.logs
-            .entry(identifier.to_string())
-            .or_insert_with(|| {
-                CodeBuildLog::new(
-                    LineWriter {
-                        prefix: format!("[{identifier}] ").into_bytes(),
-                        partial: Vec::new(),
-                        out,
-                    },
-                    false,
-                    false,
-                )
-            })
+        self.logs.entry(identifier.to_string()).or_insert_with(|| {
+            CodeBuildLog::new(
+                LineWriter {
+                    prefix: format!("[{identifier}] ").into_bytes(),
+                    partial: Vec::new(),
+                    out,
+                },
+                false,
+                false,
+            )
+        })
     }
 }
 
@@ -511,11 +511,7 @@ impl BatchReporter for Progress {
                     _ => "✘",
                 };
                 let line = message(&event.kind).unwrap_or_default();
-                let line = line.replacen(
-                    status.as_str(),
-                    &paint(status.as_str(), self.color),
-                    1,
-                );
+                let line = line.replacen(status.as_str(), &paint(status.as_str(), self.color), 1);
                 self.println(&format!("{mark} {line}"))?;
             }
             BatchEventKind::BatchFinished {
@@ -627,7 +623,14 @@ mod tests {
                 reason: Some("dependency `build1` FAILED".into()),
             },
         ];
-        summary(&mut out, BuildStatus::Failed, Duration::from_secs(2), &children, false).unwrap();
+        summary(
+            &mut out,
+            BuildStatus::Failed,
+            Duration::from_secs(2),
+            &children,
+            false,
+        )
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,

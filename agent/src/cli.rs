@@ -260,7 +260,12 @@ pub struct RunArgs {
     pub max_builds: usize,
 
     /// With --batch: write each build's full log (CodeBuild format) to DIR/<identifier>.log.
-    #[arg(long, value_name = "DIR", requires = "batch", help_heading = "Batch builds")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "batch",
+        help_heading = "Batch builds"
+    )]
     pub log_dir: Option<PathBuf>,
 }
 

@@ -56,7 +56,10 @@ pub fn main(name: &str, args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let args: Vec<String> = match args.into_iter().map(|a| a.into_string()).collect() {
         Ok(args) => args,
         Err(bad) => {
-            complain(name, format_args!("the argument {bad:?} is not valid UTF-8"));
+            complain(
+                name,
+                format_args!("the argument {bad:?} is not valid UTF-8"),
+            );
             return ExitCode::from(2);
         }
     };
@@ -86,7 +89,10 @@ fn glob_search(args: &[String]) -> ExitCode {
     let dir = match std::env::current_dir() {
         Ok(dir) => dir,
         Err(e) => {
-            complain(GLOB_SEARCH_NAME, format_args!("cannot read the current directory: {e}"));
+            complain(
+                GLOB_SEARCH_NAME,
+                format_args!("cannot read the current directory: {e}"),
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -189,7 +195,10 @@ fn tests_run(args: &[String]) -> ExitCode {
     let search = match search {
         Ok(output) => output,
         Err(e) => {
-            complain(TESTS_RUN_NAME, format_args!("cannot run the files search: {e}"));
+            complain(
+                TESTS_RUN_NAME,
+                format_args!("cannot run the files search: {e}"),
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -242,7 +251,10 @@ fn tests_run(args: &[String]) -> ExitCode {
             _ => ExitCode::FAILURE,
         },
         Err(e) => {
-            complain(TESTS_RUN_NAME, format_args!("cannot run the test command: {e}"));
+            complain(
+                TESTS_RUN_NAME,
+                format_args!("cannot run the test command: {e}"),
+            );
             ExitCode::FAILURE
         }
     }

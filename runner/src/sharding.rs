@@ -66,9 +66,7 @@ impl FromStr for Strategy {
 
 /// This build's shard (1-based index, count) from its environment: `None` outside a fanout
 /// (neither variable set); an error names a variable that is set but not valid.
-pub fn shard_from_env(
-    get: impl Fn(&str) -> Option<String>,
-) -> Result<Option<(u32, u32)>, String> {
+pub fn shard_from_env(get: impl Fn(&str) -> Option<String>) -> Result<Option<(u32, u32)>, String> {
     let index = get(SHARD_INDEX_VAR).filter(|v| !v.is_empty());
     let count = get(SHARD_COUNT_VAR).filter(|v| !v.is_empty());
     let (index, count) = match (index, count) {

@@ -265,7 +265,9 @@ impl Batch {
         report: impl FnMut(BatchEvent) + Send,
     ) -> BatchResult {
         let local = tokio::task::LocalSet::new();
-        local.run_until(self.run_local(stop, kill_now, report)).await
+        local
+            .run_until(self.run_local(stop, kill_now, report))
+            .await
     }
 
     async fn run_local(
@@ -507,10 +509,9 @@ impl Batch {
                     .map(|c| c.plan.identifier.clone())
                     .collect();
                 let packaging = self.template.artifacts_packaging;
-                let combined = tokio::task::spawn_blocking(move || {
-                    artifacts::combine(&dir, &ids, packaging)
-                })
-                .await;
+                let combined =
+                    tokio::task::spawn_blocking(move || artifacts::combine(&dir, &ids, packaging))
+                        .await;
                 match combined {
                     Ok(Ok(Some((path, builds)))) => {
                         report(event(BatchEventKind::ArtifactsCombined { path, builds }))
@@ -726,10 +727,22 @@ async fn run_child(
         let mut info = |message: String| {
             let _ = events.send(Message::Event(
                 i,
-                Event::new(SystemTime::now(), started.elapsed(), EventKind::Info { message }),
+                Event::new(
+                    SystemTime::now(),
+                    started.elapsed(),
+                    EventKind::Info { message },
+                ),
             ));
         };
-        match launch(&launcher, &child.plan, &mut options, own_dir.as_deref(), &mut info).await {
+        match launch(
+            &launcher,
+            &child.plan,
+            &mut options,
+            own_dir.as_deref(),
+            &mut info,
+        )
+        .await
+        {
             Err(message) => Outcome {
                 status: ChildStatus::Fault,
                 duration: started.elapsed(),
@@ -743,8 +756,12 @@ async fn run_child(
                 let build = Build::new(child.spec, options, executor);
                 let result = build
                     .run(stop, kill_now, move |mut e: Event| {
-                        if let (Some(dir), EventKind::ArtifactUploaded { identifier, path, .. }) =
-                            (&dir, &mut e.kind)
+                        if let (
+                            Some(dir),
+                            EventKind::ArtifactUploaded {
+                                identifier, path, ..
+                            },
+                        ) = (&dir, &mut e.kind)
                         {
                             *path = artifacts::final_path(
                                 dir,
@@ -766,9 +783,7 @@ async fn run_child(
                     failing_phase: result
                         .phases
                         .iter()
-                        .find(|p| {
-                            !matches!(p.status, PhaseStatus::Succeeded | PhaseStatus::NotRun)
-                        })
+                        .find(|p| !matches!(p.status, PhaseStatus::Succeeded | PhaseStatus::NotRun))
                         .map(|p| p.phase),
                     reason: None,
                 }

@@ -170,9 +170,9 @@ pub fn expand(batch: &Batch) -> Vec<ChildPlan> {
                         match &axis {
                             Axis::Buildspec => child.buildspec = Some(value.clone()),
                             Axis::Image => child.image = Some(value.clone()),
-                            Axis::ComputeType => child
-                                .not_applicable
-                                .push(format!("compute-type={value}")),
+                            Axis::ComputeType => {
+                                child.not_applicable.push(format!("compute-type={value}"))
+                            }
                             Axis::Variable(name) => {
                                 child.variables.push((name.clone(), value.clone()))
                             }
@@ -291,7 +291,9 @@ mod tests {
             c[6].variables,
             [("A".into(), "x".into()), ("B".into(), "1".into())]
         );
-        assert!(c.iter().all(|c| c.ignore_failure && c.privileged == Some(true)));
+        assert!(c
+            .iter()
+            .all(|c| c.ignore_failure && c.privileged == Some(true)));
     }
 
     #[test]
