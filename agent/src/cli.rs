@@ -245,6 +245,62 @@ pub struct RunArgs {
     /// Treat unknown buildspec keys as errors.
     #[arg(long)]
     pub strict: bool,
+
+    /// Run the buildspec's `batch` section (build-list, build-graph, build-matrix or
+    /// build-fanout): every build of the batch on this machine, in parallel. Without it the
+    /// section is ignored, as CodeBuild's StartBuild does.
+    #[arg(long, help_heading = "Batch builds")]
+    pub batch: bool,
+
+    /// With --batch: how many builds run at once (default: the number of cores).
+    #[arg(
+        short = 'j',
+        long = "jobs",
+        value_name = "N",
+        requires = "batch",
+        help_heading = "Batch builds"
+    )]
+    pub jobs: Option<usize>,
+
+    /// With --batch: on the first failure of a build whose failure is not ignored, stop the
+    /// running builds (SIGTERM, grace, SIGKILL) and start no more (also the batch's
+    /// `fast-fail: true`).
+    #[arg(long, requires = "batch", help_heading = "Batch builds")]
+    pub fast_fail: bool,
+
+    /// With --batch and -a DIR: one DIR/artifacts.zip holding each build's primary artifact in a
+    /// folder named after its identifier, instead of DIR/<identifier>.zip each.
+    #[arg(long, requires_all = ["batch", "artifacts"], help_heading = "Batch builds")]
+    pub combine_artifacts: bool,
+
+    /// With --batch: the whole batch's timeout (`30m`, `2h`); past it every running build is
+    /// stopped and the batch is TIMED_OUT (default: none; each build keeps --timeout).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        requires = "batch",
+        help_heading = "Batch builds"
+    )]
+    pub batch_timeout: Option<String>,
+
+    /// With --batch: the most builds the batch may have (CodeBuild's maximumBuildsAllowed).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = buildagent_spec::batch::DEFAULT_MAX_BUILDS,
+        requires = "batch",
+        help_heading = "Batch builds"
+    )]
+    pub max_builds: usize,
+
+    /// With --batch: write each build's full log (CodeBuild format) to DIR/<identifier>.log.
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "batch",
+        help_heading = "Batch builds"
+    )]
+    pub log_dir: Option<PathBuf>,
 }
 
 /// `--artifacts-packaging`.

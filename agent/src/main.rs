@@ -2,8 +2,12 @@
 //!
 //! The binary is glue: [`cli`] defines the arguments, each command lives in its own module,
 //! and `main` maps the outcome to an exit status. Started under the name `codebuild-hash-files`
-//! (a link the engine puts on each build's `PATH`), it is that helper instead ([`hash_files`]).
+//! (a link the engine puts on each build's `PATH`), it is that helper instead ([`hash_files`]);
+//! likewise `codebuild-tests-run` and `codebuild-glob-search` ([`sharding`]). `run --batch` runs
+//! a buildspec's `batch` section ([`batch`]).
 
+mod batch;
+mod batch_render;
 mod cli;
 mod color;
 mod dry_run;
@@ -13,6 +17,7 @@ mod log_sinks;
 mod logs;
 mod render;
 mod run;
+mod sharding;
 mod validate;
 
 use std::process::ExitCode;
@@ -25,10 +30,14 @@ fn main() -> ExitCode {
     if hash_files::invoked_as_helper(argv0.as_ref()) {
         return hash_files::main(args);
     }
+    if let Some(helper) = sharding::invoked_as(argv0.as_ref()) {
+        return sharding::main(helper, args);
+    }
     let cli = cli::Cli::parse();
     let status = match cli.command {
         cli::Command::Validate(args) => validate::run(&args, cli.color),
         cli::Command::Schema => print_schema(),
+        cli::Command::Run(args) if args.batch => batch::run(&args, cli.color),
         cli::Command::Run(args) => run::run(&args, cli.color),
         cli::Command::Image(args) => image::run(&args),
         cli::Command::Logs(args) => logs::run(&args, cli.color),

@@ -19,7 +19,7 @@ use buildagent_runner::location::Location;
 use buildagent_runner::plan::{self, BuildIdentity};
 use buildagent_runner::secrets::OfflineValues;
 use buildagent_runner::source;
-use buildagent_spec::{parse_file, ParseOptions};
+use buildagent_spec::{parse_file, Buildspec, ParseOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{
@@ -40,16 +40,33 @@ impl std::fmt::Display for InvalidInput {
 
 impl std::error::Error for InvalidInput {}
 
-fn invalid(message: impl Into<String>) -> anyhow::Error {
+pub fn invalid(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(InvalidInput(message.into()))
 }
 
-/// Runs the build and returns its exit status.
-pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
+/// What `run` and `run --batch` share: the parsed buildspec and the options of a build, made
+/// from the arguments.
+pub struct Prepared {
+    /// The buildspec.
+    pub spec: Buildspec,
+    /// Its text (for diagnostics) and where it was read from.
+    pub text: String,
+    /// Where the buildspec was read from.
+    pub buildspec_path: PathBuf,
+    /// The primary source directory.
+    pub primary: PathBuf,
+    /// The options of the build (for a batch: the template of each child's).
+    pub options: BuildOptions,
+    /// The directory the source copy is made in (removed when dropped); `None` with -m.
+    pub staging: Option<tempfile::TempDir>,
+}
+
+/// Reads the arguments, the buildspec (showing its diagnostics) and the files they name, and
+/// makes the build's options. Problems with them are invalid input (exit status 2).
+pub fn prepare(args: &RunArgs, color: ColorChoice) -> anyhow::Result<Prepared> {
     let timeout =
         plan::parse_duration(&args.timeout).map_err(|e| invalid(format!("--timeout: {e}")))?;
     let grace = plan::parse_duration(&args.grace).map_err(|e| invalid(format!("--grace: {e}")))?;
-    let sink_args = crate::log_sinks::SinkArgs::parse(args)?;
     let (primary, secondary) = sources(&args.sources)?;
     let primary =
         std::path::absolute(&primary).with_context(|| format!("source `{}`", primary.display()))?;
@@ -110,12 +127,14 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
     // The build runs in a fresh copy unless -m (made in DOWNLOAD_SOURCE, removed afterwards). In a
     // build image the copy is at CodeBuild's path, /codebuild/output/src<N>/src, when this machine
     // lets the agent create it (the directory is mounted at the same path in the container).
-    let staging;
-    let (source_dir, stage_from) = if args.mount_source {
-        (primary.clone(), None)
+    let staging = if args.mount_source {
+        None
     } else {
-        staging = source_copy_dir(args.image.is_some())?;
-        (staging.path().join("src"), Some(primary.clone()))
+        Some(source_copy_dir(args.image.is_some())?)
+    };
+    let (source_dir, stage_from) = match &staging {
+        None => (primary.clone(), None),
+        Some(staging) => (staging.path().join("src"), Some(primary.clone())),
     };
     let mut staged_secondary = Vec::new();
     for (id, dir) in &secondary {
@@ -182,7 +201,25 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
         },
         cache: cache_location(args)?,
     };
+    Ok(Prepared {
+        spec,
+        text,
+        buildspec_path,
+        primary,
+        options,
+        staging,
+    })
+}
 
+/// Runs the build and returns its exit status.
+pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
+    let sink_args = crate::log_sinks::SinkArgs::parse(args)?;
+    let Prepared {
+        spec,
+        options,
+        staging: _staging,
+        ..
+    } = prepare(args, color)?;
     let format = args.log_format.unwrap_or(if io::stdout().is_terminal() {
         LogFormat::Pretty
     } else {
@@ -238,21 +275,17 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
     let mut sinks = runtime.block_on(
         sink_args.start(&options.identity.uuid, &options.identity.region),
     )?;
-    let image = args.image.as_ref().map(|image| {
-        let mut mounts: Vec<PathBuf> = vec![options
-            .source_dir
-            .parent()
-            .filter(|_| options.stage_from.is_some())
-            .unwrap_or(&options.source_dir)
-            .to_path_buf()];
-        mounts.extend(options.secondary_sources.iter().map(|(_, dir)| dir.clone()));
-        ContainerOptions {
-            image: image.clone(),
-            mounts,
-            privileged: args.privileged,
-            helper_bin: options.helper_bin.clone(),
-            aws_config_dir: args.aws_credentials.then(aws_config_dir).flatten(),
-        }
+    let image = container_options(args, &options).map(|mut container| {
+        container.mounts.insert(
+            0,
+            options
+                .source_dir
+                .parent()
+                .filter(|_| options.stage_from.is_some())
+                .unwrap_or(&options.source_dir)
+                .to_path_buf(),
+        );
+        container
     });
     let result = runtime.block_on(async move {
         let stop = StopRequest::new();
@@ -314,17 +347,39 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
         write_output_env(path, &result.exported)
             .with_context(|| format!("--output-env {}", path.display()))?;
     }
-    Ok(ExitCode::from(match result.status {
+    Ok(exit_code(result.status))
+}
+
+/// The exit status of a build (or batch) status.
+pub fn exit_code(status: BuildStatus) -> ExitCode {
+    ExitCode::from(match status {
         BuildStatus::Succeeded => 0,
         BuildStatus::Failed => 1,
         BuildStatus::Fault => EXIT_FAULT,
         BuildStatus::TimedOut => 124,
         BuildStatus::Stopped => 130,
-    }))
+    })
+}
+
+/// The container of a build in an image (`-i`), without the source mount (the caller adds the
+/// build's own source directory): secondary sources, `-d`, the helpers, `-c`'s `~/.aws`.
+pub fn container_options(args: &RunArgs, options: &BuildOptions) -> Option<ContainerOptions> {
+    let image = args.image.as_ref()?;
+    Some(ContainerOptions {
+        image: image.clone(),
+        mounts: options
+            .secondary_sources
+            .iter()
+            .map(|(_, dir)| dir.clone())
+            .collect(),
+        privileged: args.privileged,
+        helper_bin: options.helper_bin.clone(),
+        aws_config_dir: args.aws_credentials.then(aws_config_dir).flatten(),
+    })
 }
 
 /// First SIGINT or SIGTERM: stop gracefully. A second SIGINT: kill at once.
-async fn watch_signals(stop: StopRequest, kill_now: CancellationToken) {
+pub async fn watch_signals(stop: StopRequest, kill_now: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),

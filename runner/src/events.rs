@@ -562,7 +562,7 @@ pub struct LeakedProcess {
     pub command_line: String,
 }
 
-fn ser_secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn ser_secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     // Round to microseconds so the JSON does not carry float noise like 0.30000000000000004.
     s.serialize_f64(d.as_micros() as f64 / 1e6)
 }
@@ -571,11 +571,11 @@ fn ser_lossy<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&String::from_utf8_lossy(bytes))
 }
 
-fn ser_path<S: Serializer>(path: &std::path::Path, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn ser_path<S: Serializer>(path: &std::path::Path, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&path.to_string_lossy())
 }
 
-fn ser_rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn ser_rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&rfc3339_micros(*t))
 }
 

@@ -61,6 +61,15 @@ use crate::plan::{Environment, Origin};
 /// The helper's name on a build's `PATH`.
 pub const HELPER_NAME: &str = "codebuild-hash-files";
 
+/// Every helper a build finds on its `PATH`, all links to the same executable (the agent's),
+/// which acts as the one it is started as: `codebuild-hash-files`, and the test-sharding pair
+/// `codebuild-tests-run` and `codebuild-glob-search` (see [`crate::sharding`]).
+pub const HELPER_NAMES: [&str; 3] = [
+    HELPER_NAME,
+    crate::sharding::TESTS_RUN_NAME,
+    crate::sharding::GLOB_SEARCH_NAME,
+];
+
 /// The `PATH` a shell uses when none is set (dash's and bash's default), kept behind the helper's
 /// directory when the build has no `PATH`.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -115,6 +124,41 @@ pub fn hash_files<S: AsRef<str>>(
     dir: &Path,
     patterns: &[S],
 ) -> Result<HashedFiles, HashFilesError> {
+    let matched = match_files(dir, patterns)?;
+    let mut total = Sha256::new();
+    for path in &matched.paths {
+        total.update(sha256_file(path)?);
+    }
+    let hex = if matched.files.is_empty() {
+        String::new()
+    } else {
+        to_hex(&total.finalize())
+    };
+    Ok(HashedFiles {
+        hex,
+        files: matched.files,
+        unmatched: matched.unmatched,
+    })
+}
+
+/// The files some globs select (see [`match_files`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MatchedFiles {
+    /// The files, each once, sorted by their path as matched (relative to the directory, or
+    /// absolute for an absolute pattern) byte by byte, lossily decoded.
+    pub files: Vec<String>,
+    /// The same files as paths on this machine.
+    pub paths: Vec<PathBuf>,
+    /// The patterns that selected no file, as given.
+    pub unmatched: Vec<String>,
+}
+
+/// The files `patterns` select relative to `dir`, with the rules of [`hash_files`] (steps 1 to
+/// 3 of the module documentation), without reading them: what `codebuild-glob-search` prints.
+pub fn match_files<S: AsRef<str>>(
+    dir: &Path,
+    patterns: &[S],
+) -> Result<MatchedFiles, HashFilesError> {
     let mut relative = Anchor {
         root: dir.to_path_buf(),
         shown_prefix: "",
@@ -154,26 +198,21 @@ pub fn hash_files<S: AsRef<str>>(
         }
     }
 
-    let mut total = Sha256::new();
     let mut files = Vec::with_capacity(found.len());
-    for (shown, path) in &found {
-        total.update(sha256_file(path)?);
-        files.push(String::from_utf8_lossy(shown).into_owned());
+    let mut paths = Vec::with_capacity(found.len());
+    for (shown, path) in found {
+        files.push(String::from_utf8_lossy(&shown).into_owned());
+        paths.push(path);
     }
-    let hex = if files.is_empty() {
-        String::new()
-    } else {
-        to_hex(&total.finalize())
-    };
     let unmatched = patterns
         .iter()
         .zip(&matched)
         .filter(|(_, m)| !**m)
         .map(|(p, _)| p.as_ref().to_string())
         .collect();
-    Ok(HashedFiles {
-        hex,
+    Ok(MatchedFiles {
         files,
+        paths,
         unmatched,
     })
 }
@@ -321,8 +360,8 @@ fn sha256_file(path: &Path) -> Result<[u8; 32], HashFilesError> {
     Ok(hasher.finalize().into())
 }
 
-/// Makes a directory holding one link, [`HELPER_NAME`] -> `exe` (an executable that acts as the
-/// helper when started under that name, such as the agent itself), and puts it in front of `PATH`
+/// Makes a directory holding a link per helper, [`HELPER_NAMES`] -> `exe` (an executable that
+/// acts as each helper when started under its name, such as the agent itself), and puts it in front of `PATH`
 /// in `env` (after every layer, so a buildspec or `-e` file that sets `PATH` keeps the helper;
 /// without a `PATH`, the shell's default one follows it). The directory is removed when the
 /// returned value is dropped: the engine keeps it for the length of the build.
@@ -333,7 +372,9 @@ pub(crate) fn helper_on_path(exe: &Path, env: &mut Environment) -> io::Result<te
         .tempdir()?;
     // Searchable by a `run-as` user too; it holds nothing but the link.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
-    std::os::unix::fs::symlink(exe, dir.path().join(HELPER_NAME))?;
+    for name in HELPER_NAMES {
+        std::os::unix::fs::symlink(exe, dir.path().join(name))?;
+    }
     let dir_text = dir.path().to_str().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidData,

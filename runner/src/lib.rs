@@ -5,6 +5,9 @@
 //!
 //! - [`engine`]: [`engine::Build`], the phase machine (DOWNLOAD_SOURCE to FINALIZING, `finally`,
 //!   `on-failure`, retries, timeout and stop) that turns a buildspec into a [`engine::BuildResult`].
+//! - [`batch`]: [`batch::Batch`], a buildspec's `batch` section (build-list, build-graph,
+//!   build-matrix, build-fanout) run as concurrent builds on one machine, with
+//!   [`batch::BatchResult`] and the batch's events.
 //! - [`plan`]: the build's environment, layer by layer, and the agent's `CODEBUILD_*` variables.
 //! - [`source`]: staging the source in a fresh copy (git-aware).
 //! - [`command`]: the per-command script model of buildspec 0.2 (each command is a new shell whose
@@ -18,6 +21,8 @@
 //!   and writing them as deterministic zips (or directories), atomically.
 //! - [`hash_files`]: `codebuild-hash-files`, one SHA-256 for the files some globs match (cache
 //!   keys such as `npm-$(codebuild-hash-files package-lock.json)`).
+//! - [`sharding`]: `codebuild-tests-run` and `codebuild-glob-search`, the test sharding of
+//!   build-fanout batches (equal-distribution and stability).
 //! - [`oci`]: daemonless images: deterministic layers, OCI layouts, docker archives, a registry
 //!   client, and the Dockerfile subset that needs no container (`image build --engine oci`,
 //!   `image append`).
@@ -140,6 +145,7 @@
 
 pub mod artifacts;
 pub mod aws;
+pub mod batch;
 pub mod cache;
 pub mod command;
 pub mod credentials;
@@ -159,5 +165,6 @@ pub mod plan;
 pub mod reports;
 pub mod s3;
 pub mod secrets;
+pub mod sharding;
 pub mod source;
 pub mod utc;

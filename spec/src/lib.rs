@@ -42,6 +42,7 @@
 //! the scalar's source text (`V: 1.10` is `1.10`).
 #![deny(missing_docs)]
 
+pub mod batch;
 mod diagnostic;
 mod model;
 mod parse;

@@ -1450,18 +1450,20 @@ impl Reader<'_> {
                 }
                 continue;
             };
-            if !identifier
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
+            if let Some(why) = crate::batch::identifier_problem(&identifier.value) {
                 self.push(
                     Diagnostic::error(
                         "invalid-identifier",
                         ipath.key("identifier").as_str(),
                         identifier.span,
-                        format!("invalid batch build identifier `{}`", identifier.value),
+                        format!(
+                            "invalid batch build identifier `{}`: {why}",
+                            identifier.value
+                        ),
                     )
-                    .with_help("identifiers use letters, digits and `_`"),
+                    .with_help(
+                        "identifiers use letters, digits and `_`, fewer than 128 characters",
+                    ),
                 );
             }
             if let Some(first) = tasks

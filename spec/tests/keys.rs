@@ -467,3 +467,28 @@ fn a_name_given_twice_in_any_named_mapping_names_both_lines() {
         assert_eq!(e[0].related.as_ref().unwrap().label, "first defined here");
     }
 }
+
+#[test]
+fn batch_identifiers_are_short_and_builds_are_counted() {
+    let long = "a".repeat(128);
+    let e = errors(&format!(
+        "version: 0.2\nbatch:\n  build-list:\n    - identifier: {long}\n"
+    ));
+    assert_eq!(e[0].code, "invalid-identifier");
+    assert!(e[0].message.contains("it has 128 characters, the limit is 127"));
+    assert_eq!(
+        (e[0].span.line_number(), e[0].span.column_number()),
+        (4, 19)
+    );
+    let s = spec("version: 0.2\nbatch:\n  build-matrix:\n    dynamic:\n      buildspec: [a.yml, b.yml]\n      env:\n        variables:\n          V: ['1', '2', '3']\n");
+    let batch = s.batch.unwrap();
+    assert_eq!(buildagent_spec::batch::build_count(&batch), 6);
+    assert!(buildagent_spec::batch::check(&batch, 6).is_empty());
+    let too_many = buildagent_spec::batch::check(&batch, 5);
+    assert_eq!(too_many[0].code, "too-many-builds");
+    assert_eq!(too_many[0].path, "batch.build-matrix.dynamic.buildspec");
+    assert_eq!(
+        (too_many[0].span.line_number(), too_many[0].span.column_number()),
+        (5, 19)
+    );
+}

@@ -50,7 +50,8 @@ pub struct ContainerOptions {
     /// the buildspec (`-d`).
     pub privileged: bool,
     /// The executable that implements `codebuild-hash-files` (the agent's own): mounted
-    /// read-only into the container at [`HELPER_DIR`]`/codebuild-hash-files` and tried once at
+    /// read-only into the container at [`HELPER_DIR`] under each of
+    /// [`crate::hash_files::HELPER_NAMES`] (`codebuild-hash-files`...) and tried once at
     /// start; `None`: no helper.
     pub helper_bin: Option<PathBuf>,
     /// This machine's AWS configuration directory (`~/.aws`), mounted read-only at
@@ -150,11 +151,9 @@ impl ContainerExecutor {
         }
         if let Some(exe) = &options.helper_bin {
             // The file itself, not a link to it: the host's path means nothing in the container.
-            binds.push(format!(
-                "{}:{HELPER_DIR}/{}:ro",
-                exe.display(),
-                crate::hash_files::HELPER_NAME
-            ));
+            for name in crate::hash_files::HELPER_NAMES {
+                binds.push(format!("{}:{HELPER_DIR}/{name}:ro", exe.display()));
+            }
         }
         if let Some(dir) = &options.aws_config_dir {
             binds.push(format!("{}:{AWS_CONFIG_MOUNT}:ro", dir.display()));

@@ -99,6 +99,8 @@ pub struct HostExecutor {
     my_session: i32,
     /// Descendants of this process that existed before the executor: never swept.
     baseline: HashSet<(i32, u64)>,
+    /// Whether the sweep also ends daemons (descendants that left this process's session).
+    daemons: bool,
 }
 
 #[derive(Debug, Default)]
@@ -146,6 +148,21 @@ impl HostExecutor {
             me,
             my_session: os::getsid(),
             baseline,
+            daemons: true,
+        }
+    }
+
+    /// An executor for one of several builds running at once in this process (a batch): its
+    /// sweep ends what its own commands' process groups left, but not daemons, which cannot be
+    /// told apart between builds; a plain [`HostExecutor::new`] made before the builds started
+    /// sweeps those once they have all ended.
+    pub fn for_one_of_many() -> HostExecutor {
+        HostExecutor {
+            shared: Mutex::new(Shared::default()),
+            me: os::getpid(),
+            my_session: os::getsid(),
+            baseline: HashSet::new(),
+            daemons: false,
         }
     }
 
@@ -437,14 +454,17 @@ impl HostExecutor {
             .filter(|p| groups.contains(&p.pgrp) && p.pid != self.me)
             .map(|p| p.pid)
             .collect();
-        roots.extend(
-            descendants(&procs, &[self.me])
-                .into_iter()
-                .filter(|p| {
-                    p.session != self.my_session && !self.baseline.contains(&(p.pid, p.start_time))
-                })
-                .map(|p| p.pid),
-        );
+        if self.daemons {
+            roots.extend(
+                descendants(&procs, &[self.me])
+                    .into_iter()
+                    .filter(|p| {
+                        p.session != self.my_session
+                            && !self.baseline.contains(&(p.pid, p.start_time))
+                    })
+                    .map(|p| p.pid),
+            );
+        }
         let by_pid: HashMap<i32, &ProcStat> = procs.iter().map(|p| (p.pid, p)).collect();
         let mut selected: Vec<ProcStat> = roots
             .iter()
