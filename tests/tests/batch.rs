@@ -552,7 +552,7 @@ fn zip_entries(path: &Path) -> Vec<(String, String)> {
         let mut f = archive.by_index(i).unwrap();
         let mut text = String::new();
         f.read_to_string(&mut text).unwrap();
-        out.push((f.name().to_string(), text));
+        out.push((f.name().unwrap().to_string(), text));
     }
     out
 }
