@@ -235,9 +235,8 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let mut sinks = runtime.block_on(
-        sink_args.start(&options.identity.uuid, &options.identity.region),
-    )?;
+    let mut sinks =
+        runtime.block_on(sink_args.start(&options.identity.uuid, &options.identity.region))?;
     let image = args.image.as_ref().map(|image| {
         let mut mounts: Vec<PathBuf> = vec![options
             .source_dir
