@@ -69,7 +69,10 @@ impl SinkArgs {
                 // What was sent, for the tests (moto does not enforce the limits).
                 options.batch_record =
                     std::env::var_os("BUILDAGENT_TEST_CWL_BATCHES").map(Into::into);
-                Some(CloudWatchSink::start(&config, options).context("starting the CloudWatch Logs sink")?)
+                Some(
+                    CloudWatchSink::start(&config, options)
+                        .context("starting the CloudWatch Logs sink")?,
+                )
             }
             None => None,
         };

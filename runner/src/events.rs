@@ -640,8 +640,18 @@ mod tests {
             reason: "connection refused".into(),
         });
         assert_eq!(
-            (v["type"].clone(), v["sink"].clone(), v["lines"].clone(), v["delivered"].clone()),
-            (json!("logs_undelivered"), json!("cloudwatch"), json!(12), json!(3))
+            (
+                v["type"].clone(),
+                v["sink"].clone(),
+                v["lines"].clone(),
+                v["delivered"].clone()
+            ),
+            (
+                json!("logs_undelivered"),
+                json!("cloudwatch"),
+                json!(12),
+                json!(3)
+            )
         );
     }
 

@@ -52,7 +52,14 @@ impl Moto {
             .unwrap()
             .port();
         let child = Command::new("python3")
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -89,7 +96,15 @@ fn run_agent(dir: &Path, moto: &Moto, extra: &[&str]) -> Duration {
     let t = Instant::now();
     let status = Command::new(agent())
         .current_dir(dir)
-        .args(["run", "-m", "--no-cache", "--log-format", "codebuild", "--log-file", "build.log"])
+        .args([
+            "run",
+            "-m",
+            "--no-cache",
+            "--log-format",
+            "codebuild",
+            "--log-file",
+            "build.log",
+        ])
         .args(extra)
         .env("AWS_ENDPOINT_URL", &moto.endpoint)
         .env("AWS_ACCESS_KEY_ID", "testing")

@@ -82,7 +82,10 @@ impl Fault {
     /// `{"__type": kind, "message": message}`, as the services send `ThrottlingException` (400)
     /// or `ServiceUnavailableException` (503).
     pub fn aws_json_error(status: u16, kind: &str, message: &str) -> Fault {
-        Fault::aws_json(status, &format!(r#"{{"__type":"{kind}","message":"{message}"}}"#))
+        Fault::aws_json(
+            status,
+            &format!(r#"{{"__type":"{kind}","message":"{message}"}}"#),
+        )
     }
 
     /// An AWS JSON-protocol answer with this exact body (for errors with extra fields, such as
@@ -363,7 +366,11 @@ fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
                 .to_ascii_lowercase()
                 .contains(only.as_str())
         });
-        let fault = if matches { shared.request() } else { Fault::Pass };
+        let fault = if matches {
+            shared.request()
+        } else {
+            Fault::Pass
+        };
         match fault {
             Fault::Pass => match forward(&request, shared.upstream) {
                 Ok((response, delimited)) => {
@@ -432,7 +439,10 @@ fn read_head(reader: &mut impl BufRead) -> io::Result<Option<Vec<String>>> {
         }
         size += n;
         if size > MAX_HEAD {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "a head over 64 KiB"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a head over 64 KiB",
+            ));
         }
         let line = line.trim_end_matches(['\r', '\n']).to_string();
         if line.is_empty() {
@@ -462,11 +472,9 @@ fn read_body(reader: &mut impl BufRead, lines: &[String]) -> io::Result<Vec<u8>>
             let mut size_line = String::new();
             reader.read_line(&mut size_line)?;
             body.extend_from_slice(size_line.as_bytes());
-            let size = usize::from_str_radix(
-                size_line.trim().split(';').next().unwrap_or("").trim(),
-                16,
-            )
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "a bad chunk size"))?;
+            let size =
+                usize::from_str_radix(size_line.trim().split(';').next().unwrap_or("").trim(), 16)
+                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "a bad chunk size"))?;
             if size == 0 {
                 // Trailers up to the empty line.
                 loop {
@@ -594,7 +602,9 @@ mod tests {
     fn get(addr: SocketAddr) -> io::Result<String> {
         let mut s = TcpStream::connect(addr)?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")?;
+        s.write_all(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+        )?;
         let mut out = String::new();
         s.read_to_string(&mut out)?;
         Ok(out)

@@ -37,7 +37,9 @@ impl Moto {
             aws_sdk_cloudwatchlogs::Config::builder()
                 .behavior_version(aws_sdk_cloudwatchlogs::config::BehaviorVersion::latest())
                 .endpoint_url(&aws.endpoint)
-                .region(aws_sdk_cloudwatchlogs::config::Region::new(aws.region.clone()))
+                .region(aws_sdk_cloudwatchlogs::config::Region::new(
+                    aws.region.clone(),
+                ))
                 .credentials_provider(credentials.clone())
                 .build(),
         );
@@ -144,7 +146,10 @@ fn run(sandbox: &Sandbox, moto: &Moto, args: &[&str], extra: &[(&str, &str)]) ->
 
 /// The group and stream of a test.
 fn names(test: &str) -> (String, String) {
-    (format!("/buildagent/test/{test}"), format!("s-{}", unique()))
+    (
+        format!("/buildagent/test/{test}"),
+        format!("s-{}", unique()),
+    )
 }
 
 #[test]
@@ -191,7 +196,10 @@ fn the_whole_log_arrives_line_for_line_and_masked() {
         let body = message.strip_suffix('\n').unwrap_or(message);
         assert!(!body.contains('\n'), "{message:?}");
     }
-    let long: Vec<&(i64, String)> = events.iter().filter(|(_, m)| m.starts_with("xxx")).collect();
+    let long: Vec<&(i64, String)> = events
+        .iter()
+        .filter(|(_, m)| m.starts_with("xxx"))
+        .collect();
     assert_eq!(long.len(), 3);
     assert_eq!(file.lines().count() + 2, events.len());
     let times: Vec<i64> = events.iter().map(|(t, _)| *t).collect();
@@ -235,7 +243,10 @@ fn the_default_stream_is_the_build_uuid_and_json_says_where_the_log_went() {
         .collect();
     let build_id = events[0]["build_id"].as_str().unwrap();
     let uuid = build_id.rsplit(':').next().unwrap();
-    let logs = events.iter().find(|e| e["type"] == "logs").expect("a logs event");
+    let logs = events
+        .iter()
+        .find(|e| e["type"] == "logs")
+        .expect("a logs event");
     assert_eq!(events[1]["type"], "logs", "right after the start");
     assert_eq!(logs["cloudwatch"]["group"], group.as_str());
     assert_eq!(logs["cloudwatch"]["stream"], uuid);
@@ -284,7 +295,10 @@ fn two_hundred_thousand_lines_arrive_in_batches_within_the_limits() {
         assert!(b[3] - b[2] < 24 * 3600 * 1000, "{b:?}");
     }
     // Full batches: the count limit is what cuts short lines.
-    assert!(batches.iter().filter(|b| b[0] == 10_000).count() >= 10, "{batches:?}");
+    assert!(
+        batches.iter().filter(|b| b[0] == 10_000).count() >= 10,
+        "{batches:?}"
+    );
     let sent_bytes: i64 = events.iter().map(|(_, m)| m.len() as i64 + 26).sum();
     assert_eq!(batches.iter().map(|b| b[1]).sum::<i64>(), sent_bytes);
 }
@@ -312,7 +326,10 @@ fn throttling_then_refused_connections_lose_nothing_and_do_not_hold_the_build() 
     // 20 MB in 1,000-byte lines while the service is away: more than the 8 MiB kept in memory.
     buildspec(
         &sandbox,
-        &["head -c 15000000 /dev/urandom | base64 -w 1000", "echo last line"],
+        &[
+            "head -c 15000000 /dev/urandom | base64 -w 1000",
+            "echo last line",
+        ],
     );
     let target = format!("{group}:{stream}");
     let result = run(
@@ -334,7 +351,10 @@ fn throttling_then_refused_connections_lose_nothing_and_do_not_hold_the_build() 
     result.expect_code(0);
     let stats = proxy.stats();
     assert!(stats.answered >= 3, "{stats:?}");
-    assert!(stats.refusals >= 1 && stats.dropped >= 1 && stats.passed > 0, "{stats:?}");
+    assert!(
+        stats.refusals >= 1 && stats.dropped >= 1 && stats.passed > 0,
+        "{stats:?}"
+    );
     let file = std::fs::read_to_string(sandbox.path().join("build.log")).unwrap();
     let sent: String = moto
         .events(&group, &stream)
@@ -363,10 +383,7 @@ fn rfc3339(t: SystemTime) -> String {
         .args([
             "-u",
             "-d",
-            &format!(
-                "@{}",
-                t.duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
-            ),
+            &format!("@{}", t.duration_since(UNIX_EPOCH).unwrap().as_secs_f64()),
             "+%Y-%m-%dT%H:%M:%S.%6NZ",
         ])
         .output()
@@ -509,7 +526,11 @@ fn first_build_uuid(json_lines: &str) -> String {
 fn gunzip(sandbox: &Sandbox, gz: &[u8]) -> String {
     let path = sandbox.write("log.gz", gz);
     let out = Command::new("gzip").arg("-dc").arg(&path).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -550,7 +571,10 @@ fn logs_follow_prints_a_running_build_as_it_goes() {
     }
     assert_eq!(seen.last().map(String::as_str), Some("first-line"));
     // The build waits for this: the follower printed its first line while it ran.
-    assert!(build.try_wait().unwrap().is_none(), "the build is still running");
+    assert!(
+        build.try_wait().unwrap().is_none(),
+        "the build is still running"
+    );
     std::fs::write(&marker, "").unwrap();
     for line in lines.by_ref() {
         let line = line.unwrap();

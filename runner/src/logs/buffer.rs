@@ -319,8 +319,7 @@ impl LogBuffer {
     pub fn stats(&self) -> BufferStats {
         let state = self.lock();
         let mut stats = state.stats;
-        stats.waiting =
-            state.memory.len() as u64 + state.spill.as_ref().map_or(0, |s| s.entries);
+        stats.waiting = state.memory.len() as u64 + state.spill.as_ref().map_or(0, |s| s.entries);
         stats
     }
 
@@ -388,7 +387,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // A small memory budget: most entries go through the spill file.
         let buffer = LogBuffer::new(64 * 1024, 1, dir.path());
-        let short: Vec<Entry> = (0..25_000).map(|i| entry(1000 + i, &format!("line {i}\n"))).collect();
+        let short: Vec<Entry> = (0..25_000)
+            .map(|i| entry(1000 + i, &format!("line {i}\n")))
+            .collect();
         buffer.push_entries(short);
         let long = "x".repeat(200_000);
         buffer.push_entries((0..12).map(|i| entry(50_000 + i, &long)));

@@ -209,10 +209,16 @@ impl CloudWatchSink {
 
     /// Sends what waits, for at most `timeout`, and says what arrived.
     pub fn finish(mut self, timeout: Duration) -> Delivery {
-        *self.shared.deadline.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(Instant::now() + timeout);
+        *self
+            .shared
+            .deadline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + timeout);
         self.buffer.close();
-        let finished = self.done.recv_timeout(timeout + Duration::from_millis(200)).is_ok();
+        let finished = self
+            .done
+            .recv_timeout(timeout + Duration::from_millis(200))
+            .is_ok();
         if finished {
             if let Some(thread) = self.thread.take() {
                 let _ = thread.join();
@@ -411,7 +417,9 @@ impl Sender {
             let next = match self.bounded(request.send()).await? {
                 Ok(output) => {
                     self.token = output.next_sequence_token().map(str::to_string);
-                    let rejected = output.rejected_log_events_info().map_or(0, |info| rejected_count(info, count));
+                    let rejected = output
+                        .rejected_log_events_info()
+                        .map_or(0, |info| rejected_count(info, count));
                     if rejected > 0 {
                         self.shared.rejected.fetch_add(rejected, Ordering::Relaxed);
                         self.shared.error(format!(
@@ -486,7 +494,11 @@ fn rejected_count(info: &aws_sdk_cloudwatchlogs::types::RejectedLogEventsInfo, c
     (old + new).min(count)
 }
 
-fn describe(action: &str, name: &str, error: &(impl ProvideErrorMetadata + std::error::Error)) -> String {
+fn describe(
+    action: &str,
+    name: &str,
+    error: &(impl ProvideErrorMetadata + std::error::Error),
+) -> String {
     match (error.code(), error.message()) {
         (Some(code), Some(message)) => format!("cannot {action} {name}: {code}: {message}"),
         (Some(code), None) => format!("cannot {action} {name}: {code}"),
@@ -538,10 +550,7 @@ mod tests {
     fn long_lines_are_cut_at_character_boundaries() {
         // `é` is two bytes: it would straddle the first cut.
         let text = format!("{}é{}", "a".repeat(9), "b".repeat(12));
-        assert_eq!(
-            split(&text, 10),
-            vec!["aaaaaaaaa", "ébbbbbbbb", "bbbb"]
-        );
+        assert_eq!(split(&text, 10), vec!["aaaaaaaaa", "ébbbbbbbb", "bbbb"]);
         assert_eq!(split("", 10), vec![""]);
         assert!(split(&"x".repeat(MAX_MESSAGE * 2 + 1), MAX_MESSAGE)
             .iter()

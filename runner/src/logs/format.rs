@@ -102,7 +102,13 @@ impl Formatter {
         out
     }
 
-    fn line(&mut self, out: &mut Vec<Piece<'_>>, at: SystemTime, message: String, style: Option<Style>) {
+    fn line(
+        &mut self,
+        out: &mut Vec<Piece<'_>>,
+        at: SystemTime,
+        message: String,
+        style: Option<Style>,
+    ) {
         self.end_output_line(out, at);
         out.push(Piece::Line { at, message, style });
     }

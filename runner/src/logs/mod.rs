@@ -202,10 +202,14 @@ impl LogSinks {
         self.assembler.finish(&mut self.lines);
         self.send_lines();
         // Both end at once: the timeout is for the pair, not for each.
-        let cloudwatch = self.cloudwatch.take().map(|(sink, location)| {
-            std::thread::spawn(move || (sink.finish(timeout), location))
-        });
-        let s3 = self.s3.take().map(|(sink, url)| (sink.finish(timeout), url));
+        let cloudwatch = self
+            .cloudwatch
+            .take()
+            .map(|(sink, location)| std::thread::spawn(move || (sink.finish(timeout), location)));
+        let s3 = self
+            .s3
+            .take()
+            .map(|(sink, url)| (sink.finish(timeout), url));
         let mut events = Vec::new();
         let mut report = |sink: &str, whereto: String, delivery: Delivery| {
             if delivery.undelivered == 0 {
@@ -279,6 +283,7 @@ mod tests {
             console_url("eu-west-1", "/aws/codebuild/app", "1f2e"),
             "https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1#logsV2:log-groups/log-group/$252Faws$252Fcodebuild$252Fapp/log-events/1f2e"
         );
-        assert!(console_url("cn-north-1", "g", "s").starts_with("https://cn-north-1.console.amazonaws.cn/"));
+        assert!(console_url("cn-north-1", "g", "s")
+            .starts_with("https://cn-north-1.console.amazonaws.cn/"));
     }
 }

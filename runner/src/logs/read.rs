@@ -90,7 +90,10 @@ pub async fn read_stream(
             }
         };
         for event in out.events() {
-            if !on_event(event.timestamp().unwrap_or(0), event.message().unwrap_or("")) {
+            if !on_event(
+                event.timestamp().unwrap_or(0),
+                event.message().unwrap_or(""),
+            ) {
                 return Ok(());
             }
         }

@@ -91,7 +91,11 @@ pub struct S3Sink {
 impl S3Sink {
     /// Starts the sink's thread with `client`.
     pub fn start(client: S3Client, options: S3Options) -> std::io::Result<S3Sink> {
-        let buffer = Arc::new(LogBuffer::new(options.memory_limit, 1 << 20, &options.work_dir));
+        let buffer = Arc::new(LogBuffer::new(
+            options.memory_limit,
+            1 << 20,
+            &options.work_dir,
+        ));
         let shared = Arc::new(Shared::default());
         let named = tempfile::NamedTempFile::new_in(&options.work_dir)?;
         let file = named.reopen()?;
@@ -148,8 +152,11 @@ impl S3Sink {
 
     /// Compresses and uploads what waits, for at most `timeout`, and says what arrived.
     pub fn finish(self, timeout: Duration) -> Delivery {
-        *self.shared.deadline.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(Instant::now() + timeout);
+        *self
+            .shared
+            .deadline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + timeout);
         self.buffer.close();
         let _ = self.done.recv_timeout(timeout + Duration::from_millis(200));
         let pushed = self.buffer.stats().pushed;
@@ -233,7 +240,11 @@ impl Writer {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        *self.shared.deadline.lock().unwrap_or_else(|p| p.into_inner())
+        *self
+            .shared
+            .deadline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn error(&self, action: &str, e: impl ProvideErrorMetadata + std::error::Error) -> String {
@@ -342,7 +353,10 @@ impl Writer {
 }
 
 /// `future`, unless `deadline` passes first (`None`).
-async fn bounded<T>(deadline: Option<Instant>, future: impl std::future::Future<Output = T>) -> Option<T> {
+async fn bounded<T>(
+    deadline: Option<Instant>,
+    future: impl std::future::Future<Output = T>,
+) -> Option<T> {
     match deadline {
         None => Some(future.await),
         Some(deadline) => tokio::time::timeout_at(deadline.into(), future).await.ok(),
