@@ -60,6 +60,13 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
         options: template,
         staging,
     } = prepare(args, color)?;
+    // Each build of a batch copies the source afresh; a fetched source would be fetched once per
+    // build into one place. Until the batch fetches once and copies, it takes directories only.
+    let (Some(primary), true) = (primary, template.fetch.sources.is_empty()) else {
+        return Err(invalid(
+            "--batch builds from local source directories; fetch a Git or S3 source first (git clone) and pass the directory with -s",
+        ));
+    };
     if args.combine_artifacts && matches!(template.artifacts, Some(Location::S3(_))) {
         return Err(invalid(
             "--combine-artifacts needs a local -a directory (s3:// artifacts go to <prefix>/<identifier>/)",

@@ -100,9 +100,30 @@ pub struct RunArgs {
     #[arg(short = 'b', long = "buildspec", value_name = "FILE")]
     pub buildspec: Option<PathBuf>,
 
-    /// The source directory (default `.`); repeat as `-s ID:DIR` for secondary sources.
-    #[arg(short = 's', long = "source", value_name = "DIR")]
+    /// The source (default `.`): a directory, a Git URL (`https://`, `ssh://`, `git@host:path`,
+    /// `file://`, anything ending in `.git`), `s3://BUCKET/KEY.zip` or `s3://BUCKET/PREFIX/`;
+    /// repeat as `-s ID:SOURCE` for secondary sources.
+    #[arg(short = 's', long = "source", value_name = "SOURCE")]
     pub sources: Vec<String>,
+
+    /// The version of the primary Git or S3 source: a branch, tag, commit (full or abbreviated),
+    /// `pr/N` or a ref (`refs/pull/N/head`); for an S3 zip, an object version id (default: the
+    /// remote's default branch, the latest object).
+    #[arg(long, value_name = "REF")]
+    pub source_version: Option<String>,
+
+    /// How many commits of Git history to fetch (0: all of it).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub git_clone_depth: u32,
+
+    /// Also fetch Git submodules, recursively, with the same depth.
+    #[arg(long)]
+    pub git_submodules: bool,
+
+    /// Clone Git sources afresh instead of through the clone cache (bare mirrors under
+    /// `$XDG_CACHE_HOME/buildagent/git`, else `~/.cache/buildagent/git`).
+    #[arg(long)]
+    pub no_source_cache: bool,
 
     /// Write artifacts to this directory: `artifacts.zip` for the primary artifact,
     /// `<identifier>.zip` for each secondary one (created if missing; replaced atomically); or

@@ -15,6 +15,7 @@ use buildagent_runner::executor::container::StartProgress;
 use buildagent_runner::executor::{
     enable_child_subreaper, ContainerExecutor, ContainerOptions, HostExecutor, StopRequest,
 };
+use buildagent_runner::fetch::{FetchPlan, RemoteSource, SourceLocation};
 use buildagent_runner::location::Location;
 use buildagent_runner::plan::{self, BuildIdentity};
 use buildagent_runner::secrets::OfflineValues;
@@ -53,8 +54,8 @@ pub struct Prepared {
     pub text: String,
     /// Where the buildspec was read from.
     pub buildspec_path: PathBuf,
-    /// The primary source directory.
-    pub primary: PathBuf,
+    /// The primary source directory; `None` when it is fetched (Git, S3) in DOWNLOAD_SOURCE.
+    pub primary: Option<PathBuf>,
     /// The options of the build (for a batch: the template of each child's).
     pub options: BuildOptions,
     /// The directory the source copy is made in (removed when dropped); `None` with -m.
@@ -67,30 +68,47 @@ pub fn prepare(args: &RunArgs, color: ColorChoice) -> anyhow::Result<Prepared> {
     let timeout =
         plan::parse_duration(&args.timeout).map_err(|e| invalid(format!("--timeout: {e}")))?;
     let grace = plan::parse_duration(&args.grace).map_err(|e| invalid(format!("--grace: {e}")))?;
-    let (primary, secondary) = sources(&args.sources)?;
-    let primary =
-        std::path::absolute(&primary).with_context(|| format!("source `{}`", primary.display()))?;
-    if !primary.is_dir() {
-        return Err(invalid(format!(
-            "source directory `{}` does not exist",
-            primary.display()
-        )));
+    let (primary_location, secondary) = sources(&args.sources)?;
+    let remote = !primary_location.is_dir() || secondary.iter().any(|(_, s)| !s.is_dir());
+    if args.source_version.is_some() && primary_location.is_dir() {
+        return Err(invalid(
+            "--source-version: the primary source is a directory; versions are for Git and S3 sources",
+        ));
     }
-    let buildspec_path = locate_buildspec(args, &primary)?;
-    let (text, parsed) = parse_file(
-        &buildspec_path,
-        &ParseOptions {
-            strict: args.strict,
-        },
-    )
-    .map_err(|e| invalid(format!("{}: {e}", buildspec_path.display())))?;
-    let stderr_color = crate::color::stderr(color);
-    let shown = buildspec_path.display().to_string();
-    for d in &parsed.diagnostics {
-        eprintln!("{}", d.render(&text, &shown, stderr_color));
-    }
-    let Some(spec) = parsed.buildspec else {
-        return Err(invalid(format!("{shown} is not a valid buildspec")));
+    let primary = match &primary_location {
+        SourceLocation::Dir(dir) => {
+            let dir = std::path::absolute(dir)
+                .with_context(|| format!("source `{}`", dir.display()))?;
+            if !dir.is_dir() {
+                return Err(invalid(format!(
+                    "source directory `{}` does not exist",
+                    dir.display()
+                )));
+            }
+            Some(dir)
+        }
+        _ if args.mount_source => {
+            return Err(invalid(format!(
+                "-m builds in a local directory; `{primary_location}` is fetched into a new one"
+            )))
+        }
+        _ if args.dry_run && args.buildspec.is_none() && args.buildspec_arg.is_none() => {
+            return Err(invalid(format!(
+                "--dry-run fetches nothing, and the buildspec is in `{primary_location}`: name \
+                 one with -b FILE"
+            )))
+        }
+        _ => None,
+    };
+    let parse_options = ParseOptions {
+        strict: args.strict,
+    };
+    // The buildspec of a fetched primary source is read from it once fetched (in DOWNLOAD_SOURCE).
+    let given_buildspec = args.buildspec.is_some() || args.buildspec_arg.is_some();
+    let (spec, buildspec_path) = match &primary {
+        Some(dir) => read_buildspec(args, dir, &parse_options, color)?,
+        None if given_buildspec => read_buildspec(args, Path::new("."), &parse_options, color)?,
+        None => (Buildspec::default(), PathBuf::new()),
     };
     let env_file = match &args.env_file {
         None => Vec::new(),
@@ -127,17 +145,49 @@ pub fn prepare(args: &RunArgs, color: ColorChoice) -> anyhow::Result<Prepared> {
     // The build runs in a fresh copy unless -m (made in DOWNLOAD_SOURCE, removed afterwards). In a
     // build image the copy is at CodeBuild's path, /codebuild/output/src<N>/src, when this machine
     // lets the agent create it (the directory is mounted at the same path in the container).
-    let staging = if args.mount_source {
-        None
-    } else {
+    // Fetched sources go there too: the primary as src, a secondary one as secondary/<id>.
+    let staging = if !args.mount_source || remote {
         Some(source_copy_dir(args.image.is_some())?)
+    } else {
+        None
     };
-    let (source_dir, stage_from) = match &staging {
-        None => (primary.clone(), None),
-        Some(staging) => (staging.path().join("src"), Some(primary.clone())),
+    let staged = |name: &str| staging.as_ref().map(|s| s.path().join(name));
+    let (source_dir, stage_from) = match (&primary, args.mount_source) {
+        (Some(dir), true) => (dir.clone(), None),
+        (Some(dir), false) => (staged("src").unwrap_or_default(), Some(dir.clone())),
+        (None, _) => (staged("src").unwrap_or_default(), None),
     };
+    let mut fetch = FetchPlan {
+        git_depth: args.git_clone_depth,
+        git_submodules: args.git_submodules,
+        git_cache: (!args.no_source_cache)
+            .then(default_cache_dir)
+            .flatten()
+            .map(|dir| dir.join("git")),
+        load_buildspec: (primary.is_none() && !given_buildspec).then_some(parse_options),
+        ..FetchPlan::default()
+    };
+    if primary.is_none() {
+        fetch.sources.push(RemoteSource {
+            id: None,
+            location: primary_location.clone(),
+            version: args.source_version.clone(),
+            dest: source_dir.clone(),
+        });
+    }
     let mut staged_secondary = Vec::new();
-    for (id, dir) in &secondary {
+    for (id, location) in &secondary {
+        let SourceLocation::Dir(dir) = location else {
+            let dest = staged(&format!("secondary/{id}")).unwrap_or_default();
+            fetch.sources.push(RemoteSource {
+                id: Some(id.clone()),
+                location: location.clone(),
+                version: None,
+                dest: dest.clone(),
+            });
+            staged_secondary.push((id.clone(), dest));
+            continue;
+        };
         let dir = std::path::absolute(dir)?;
         if !dir.is_dir() {
             return Err(invalid(format!(
@@ -149,11 +199,12 @@ pub fn prepare(args: &RunArgs, color: ColorChoice) -> anyhow::Result<Prepared> {
     }
 
     let identity = BuildIdentity {
-        project: primary
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| "local".to_string()),
+        project: match &primary {
+            Some(dir) => SourceLocation::Dir(dir.clone()).project_name(),
+            None => primary_location.project_name(),
+        }
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "local".to_string()),
         uuid: uuid::Uuid::new_v4().to_string(),
         number: 1,
         initiator: std::env::var("USER").unwrap_or_else(|_| "buildagent".to_string()),
@@ -165,11 +216,16 @@ pub fn prepare(args: &RunArgs, color: ColorChoice) -> anyhow::Result<Prepared> {
         image: args.image.clone().unwrap_or_else(|| "host".to_string()),
     };
     let options = BuildOptions {
-        source_info: source::git_info(&primary),
-        source_dir,
+        source_info: primary.as_deref().map(source::git_info).unwrap_or_default(),
+        source_dir: source_dir.clone(),
         stage_from,
         secondary_sources: staged_secondary,
-        buildspec_path: buildspec_path.clone(),
+        buildspec_path: match primary {
+            Some(_) => buildspec_path.clone(),
+            None if given_buildspec => buildspec_path.clone(),
+            // Read from the fetched source (buildspec.yml, else buildspec.yaml).
+            None => source_dir.join("buildspec.yml"),
+        },
         base_env: std::env::vars().collect(),
         // This executable is `codebuild-hash-files` when started under that name (see main.rs).
         helper_bin: std::env::current_exe().ok(),
@@ -200,6 +256,7 @@ pub fn prepare(args: &RunArgs, color: ColorChoice) -> anyhow::Result<Prepared> {
             None => None,
         },
         cache: cache_location(args)?,
+        fetch,
     };
     Ok(Prepared {
         spec,
@@ -217,7 +274,7 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
     let Prepared {
         spec,
         options,
-        staging: _staging,
+        staging,
         ..
     } = prepare(args, color)?;
     let format = args.log_format.unwrap_or(if io::stdout().is_terminal() {
@@ -272,19 +329,18 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let mut sinks = runtime.block_on(
-        sink_args.start(&options.identity.uuid, &options.identity.region),
-    )?;
+    let mut sinks =
+        runtime.block_on(sink_args.start(&options.identity.uuid, &options.identity.region))?;
     let image = container_options(args, &options).map(|mut container| {
-        container.mounts.insert(
-            0,
-            options
-                .source_dir
-                .parent()
-                .filter(|_| options.stage_from.is_some())
-                .unwrap_or(&options.source_dir)
-                .to_path_buf(),
-        );
+        // The staging directory holds the copy (or the fetched sources: the primary as src,
+        // secondary ones under secondary/); secondary directories outside it are mounted too.
+        let root = staging.as_ref().map(|s| s.path().to_path_buf());
+        container
+            .mounts
+            .retain(|dir| root.as_ref().is_none_or(|r| !dir.starts_with(r)));
+        container
+            .mounts
+            .insert(0, root.unwrap_or(options.source_dir.clone()));
         container
     });
     let result = runtime.block_on(async move {
@@ -404,29 +460,61 @@ pub async fn watch_signals(stop: StopRequest, kill_now: CancellationToken) {
     }
 }
 
-/// The primary source and the `ID:DIR` secondary ones.
-fn sources(args: &[String]) -> anyhow::Result<(PathBuf, Vec<(String, PathBuf)>)> {
+/// The primary source and the `ID:SOURCE` secondary ones. A value is `ID:SOURCE` when it has a
+/// `:` that is neither a URL's (`https://`, `s3://`) nor an scp-like Git address's
+/// (`git@host:path`), and is not an existing path.
+fn sources(args: &[String]) -> anyhow::Result<(SourceLocation, Vec<(String, SourceLocation)>)> {
+    let parse = |arg: &str, text: &str| {
+        SourceLocation::parse(text).map_err(|e| invalid(format!("-s {arg}: {e}")))
+    };
     let mut primary = None;
     let mut secondary = Vec::new();
     for arg in args {
-        match arg.split_once(':') {
-            Some((id, dir)) if primary.is_some() || !Path::new(arg).exists() => {
+        let has_scheme = arg
+            .split_once("://")
+            .is_some_and(|(scheme, _)| !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c)));
+        let id_form = arg
+            .split_once(':')
+            .filter(|(id, _)| !has_scheme && !id.contains('@'));
+        match id_form {
+            Some((id, rest)) if primary.is_some() || !Path::new(arg).exists() => {
                 if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                     return Err(invalid(format!(
                         "-s {arg}: the source identifier `{id}` must be letters, digits and `_`"
                     )));
                 }
-                secondary.push((id.to_string(), PathBuf::from(dir)));
+                secondary.push((id.to_string(), parse(arg, rest)?));
             }
-            _ if primary.is_none() => primary = Some(PathBuf::from(arg)),
+            _ if primary.is_none() => primary = Some(parse(arg, arg)?),
             _ => {
                 return Err(invalid(format!(
-                    "-s {arg}: only the first source is primary; name the others as ID:DIR"
+                    "-s {arg}: only the first source is primary; name the others as ID:SOURCE"
                 )))
             }
         }
     }
-    Ok((primary.unwrap_or_else(|| PathBuf::from(".")), secondary))
+    Ok((primary.unwrap_or_else(|| SourceLocation::Dir(PathBuf::from("."))), secondary))
+}
+
+/// Reads and checks the buildspec (`-b`, else the source directory's), printing its warnings.
+fn read_buildspec(
+    args: &RunArgs,
+    dir: &Path,
+    options: &ParseOptions,
+    color: ColorChoice,
+) -> anyhow::Result<(Buildspec, PathBuf)> {
+    let buildspec_path = locate_buildspec(args, dir)?;
+    let (text, parsed) = parse_file(&buildspec_path, options)
+        .map_err(|e| invalid(format!("{}: {e}", buildspec_path.display())))?;
+    let stderr_color = crate::color::stderr(color);
+    let shown = buildspec_path.display().to_string();
+    for d in &parsed.diagnostics {
+        eprintln!("{}", d.render(&text, &shown, stderr_color));
+    }
+    match parsed.buildspec {
+        Some(spec) => Ok((spec, buildspec_path)),
+        None => Err(invalid(format!("{shown} is not a valid buildspec"))),
+    }
 }
 
 /// The buildspec path: the argument (relative to the current directory), else `buildspec.yml`
@@ -587,6 +675,12 @@ fn cache_location(args: &RunArgs) -> anyhow::Result<Option<Location>> {
     if let Some(text) = &args.cache {
         return location(text, "--cache").map(Some);
     }
+    Ok(default_cache_dir().map(Location::Dir))
+}
+
+/// `$XDG_CACHE_HOME/buildagent`, else `~/.cache/buildagent` (the buildspec cache's default, and
+/// the clone cache's parent).
+fn default_cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
@@ -596,7 +690,7 @@ fn cache_location(args: &RunArgs) -> anyhow::Result<Option<Location>> {
                 .filter(|p| p.is_absolute())
                 .map(|home| home.join(".cache"))
         });
-    Ok(base.map(|b| Location::Dir(b.join("buildagent"))))
+    base.map(|b| b.join("buildagent"))
 }
 
 /// This machine's AWS configuration directory for `-c`, `~/.aws`, if it exists.

@@ -84,6 +84,10 @@ pub struct BuildOptions {
     /// location (`--cache s3://bucket/prefix`); `None`: no cache is restored or saved
     /// (`--no-cache`). Entries are kept per project ([`BuildIdentity::project`]).
     pub cache: Option<Location>,
+    /// Git and S3 sources, fetched first in DOWNLOAD_SOURCE into their directories (which may
+    /// be `source_dir` and the secondary ones), and maybe the buildspec read from the primary
+    /// (see [`crate::fetch`]). Default: nothing to fetch.
+    pub fetch: crate::fetch::FetchPlan,
 }
 
 /// The environment a build starts with, and where its Parameter Store and Secrets Manager
@@ -224,7 +228,7 @@ impl Build {
     /// `kill_now` kills the running command at once; the timeout ends it with TIMED_OUT. Every
     /// event goes to `report`. Whatever the ending, processes the build left are swept.
     pub async fn run(
-        self,
+        mut self,
         stop: StopRequest,
         kill_now: CancellationToken,
         mut report: impl FnMut(Event) + Send,
@@ -244,11 +248,24 @@ impl Build {
             source_dir: self.options.source_dir.clone(),
             buildspec_path: self.options.buildspec_path.clone(),
         }));
+        // Git and S3 sources are fetched first: the buildspec and the source variables may
+        // come from them. The failure, if any, is the first attempt's DOWNLOAD_SOURCE's.
+        let mut fetched = None;
+        if !self.options.fetch.is_empty() {
+            let plan = std::mem::take(&mut self.options.fetch);
+            let started = Instant::now();
+            let phase = BuildPhase::DownloadSource;
+            report(clock.event(EventKind::PhaseStarted { phase }));
+            let mut emit = |kind: EventKind| report(clock.event(kind));
+            let result = plan.run(&mut self.spec, &mut self.options, &stop, &mut emit);
+            fetched = Some((started, result.await.err()));
+        }
         let mut attempt = 0;
         let (status, phases, exported) = loop {
             attempt += 1;
             // The source is staged once; a retry runs again in the same directory.
             let mut run = Attempt::new(&self, &clock, &stop, &kill_now, attempt == 1);
+            run.fetched = fetched.take();
             let halt = run.run(&mut report).await;
             if let Some(Halt::Retry { limit }) = halt {
                 if attempt <= limit {
@@ -312,6 +329,8 @@ struct Attempt<'b> {
     stage: bool,
     /// The shell commands run with (`env.shell`).
     shell: PathBuf,
+    /// When sources were fetched: when DOWNLOAD_SOURCE started, and why the fetch failed.
+    fetched: Option<(Instant, Option<PhaseContext>)>,
 }
 
 /// The result of one phase's commands.
@@ -342,6 +361,7 @@ impl<'b> Attempt<'b> {
             masker: Masker::none(),
             stage,
             shell: PathBuf::from("/bin/sh"),
+            fetched: None,
         }
     }
 
@@ -379,13 +399,19 @@ impl<'b> Attempt<'b> {
         let options = &self.build.options;
 
         // DOWNLOAD_SOURCE: assemble the environment, create the command state.
-        let started = Instant::now();
-        self.emit(
-            report,
-            EventKind::PhaseStarted {
-                phase: BuildPhase::DownloadSource,
-            },
-        );
+        let (started, fetch_failure) = self.fetched.take().unwrap_or_else(|| {
+            let phase = BuildPhase::DownloadSource;
+            self.emit(report, EventKind::PhaseStarted { phase });
+            (Instant::now(), None)
+        });
+        if let Some(context) = fetch_failure {
+            let stopped = self.stop.reason();
+            let (status, context) = stopped.map_or((PhaseStatus::Failed, Some(context)), cancelled);
+            self.failed = stopped.is_none();
+            self.finish_phase(report, BuildPhase::DownloadSource, started, status, context);
+            let halt = self.finalize(report, None, None).await;
+            return halt.or(stopped.map(Halt::Cancelled));
+        }
         self.emit(
             report,
             EventKind::Info {

@@ -10,6 +10,8 @@
 //!   [`batch::BatchResult`] and the batch's events.
 //! - [`plan`]: the build's environment, layer by layer, and the agent's `CODEBUILD_*` variables.
 //! - [`source`]: staging the source in a fresh copy (git-aware).
+//! - [`fetch`]: sources from Git (the `git` command line, a clone cache of bare mirrors) and S3
+//!   (a zip, safely extracted, or a folder), fetched at the start of DOWNLOAD_SOURCE.
 //! - [`command`]: the per-command script model of buildspec 0.2 (each command is a new shell whose
 //!   first three lines restore the previous command's working directory and exported
 //!   environment, with the user's code on line 4), version 0.1's fresh start, and the
@@ -82,6 +84,7 @@
 //!     artifacts_keep_mtime: false,
 //!     reports_dir: None, // with Some(dir): dir/<group>/... and dir/summary.json
 //!     cache: None, // with Some(location): the buildspec's `cache` is kept there
+//!     fetch: Default::default(), // Git or S3 sources to fetch first (buildagent_runner::fetch)
 //! };
 //! let mut output = Vec::new();
 //! let build = Build::new(spec, options, Arc::new(HostExecutor::new()));
@@ -155,6 +158,7 @@ pub mod ecr;
 pub mod engine;
 pub mod events;
 pub mod executor;
+pub mod fetch;
 pub mod hash_files;
 pub mod location;
 pub mod logs;

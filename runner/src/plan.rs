@@ -185,13 +185,19 @@ impl BuildIdentity {
     }
 }
 
-/// What the agent knows about a source directory.
+/// What the agent knows about the sources.
 #[derive(Clone, Debug, Default)]
 pub struct SourceInfo {
-    /// `CODEBUILD_SOURCE_VERSION` (the branch or tag, when the source is a git work tree).
+    /// `CODEBUILD_SOURCE_VERSION`: the version asked of a fetched source (else the default
+    /// branch's name), or the branch of a local git work tree.
     pub version: Option<String>,
-    /// `CODEBUILD_RESOLVED_SOURCE_VERSION` (the commit).
+    /// `CODEBUILD_RESOLVED_SOURCE_VERSION`: the commit (the object version of an S3 zip).
     pub resolved_version: Option<String>,
+    /// `CODEBUILD_SOURCE_REPO_URL`: where a fetched source came from, credentials as `***`.
+    pub repo_url: Option<String>,
+    /// The same for fetched secondary sources, by identifier (`CODEBUILD_SOURCE_VERSION_<id>`,
+    /// `CODEBUILD_RESOLVED_SOURCE_VERSION_<id>`, `CODEBUILD_SOURCE_REPO_URL_<id>`).
+    pub secondary: Vec<(String, SourceInfo)>,
 }
 
 /// The variables the agent sets (decisions.md "Environment").
@@ -234,16 +240,28 @@ pub fn agent_variables(
         ("AWS_REGION".to_string(), identity.region.clone()),
         ("AWS_DEFAULT_REGION".to_string(), identity.region.clone()),
     ];
-    if let Some(v) = &source.version {
-        vars.push(("CODEBUILD_SOURCE_VERSION".to_string(), v.clone()));
-    }
-    if let Some(v) = &source.resolved_version {
-        vars.push(("CODEBUILD_RESOLVED_SOURCE_VERSION".to_string(), v.clone()));
-    }
+    source_variables(source, "", &mut vars);
     for (id, dir) in secondary {
         vars.push((format!("CODEBUILD_SRC_DIR_{id}"), dir.display().to_string()));
     }
+    for (id, info) in &source.secondary {
+        source_variables(info, &format!("_{id}"), &mut vars);
+    }
     vars
+}
+
+/// `CODEBUILD_SOURCE_VERSION<suffix>` and friends, for what is known.
+fn source_variables(source: &SourceInfo, suffix: &str, vars: &mut Vec<(String, String)>) {
+    let known = [
+        ("CODEBUILD_SOURCE_REPO_URL", &source.repo_url),
+        ("CODEBUILD_SOURCE_VERSION", &source.version),
+        ("CODEBUILD_RESOLVED_SOURCE_VERSION", &source.resolved_version),
+    ];
+    for (name, value) in known {
+        if let Some(v) = value {
+            vars.push((format!("{name}{suffix}"), v.clone()));
+        }
+    }
 }
 
 /// A problem in a `-e` environment file.
@@ -416,6 +434,14 @@ mod tests {
             &SourceInfo {
                 version: Some("main".into()),
                 resolved_version: Some("abc".into()),
+                repo_url: Some("https://h/app.git".into()),
+                secondary: vec![(
+                    "lib".into(),
+                    SourceInfo {
+                        version: Some("v1".into()),
+                        ..SourceInfo::default()
+                    },
+                )],
             },
             &[("lib".into(), "/lib".into())],
         );
@@ -428,6 +454,8 @@ mod tests {
         assert_eq!(get("CODEBUILD_START_TIME"), Some("1700000000123"));
         assert_eq!(get("CODEBUILD_SRC_DIR_lib"), Some("/lib"));
         assert_eq!(get("CODEBUILD_RESOLVED_SOURCE_VERSION"), Some("abc"));
+        assert_eq!(get("CODEBUILD_SOURCE_REPO_URL"), Some("https://h/app.git"));
+        assert_eq!(get("CODEBUILD_SOURCE_VERSION_lib"), Some("v1"));
         assert_eq!(get("AWS_DEFAULT_REGION"), Some("eu-west-1"));
     }
 }

@@ -272,14 +272,34 @@ impl S3Client {
         key: &str,
         file: std::fs::File,
     ) -> Result<u64, S3Error> {
+        self.download_version(bucket, key, None, file)
+            .await
+            .map(|(size, _)| size)
+    }
+
+    /// Writes the object at `key` into `file` (from its start), at the object version `version`
+    /// (`None`: the latest); returns its size and the version id the service reported (`None`
+    /// for a bucket without versioning).
+    pub async fn download_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+        file: std::fs::File,
+    ) -> Result<(u64, Option<String>), S3Error> {
         let out = self
             .client
             .get_object()
             .bucket(bucket)
             .key(key)
+            .set_version_id(version.map(str::to_string))
             .send()
             .await
             .map_err(|e| S3Error::new("download", bucket, key, e.into_service_error()))?;
+        let version_id = out
+            .version_id()
+            .filter(|v| !v.is_empty() && *v != "null")
+            .map(str::to_string);
         let mut body = out.body;
         let mut file =
             tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(file));
@@ -297,7 +317,7 @@ impl S3Client {
         file.flush()
             .await
             .map_err(|e| S3Error::io("download", bucket, key, e))?;
-        Ok(size)
+        Ok((size, version_id))
     }
 
     /// Deletes the object at `key` (no error when there is none).

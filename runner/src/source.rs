@@ -64,6 +64,7 @@ pub fn git_info(dir: &Path) -> SourceInfo {
     SourceInfo {
         version: git(&["rev-parse", "--abbrev-ref", "HEAD"]).filter(|b| b != "HEAD"),
         resolved_version: git(&["rev-parse", "HEAD"]),
+        ..SourceInfo::default()
     }
 }
 

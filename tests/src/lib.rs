@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub mod fault_proxy;
+pub mod git_server;
 pub mod images;
 pub mod services;
 
