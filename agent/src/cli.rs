@@ -36,6 +36,33 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Build, append to and push container images (Docker Engine API, or daemonless OCI).
     Image(Box<crate::image::ImageArgs>),
+    /// Print a completion script for a shell.
+    ///
+    /// bash: `buildagent completions bash > /etc/bash_completion.d/buildagent`; zsh: into a
+    /// directory of `$fpath` as `_buildagent`; fish: `~/.config/fish/completions/buildagent.fish`.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), or write one page per command into a directory.
+    ///
+    /// `buildagent man | man -l -` shows it; `buildagent man --out-dir /usr/local/share/man/man1`
+    /// installs buildagent.1, buildagent-run.1 and the others.
+    Man(ManArgs),
+}
+
+/// `buildagent completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `buildagent man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write buildagent.1 and one page per command (buildagent-run.1, ...) into this directory
+    /// instead of printing buildagent.1.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
 }
 
 /// `buildagent validate`.

@@ -9,6 +9,7 @@ mod color;
 mod dry_run;
 mod hash_files;
 mod image;
+mod manual;
 mod render;
 mod run;
 mod validate;
@@ -29,6 +30,8 @@ fn main() -> ExitCode {
         cli::Command::Schema => print_schema(),
         cli::Command::Run(args) => run::run(&args, cli.color),
         cli::Command::Image(args) => image::run(&args),
+        cli::Command::Completions(args) => manual::completions(args.shell),
+        cli::Command::Man(args) => manual::man(args.out_dir.as_deref()),
     };
     match status {
         Ok(code) => code,
