@@ -39,6 +39,16 @@ pub enum Command {
     /// Print a build's log from CloudWatch Logs (GROUP's latest stream unless STREAM is named),
     /// as the terminal shows it; with -f, follow it while the build runs.
     Logs(LogsArgs),
+    /// Print a completion script for a shell.
+    ///
+    /// bash: `buildagent completions bash > /etc/bash_completion.d/buildagent`; zsh: into a
+    /// directory of `$fpath` as `_buildagent`; fish: `~/.config/fish/completions/buildagent.fish`.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), or write one page per command into a directory.
+    ///
+    /// `buildagent man | man -l -` shows it; `buildagent man --out-dir /usr/local/share/man/man1`
+    /// installs buildagent.1, buildagent-run.1 and the others.
+    Man(ManArgs),
 }
 
 /// `buildagent logs`.
@@ -51,6 +61,23 @@ pub struct LogsArgs {
     /// Keep printing new lines as they arrive, until interrupted.
     #[arg(short, long)]
     pub follow: bool,
+}
+
+/// `buildagent completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `buildagent man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write buildagent.1 and one page per command (buildagent-run.1, ...) into this directory
+    /// instead of printing buildagent.1.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
 }
 
 /// `buildagent validate`.

@@ -15,6 +15,7 @@ mod hash_files;
 mod image;
 mod log_sinks;
 mod logs;
+mod manual;
 mod render;
 mod run;
 mod sharding;
@@ -41,6 +42,8 @@ fn main() -> ExitCode {
         cli::Command::Run(args) => run::run(&args, cli.color),
         cli::Command::Image(args) => image::run(&args),
         cli::Command::Logs(args) => logs::run(&args, cli.color),
+        cli::Command::Completions(args) => manual::completions(args.shell),
+        cli::Command::Man(args) => manual::man(args.out_dir.as_deref()),
     };
     match status {
         Ok(code) => code,

@@ -215,49 +215,47 @@ pub fn prepare(args: &RunArgs, color: ColorChoice) -> anyhow::Result<Prepared> {
         account: "000000000000".to_string(),
         image: args.image.clone().unwrap_or_else(|| "host".to_string()),
     };
-    let options = BuildOptions {
-        source_info: primary.as_deref().map(source::git_info).unwrap_or_default(),
-        source_dir: source_dir.clone(),
-        stage_from,
-        secondary_sources: staged_secondary,
-        buildspec_path: match primary {
-            Some(_) => buildspec_path.clone(),
-            None if given_buildspec => buildspec_path.clone(),
-            // Read from the fetched source (buildspec.yml, else buildspec.yaml).
-            None => source_dir.join("buildspec.yml"),
-        },
-        base_env: std::env::vars().collect(),
-        // This executable is `codebuild-hash-files` when started under that name (see main.rs).
-        helper_bin: std::env::current_exe().ok(),
-        env_file,
-        overrides,
-        secrets,
-        secrets_file,
-        identity,
-        timeout,
-        grace,
-        artifacts: match &args.artifacts {
-            Some(text) => Some(location(text, "-a")?),
-            None => None,
-        },
-        artifacts_namespace: match args.artifacts_namespace {
-            ArtifactsNamespace::None => Namespace::None,
-            ArtifactsNamespace::BuildId => Namespace::BuildId,
-        },
-        artifacts_packaging: match args.artifacts_packaging {
-            ArtifactsPackaging::Zip => Packaging::Zip,
-            ArtifactsPackaging::None => Packaging::None,
-        },
-        artifacts_keep_mtime: args.artifacts_keep_mtime,
-        reports_dir: match &args.reports {
-            Some(dir) => {
-                Some(std::path::absolute(dir).with_context(|| format!("-r {}", dir.display()))?)
-            }
-            None => None,
-        },
-        cache: cache_location(args)?,
-        fetch,
+    let mut options = BuildOptions::new(source_dir.clone());
+    options.stage_from = stage_from;
+    options.secondary_sources = staged_secondary;
+    options.source_info = primary.as_deref().map(source::git_info).unwrap_or_default();
+    options.buildspec_path = match primary {
+        Some(_) => buildspec_path.clone(),
+        None if given_buildspec => buildspec_path.clone(),
+        // Read from the fetched source (buildspec.yml, else buildspec.yaml).
+        None => source_dir.join("buildspec.yml"),
     };
+    options.base_env = std::env::vars().collect();
+    // This executable is `codebuild-hash-files` when started under that name (see main.rs).
+    options.helper_bin = std::env::current_exe().ok();
+    options.env_file = env_file;
+    options.overrides = overrides;
+    options.secrets = secrets;
+    options.secrets_file = secrets_file;
+    options.identity = identity;
+    options.timeout = timeout;
+    options.grace = grace;
+    options.artifacts = match &args.artifacts {
+        Some(text) => Some(location(text, "-a")?),
+        None => None,
+    };
+    options.artifacts_namespace = match args.artifacts_namespace {
+        ArtifactsNamespace::None => Namespace::None,
+        ArtifactsNamespace::BuildId => Namespace::BuildId,
+    };
+    options.artifacts_packaging = match args.artifacts_packaging {
+        ArtifactsPackaging::Zip => Packaging::Zip,
+        ArtifactsPackaging::None => Packaging::None,
+    };
+    options.artifacts_keep_mtime = args.artifacts_keep_mtime;
+    options.reports_dir = match &args.reports {
+        Some(dir) => {
+            Some(std::path::absolute(dir).with_context(|| format!("-r {}", dir.display()))?)
+        }
+        None => None,
+    };
+    options.cache = cache_location(args)?;
+    options.fetch = fetch;
     Ok(Prepared {
         spec,
         text,

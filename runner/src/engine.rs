@@ -20,19 +20,23 @@ use crate::events::{
     ExportedVariable, PhaseContext, PhaseStatus, PhaseSummary, Stream,
 };
 use crate::executor::{CommandControl, Executor, HashFilesHelper, OutputSink, RunAs, StopRequest};
+use crate::lines::LineAssembler;
 use crate::location::Location;
 use crate::mask::Masker;
 use crate::plan::{agent_variables, BuildIdentity, Environment, Origin, SourceInfo};
 use crate::secrets::{OfflineValues, ResolveError, ResolvedValue};
 
 mod cache_steps;
+mod options;
 mod runtimes;
 
 /// How much of a failing command's output is kept for `RETRY-<regex>` matching.
 const RETRY_TAIL: usize = 64 * 1024;
 
-/// The options of one build run.
+/// The options of one build run: [`BuildOptions::new`] gives the defaults, the setters change
+/// them (the fields stay public for reading and for callers that copy and adjust options).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct BuildOptions {
     /// The directory the build runs in (`CODEBUILD_SRC_DIR`).
     pub source_dir: PathBuf,
@@ -761,15 +765,20 @@ impl<'b> Attempt<'b> {
         let grace = self.build.options.grace;
         // What leftover processes still write while they are ended is output like any other.
         let swept = {
-            let mut sink = MaskingSink {
-                stdout: self.masker.clone(),
-                stderr: self.masker.clone(),
-                clock: self.clock,
-                report: &mut *report,
-                tail: Vec::new(),
-            };
-            let swept = self.build.executor.sweep(grace, &mut sink).await;
-            sink.flush();
+            let lines = LineAssembler::new(
+                MaskingSink {
+                    stdout: self.masker.clone(),
+                    stderr: self.masker.clone(),
+                    clock: self.clock,
+                    report: &mut *report,
+                    tail: Vec::new(),
+                },
+                crate::lines::DEFAULT_DELAY,
+            );
+            let swept = lines
+                .drive(self.build.executor.sweep(grace, &mut lines.sink()))
+                .await;
+            lines.into_inner().flush();
             swept
         };
         match swept {
@@ -1325,17 +1334,24 @@ impl<'b> Attempt<'b> {
             self.kill_now.clone(),
             self.build.options.grace,
         );
-        let mut sink = MaskingSink {
-            stdout: self.masker.clone(),
-            stderr: self.masker.clone(),
-            clock: self.clock,
-            report,
-            tail: Vec::new(),
-        };
-        let outcome = match self.build.executor.run(&spec, control, &mut sink).await {
+        // Output is assembled into whole lines per stream before it is masked (crate::lines).
+        let lines = LineAssembler::new(
+            MaskingSink {
+                stdout: self.masker.clone(),
+                stderr: self.masker.clone(),
+                clock: self.clock,
+                report,
+                tail: Vec::new(),
+            },
+            crate::lines::DEFAULT_DELAY,
+        );
+        let mut feed = lines.sink();
+        let run = self.build.executor.run(&spec, control, &mut feed);
+        let outcome = match lines.drive(run).await {
             Ok(outcome) => outcome,
             Err(e) => CommandOutcome::SpawnFailed(e.to_string()),
         };
+        let mut sink = lines.into_inner();
         sink.flush();
         let tail = String::from_utf8_lossy(&sink.tail).into_owned();
         let cancelled = match outcome {

@@ -33,6 +33,8 @@
 //! - [`secrets`]: the buildspec's `parameter-store` and `secrets-manager` entries, resolved
 //!   before INSTALL from AWS or from offline values (`--secrets-file`).
 //! - [`aws`]: the one loader of the AWS SDK configuration (credentials, region, endpoints).
+//! - [`lines`]: whole lines per stream, so a command's stdout and stderr are never spliced into
+//!   each other.
 //! - [`mask`]: the streaming secret [`mask::Masker`] that output goes through before it becomes an
 //!   event.
 //! - [`events`]: the [`events::Event`] type and its versioned JSON form.
@@ -41,11 +43,10 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use std::time::{Duration, SystemTime};
+//! use std::time::Duration;
 //! use buildagent_runner::engine::{Build, BuildOptions};
 //! use buildagent_runner::events::{BuildPhase, BuildStatus, EventKind, PhaseStatus};
 //! use buildagent_runner::executor::{HostExecutor, StopRequest};
-//! use buildagent_runner::plan::{BuildIdentity, SourceInfo};
 //! use buildagent_spec::{parse, ParseOptions};
 //! use tokio_util::sync::CancellationToken;
 //!
@@ -53,39 +54,17 @@
 //! # async fn main() {
 //! let yaml = "version: 0.2\nphases:\n  build:\n    commands:\n      - echo \"hello $WHO\"\n      - 'false'\n  post_build:\n    commands: [echo succeeding=$CODEBUILD_BUILD_SUCCEEDING]\n";
 //! let spec = parse(yaml, &ParseOptions::default()).buildspec.expect("a valid buildspec");
-//! let options = BuildOptions {
-//!     source_dir: std::env::temp_dir(),
-//!     stage_from: None, // build in source_dir itself (`-m`)
-//!     secondary_sources: Vec::new(),
-//!     buildspec_path: "buildspec.yml".into(),
-//!     base_env: vec![("PATH".into(), "/usr/bin:/bin".into())],
-//!     helper_bin: None, // with Some(exe): `codebuild-hash-files` on the commands' PATH
-//!     env_file: Vec::new(),
-//!     overrides: vec![("WHO".into(), "world".into())],
-//!     secrets: Vec::new(),
-//!     secrets_file: Default::default(), // --secrets-file: offline parameter and secret values
-//!     identity: BuildIdentity {
-//!         project: "demo".into(),
-//!         uuid: "00000000-0000-0000-0000-000000000000".into(),
-//!         number: 1,
-//!         initiator: "me".into(),
-//!         start_time: SystemTime::now(),
-//!         region: "us-east-1".into(),
-//!         account: "000000000000".into(),
-//!         image: "host".into(),
-//!     },
-//!     source_info: SourceInfo::default(),
-//!     timeout: Duration::from_secs(60),
-//!     grace: Duration::from_secs(10),
-//!     // With Some(Location::Dir(dir)): dir/artifacts.zip; Location::S3(url): uploaded there.
-//!     artifacts: None,
-//!     artifacts_namespace: Default::default(),
-//!     artifacts_packaging: Default::default(),
-//!     artifacts_keep_mtime: false,
-//!     reports_dir: None, // with Some(dir): dir/<group>/... and dir/summary.json
-//!     cache: None, // with Some(location): the buildspec's `cache` is kept there
-//!     fetch: Default::default(), // Git or S3 sources to fetch first (buildagent_runner::fetch)
-//! };
+//! // Every option has a default (see `BuildOptions::new`); these are the common ones.
+//! let mut options = BuildOptions::new(std::env::temp_dir()); // runs in the directory itself (`-m`)
+//! options
+//!     .base_env([("PATH", "/usr/bin:/bin")]) // default: this process's environment
+//!     .env_var("WHO", "world") // `--env-var`; `.secret(name, value)` for masked ones
+//!     .timeout(Duration::from_secs(60)) // default: 60 minutes
+//!     .grace(Duration::from_secs(10)); // SIGTERM to SIGKILL when stopped
+//! // Also: `.stage_from(dir)` builds in a fresh copy, `.artifacts(Location::Dir(dir))` writes
+//! // dir/artifacts.zip, `.reports_dir(dir)`, `.cache(location)`, `.helper_bin(exe)` puts
+//! // `codebuild-hash-files` on the commands' PATH, `.identity(..)` sets CODEBUILD_BUILD_ID.
+//! options.identity.project = "demo".into();
 //! let mut output = Vec::new();
 //! let build = Build::new(spec, options, Arc::new(HostExecutor::new()));
 //! let result = build
@@ -102,6 +81,9 @@
 //! assert_eq!(build_phase.status, PhaseStatus::Failed);
 //! # }
 //! ```
+//!
+//! A ten-line program that embeds the engine is `examples/embed.rs` (`cargo run -p
+//! buildagent-runner --example embed`).
 //!
 //! # Running commands the way the engine does
 //!
@@ -160,6 +142,7 @@ pub mod events;
 pub mod executor;
 pub mod fetch;
 pub mod hash_files;
+pub mod lines;
 pub mod location;
 pub mod logs;
 pub mod mask;

@@ -169,6 +169,25 @@ pub struct BuildIdentity {
 }
 
 impl BuildIdentity {
+    /// The identity of a new build of `project`: a fresh random `uuid`, `number` 1, `initiator`
+    /// `$USER` (else `buildagent`), `start_time` now, `region` `$AWS_REGION`, else
+    /// `$AWS_DEFAULT_REGION`, else `us-east-1`, `account` `000000000000` and `image` `host`.
+    pub fn new(project: impl Into<String>) -> BuildIdentity {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        BuildIdentity {
+            project: project.into(),
+            uuid: uuid::Uuid::new_v4().to_string(),
+            number: 1,
+            initiator: env("USER").unwrap_or_else(|| "buildagent".to_string()),
+            start_time: SystemTime::now(),
+            region: env("AWS_REGION")
+                .or_else(|| env("AWS_DEFAULT_REGION"))
+                .unwrap_or_else(|| "us-east-1".to_string()),
+            account: "000000000000".to_string(),
+            image: "host".to_string(),
+        }
+    }
+
     /// `<project>:<uuid>`.
     pub fn build_id(&self) -> String {
         format!("{}:{}", self.project, self.uuid)

@@ -247,7 +247,40 @@ fn caret_geometry(text: &str, span: Span) -> (String, usize, usize) {
             shown.push(c);
         }
     }
-    (shown, caret_col, caret_len.max(1))
+    cut_around(shown, caret_col, caret_len.max(1))
+}
+
+/// The most cells of a line a snippet shows; a longer line is cut around the error.
+const MAX_SHOWN: usize = 120;
+/// How many cells before the error a cut line keeps.
+const BEFORE_ERROR: usize = 40;
+/// What stands for the cut-off part of a line.
+const ELLIPSIS: &str = "...";
+
+/// A line longer than [`MAX_SHOWN`] cells (a 200 KB minified line) cut to a window around the
+/// carets, with `...` where it was cut; shorter lines are shown whole.
+fn cut_around(shown: String, caret_col: usize, caret_len: usize) -> (String, usize, usize) {
+    let cells: Vec<char> = shown.chars().collect();
+    if cells.len() <= MAX_SHOWN {
+        return (shown, caret_col, caret_len);
+    }
+    let start = caret_col.saturating_sub(BEFORE_ERROR);
+    let end = (start + MAX_SHOWN).min(cells.len());
+    // Near the end of the line, the window slides back to stay full.
+    let start = start.min(end.saturating_sub(MAX_SHOWN));
+    let mut text = String::new();
+    let mut col = caret_col - start;
+    if start > 0 {
+        text.push_str(ELLIPSIS);
+        col += ELLIPSIS.len();
+    }
+    text.extend(&cells[start..end]);
+    if end < cells.len() {
+        text.push_str(ELLIPSIS);
+    }
+    // Carets stop where the window does.
+    let len = caret_len.min(end.saturating_sub(caret_col)).max(1);
+    (text, col, len)
 }
 
 const RED: &str = "\x1b[1;31m";
@@ -330,6 +363,66 @@ mod tests {
             text.contains("6 |       - echo a: b\n  |         ^^^^^^^^^ "),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_200_kb_line_is_cut_around_the_error_column() {
+        // A flow sequence of 20,000 commands on one line, the last a mapping: the error is at
+        // the far end of a 200 KB line.
+        let items = "\"echo x\", ".repeat(20_000);
+        let line = format!("    commands: [{items}{{a: b}}]");
+        assert!(line.len() > 200_000);
+        let source = format!("version: 0.2\nphases:\n  build:\n{line}\n");
+        let parsed = crate::parse(&source, &crate::ParseOptions::default());
+        let error = parsed.errors().next().expect("an error");
+        assert_eq!(error.span.line_number(), 4);
+        assert!(error.span.column_number() > 200_000);
+        let text = error.render(&source, "buildspec.yml", false);
+        assert!(text.len() < 1_000, "{} bytes:\n{text}", text.len());
+        let snippet = text.lines().find(|l| l.starts_with("4 | ")).unwrap();
+        let carets = text.lines().find(|l| l.contains('^')).unwrap();
+        assert!(snippet.starts_with("4 | ..."), "{snippet}");
+        assert!(snippet.contains("\"echo x\", \"echo x\", "), "{snippet}");
+        assert!(snippet.ends_with("{a: b}]"), "{snippet}");
+        assert!(snippet.chars().count() <= 4 + ELLIPSIS.len() + MAX_SHOWN);
+        // The carets are under the mapping.
+        let at = carets.find('^').unwrap();
+        assert_eq!(&snippet[at..at + 6], "{a: b}", "{snippet}\n{carets}");
+        // The `-->` line still gives the real column.
+        assert!(text.contains(&format!(
+            "--> buildspec.yml:4:{}",
+            error.span.column_number()
+        )));
+    }
+
+    #[test]
+    fn an_error_in_the_middle_of_a_long_line_is_shown_with_both_ends_cut() {
+        let text = format!("{}BAD{}", "a".repeat(100_000), "z".repeat(100_000));
+        let span = Span {
+            offset: 100_000,
+            len: 3,
+            line: 0,
+            col: 100_000,
+        };
+        let (shown, col, len) = caret_geometry(&text, span);
+        assert_eq!(shown.len(), ELLIPSIS.len() * 2 + MAX_SHOWN);
+        assert!(
+            shown.starts_with("...aaa") && shown.ends_with("zzz..."),
+            "{shown}"
+        );
+        assert_eq!(&shown[col..col + len], "BAD");
+        assert_eq!(col, ELLIPSIS.len() + BEFORE_ERROR);
+        // A short line is whole.
+        let (shown, col, len) = caret_geometry(
+            "  x: BAD",
+            Span {
+                offset: 5,
+                len: 3,
+                line: 0,
+                col: 5,
+            },
+        );
+        assert_eq!((shown.as_str(), col, len), ("  x: BAD", 5, 3));
     }
 
     #[test]

@@ -108,23 +108,43 @@ pub(crate) struct LineIndex<'a> {
     source: &'a str,
     /// Byte offset at which each line starts.
     starts: Vec<usize>,
+    /// Whether each line is ASCII, where a character column is a byte offset: looking a column
+    /// up is then O(1), not a walk along the line (which made a 200 KB line with thousands of
+    /// tokens quadratic).
+    ascii: Vec<bool>,
 }
 
 impl<'a> LineIndex<'a> {
     pub(crate) fn new(source: &'a str) -> LineIndex<'a> {
         let mut starts = vec![0];
+        let mut ascii = vec![true];
         let bytes = source.as_bytes();
         let mut i = 0;
         while i < bytes.len() {
             match bytes[i] {
-                b'\n' => starts.push(i + 1),
+                b'\n' => {
+                    starts.push(i + 1);
+                    ascii.push(true);
+                }
                 // A lone CR ends a line too (YAML counts it as a line break).
-                b'\r' if bytes.get(i + 1) != Some(&b'\n') => starts.push(i + 1),
+                b'\r' if bytes.get(i + 1) != Some(&b'\n') => {
+                    starts.push(i + 1);
+                    ascii.push(true);
+                }
+                b if b >= 0x80 => {
+                    if let Some(last) = ascii.last_mut() {
+                        *last = false;
+                    }
+                }
                 _ => {}
             }
             i += 1;
         }
-        LineIndex { source, starts }
+        LineIndex {
+            source,
+            starts,
+            ascii,
+        }
     }
 
     /// Byte offset of 0-based `line` and character column `col`, clamped to the source.
@@ -133,6 +153,9 @@ impl<'a> LineIndex<'a> {
             return self.source.len();
         };
         let end = self.line_end(line);
+        if self.ascii[line] {
+            return (start + col).min(end);
+        }
         let text = &self.source[start..end];
         match text.char_indices().nth(col) {
             Some((i, _)) => start + i,

@@ -920,3 +920,43 @@ fn the_agent_runs_from_an_image_made_of_its_built_executable() {
     run.expect_code(0);
     assert_eq!(printed(&run), ["built in /workspace"]);
 }
+
+#[test]
+fn lines_written_in_pieces_on_both_streams_arrive_whole_from_a_container() {
+    let _serial = serial();
+    let before = agent_containers();
+    let s = Sandbox::new();
+    services::docker();
+    s.write(
+        "src/buildspec.yml",
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - \
+         for i in $(seq 1 100); do printf \"out-$i \"; printf \"err-$i \" >&2; printf 'a '; \
+         printf 'b ' >&2; echo end; echo end >&2; done\n",
+    );
+    let src = s.path().join("src").display().to_string();
+    let image = services::base_image();
+    let run = s.run(["run", "--log-format", "json", "-s", &src, "-i", &image]);
+    run.expect_code(0);
+    let mut counts = [0, 0];
+    for line in run.stdout.lines() {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        if event["type"] != "output" {
+            continue;
+        }
+        let text = event["bytes"].as_str().unwrap();
+        assert!(
+            text.ends_with('\n'),
+            "a partial line was passed on: {text:?}"
+        );
+        let (name, index) = match event["stream"].as_str().unwrap() {
+            "stdout" => ("out-{} a end", 0),
+            _ => ("err-{} b end", 1),
+        };
+        for line in text.lines() {
+            counts[index] += 1;
+            assert_eq!(line, name.replace("{}", &counts[index].to_string()));
+        }
+    }
+    assert_eq!(counts, [100, 100]);
+    assert_no_container_left(&before);
+}

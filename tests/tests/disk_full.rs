@@ -1,0 +1,230 @@
+//! A full disk (a 2 MiB tmpfs mounted for the test) while copying the source, zipping artifacts,
+//! saving a cache and writing `--log-file`: a clear error that names the path, the documented
+//! exit status, nothing partial at the final path and nothing of the build's own left behind.
+//! Mounting needs root, as on the test machines; without it the tests fail loudly.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use buildagent_tests::{Run, Sandbox};
+
+/// A small tmpfs mounted at a directory of a sandbox, unmounted when dropped.
+struct SmallDisk {
+    dir: PathBuf,
+}
+
+impl SmallDisk {
+    fn new(sandbox: &Sandbox, name: &str) -> SmallDisk {
+        let dir = sandbox.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+            .arg(&dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "cannot mount a 2 MiB tmpfs at {} (these tests need root): {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+
+    /// Every path under the mount, relative to it.
+    fn files(&self) -> Vec<String> {
+        walk(&self.dir)
+            .into_iter()
+            .map(|p| p.strip_prefix(&self.dir).unwrap().display().to_string())
+            .collect()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() && !path.is_symlink() {
+            all.extend(walk(&path));
+        }
+        all.push(path);
+    }
+    all
+}
+
+/// `bytes` bytes that do not compress.
+fn random(bytes: usize) -> Vec<u8> {
+    let mut data = vec![0u8; bytes];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = (x >> 24) as u8;
+    }
+    data
+}
+
+fn run(sandbox: &Sandbox, args: &[&str], tmpdir: Option<&Path>) -> Run {
+    let mut command = sandbox.command(args);
+    if let Some(dir) = tmpdir {
+        command.env("TMPDIR", dir);
+    }
+    let run = Run::from(command.output().unwrap());
+    let tail = |s: &str| {
+        let start = s.len().saturating_sub(4000);
+        let start = (start..=s.len()).find(|&i| s.is_char_boundary(i)).unwrap();
+        s[start..].to_string()
+    };
+    eprintln!(
+        "--- stdout (end)\n{}\n--- stderr\n{}",
+        tail(&run.stdout),
+        tail(&run.stderr)
+    );
+    run
+}
+
+#[test]
+fn copying_the_source_onto_a_full_disk_is_a_fault_naming_the_file() {
+    let sandbox = Sandbox::new();
+    sandbox.write(
+        "src/buildspec.yml",
+        "version: 0.2\nphases:\n  build:\n    commands: [echo built]\n",
+    );
+    sandbox.write("src/big.bin", random(3 << 20));
+    let disk = SmallDisk::new(&sandbox, "disk");
+    let run = run(
+        &sandbox,
+        &["run", "--log-format", "codebuild", "-s", "src"],
+        Some(&disk.dir),
+    );
+    run.expect_code(3);
+    assert!(run.stdout.contains("big.bin"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("No space left on device"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("built\n"));
+    assert_eq!(disk.files(), Vec::<String>::new());
+}
+
+#[test]
+fn zipping_artifacts_onto_a_full_disk_fails_the_upload_and_leaves_no_zip() {
+    let sandbox = Sandbox::new();
+    sandbox.write(
+        "src/buildspec.yml",
+        "version: 0.2\nphases:\n  build:\n    commands: [echo built]\nartifacts:\n  files: [big.bin]\n",
+    );
+    sandbox.write("src/big.bin", random(3 << 20));
+    let disk = SmallDisk::new(&sandbox, "disk");
+    let out = disk.dir.join("out");
+    let run = run(
+        &sandbox,
+        &[
+            "run",
+            "--log-format",
+            "codebuild",
+            "-m",
+            "-s",
+            "src",
+            "-a",
+            out.to_str().unwrap(),
+        ],
+        None,
+    );
+    run.expect_code(1);
+    assert!(run.stdout.contains(out.to_str().unwrap()), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("No space left on device"),
+        "{}",
+        run.stdout
+    );
+    assert!(run
+        .stdout
+        .contains("Phase complete: UPLOAD_ARTIFACTS State: FAILED"));
+    // The directory the agent created may stay; no file, whole or partial, is in it.
+    assert_eq!(disk.files(), ["out"]);
+}
+
+#[test]
+fn saving_a_cache_onto_a_full_disk_warns_and_leaves_no_entry() {
+    let sandbox = Sandbox::new();
+    sandbox.write(
+        "src/buildspec.yml",
+        "version: 0.2\nphases:\n  build:\n    commands: [echo built]\ncache:\n  paths: ['deps/**/*']\n",
+    );
+    sandbox.write("src/deps/big.bin", random(3 << 20));
+    let disk = SmallDisk::new(&sandbox, "disk");
+    let cache = disk.dir.join("cache");
+    let run = run(
+        &sandbox,
+        &[
+            "run",
+            "--log-format",
+            "codebuild",
+            "-m",
+            "-s",
+            "src",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+        None,
+    );
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains(cache.to_str().unwrap()),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("No space left on device"),
+        "{}",
+        run.stdout
+    );
+    let files = disk.files();
+    assert!(
+        files
+            .iter()
+            .all(|f| !f.contains('.') || f.ends_with(".lock")),
+        "{files:?}"
+    );
+}
+
+#[test]
+fn a_log_file_on_a_full_disk_stops_the_build_with_an_error_naming_it() {
+    let sandbox = Sandbox::new();
+    sandbox.write(
+        "src/buildspec.yml",
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - head -c 3000000 /dev/zero | tr '\\0' x | fold -w 100\n      - echo after\n",
+    );
+    let disk = SmallDisk::new(&sandbox, "disk");
+    let log = disk.dir.join("build.log");
+    let run = run(
+        &sandbox,
+        &[
+            "run",
+            "--log-format",
+            "json",
+            "-m",
+            "-s",
+            "src",
+            "--log-file",
+            log.to_str().unwrap(),
+        ],
+        None,
+    );
+    run.expect_code(3);
+    assert!(run.stderr.contains(log.to_str().unwrap()), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("No space left on device"),
+        "{}",
+        run.stderr
+    );
+}
