@@ -77,8 +77,8 @@ pub fn prepare(args: &RunArgs, color: ColorChoice) -> anyhow::Result<Prepared> {
     }
     let primary = match &primary_location {
         SourceLocation::Dir(dir) => {
-            let dir = std::path::absolute(dir)
-                .with_context(|| format!("source `{}`", dir.display()))?;
+            let dir =
+                std::path::absolute(dir).with_context(|| format!("source `{}`", dir.display()))?;
             if !dir.is_dir() {
                 return Err(invalid(format!(
                     "source directory `{}` does not exist",
@@ -105,10 +105,10 @@ pub fn prepare(args: &RunArgs, color: ColorChoice) -> anyhow::Result<Prepared> {
     };
     // The buildspec of a fetched primary source is read from it once fetched (in DOWNLOAD_SOURCE).
     let given_buildspec = args.buildspec.is_some() || args.buildspec_arg.is_some();
-    let (spec, buildspec_path) = match &primary {
+    let (spec, text, buildspec_path) = match &primary {
         Some(dir) => read_buildspec(args, dir, &parse_options, color)?,
         None if given_buildspec => read_buildspec(args, Path::new("."), &parse_options, color)?,
-        None => (Buildspec::default(), PathBuf::new()),
+        None => (Buildspec::default(), String::new(), PathBuf::new()),
     };
     let env_file = match &args.env_file {
         None => Vec::new(),
@@ -468,9 +468,12 @@ fn sources(args: &[String]) -> anyhow::Result<(SourceLocation, Vec<(String, Sour
     let mut primary = None;
     let mut secondary = Vec::new();
     for arg in args {
-        let has_scheme = arg
-            .split_once("://")
-            .is_some_and(|(scheme, _)| !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c)));
+        let has_scheme = arg.split_once("://").is_some_and(|(scheme, _)| {
+            !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+        });
         let id_form = arg
             .split_once(':')
             .filter(|(id, _)| !has_scheme && !id.contains('@'));
@@ -491,7 +494,10 @@ fn sources(args: &[String]) -> anyhow::Result<(SourceLocation, Vec<(String, Sour
             }
         }
     }
-    Ok((primary.unwrap_or_else(|| SourceLocation::Dir(PathBuf::from("."))), secondary))
+    Ok((
+        primary.unwrap_or_else(|| SourceLocation::Dir(PathBuf::from("."))),
+        secondary,
+    ))
 }
 
 /// Reads and checks the buildspec (`-b`, else the source directory's), printing its warnings.
@@ -500,7 +506,7 @@ fn read_buildspec(
     dir: &Path,
     options: &ParseOptions,
     color: ColorChoice,
-) -> anyhow::Result<(Buildspec, PathBuf)> {
+) -> anyhow::Result<(Buildspec, String, PathBuf)> {
     let buildspec_path = locate_buildspec(args, dir)?;
     let (text, parsed) = parse_file(&buildspec_path, options)
         .map_err(|e| invalid(format!("{}: {e}", buildspec_path.display())))?;
@@ -510,7 +516,7 @@ fn read_buildspec(
         eprintln!("{}", d.render(&text, &shown, stderr_color));
     }
     match parsed.buildspec {
-        Some(spec) => Ok((spec, buildspec_path)),
+        Some(spec) => Ok((spec, text, buildspec_path)),
         None => Err(invalid(format!("{shown} is not a valid buildspec"))),
     }
 }
