@@ -160,21 +160,20 @@ pub fn check(batch: &Batch, max_builds: usize) -> Vec<Diagnostic> {
                 );
             }
         }
-        Some(BatchBuilds::BuildFanout(fanout)) => {
-            if count > max_builds {
-                problems.push(
-                    Diagnostic::error(
-                        "too-many-builds",
-                        "batch.build-fanout.parallelism",
-                        fanout.parallelism.span,
-                        format!(
-                            "`parallelism` {count} makes more builds than the {max_builds} allowed"
-                        ),
-                    )
-                    .with_help(help),
-                );
-            }
+        Some(BatchBuilds::BuildFanout(fanout)) if count > max_builds => {
+            problems.push(
+                Diagnostic::error(
+                    "too-many-builds",
+                    "batch.build-fanout.parallelism",
+                    fanout.parallelism.span,
+                    format!(
+                        "`parallelism` {count} makes more builds than the {max_builds} allowed"
+                    ),
+                )
+                .with_help(help),
+            );
         }
+        Some(BatchBuilds::BuildFanout(_)) => {}
     }
     problems
 }

@@ -475,7 +475,9 @@ fn batch_identifiers_are_short_and_builds_are_counted() {
         "version: 0.2\nbatch:\n  build-list:\n    - identifier: {long}\n"
     ));
     assert_eq!(e[0].code, "invalid-identifier");
-    assert!(e[0].message.contains("it has 128 characters, the limit is 127"));
+    assert!(e[0]
+        .message
+        .contains("it has 128 characters, the limit is 127"));
     assert_eq!(
         (e[0].span.line_number(), e[0].span.column_number()),
         (4, 19)
@@ -488,7 +490,10 @@ fn batch_identifiers_are_short_and_builds_are_counted() {
     assert_eq!(too_many[0].code, "too-many-builds");
     assert_eq!(too_many[0].path, "batch.build-matrix.dynamic.buildspec");
     assert_eq!(
-        (too_many[0].span.line_number(), too_many[0].span.column_number()),
+        (
+            too_many[0].span.line_number(),
+            too_many[0].span.column_number()
+        ),
         (5, 19)
     );
 }

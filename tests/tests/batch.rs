@@ -35,7 +35,7 @@ impl Batch {
         self.s.path().join("out")
     }
 
-    fn args<'a>(&self, args: &[&'a str]) -> Vec<String> {
+    fn args(&self, args: &[&str]) -> Vec<String> {
         let mut all: Vec<String> = vec!["run".into(), "--batch".into()];
         if !args.contains(&"--log-format") {
             all.extend(["--log-format".into(), "codebuild".into()]);
