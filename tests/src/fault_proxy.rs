@@ -349,6 +349,8 @@ struct Request {
     /// The head without the final empty line, with `Connection: close`, without `Expect`.
     head: Vec<u8>,
     body: Vec<u8>,
+    /// The client asked for `Connection: close`.
+    close: bool,
 }
 
 fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
@@ -376,7 +378,7 @@ fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
                 Ok((response, delimited)) => {
                     shared.count(|s| s.passed += 1);
                     client.write_all(&response)?;
-                    if !delimited {
+                    if !delimited || request.close {
                         return Ok(());
                     }
                 }
@@ -398,6 +400,9 @@ fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
                 head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
                 client.write_all(head.as_bytes())?;
                 client.write_all(&body)?;
+                if request.close {
+                    return Ok(());
+                }
             }
             Fault::Drop | Fault::Refuse => {
                 shared.count(|s| s.dropped += 1);
@@ -510,6 +515,7 @@ fn read_request(
         client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
     }
     let body = read_body(reader, &lines)?;
+    let close = header(&lines, "Connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
     let mut head = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         let name = line.split(':').next().unwrap_or("").trim();
@@ -524,7 +530,7 @@ fn read_request(
         head.extend_from_slice(b"\r\n");
     }
     head.extend_from_slice(b"Connection: close\r\n");
-    Ok(Some(Request { head, body }))
+    Ok(Some(Request { head, body, close }))
 }
 
 /// Sends the request on a fresh upstream connection and reads the answer to its end: the
