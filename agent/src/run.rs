@@ -281,7 +281,6 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
         LogFormat::Codebuild
     });
     if args.dry_run {
-        let mut options = options;
         if args.image.is_some() {
             // The image's ENV is the executor layer; a dry run pulls and starts nothing.
             options.base_env = Vec::new();
@@ -355,7 +354,6 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
             }
             None => None,
         };
-        let mut options = options;
         let executor: Arc<dyn buildagent_runner::executor::Executor> = match &container {
             Some(container) => {
                 // The image's environment replaces this machine's.
