@@ -271,7 +271,7 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
     let sink_args = crate::log_sinks::SinkArgs::parse(args)?;
     let Prepared {
         spec,
-        options,
+        mut options,
         staging,
         ..
     } = prepare(args, color)?;

@@ -21,13 +21,12 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use std::time::{Duration, SystemTime};
+//! use std::time::Duration;
 //! use buildagent_runner::batch::{plan, Batch, BatchChild, BatchOptions, Launcher};
 //! use buildagent_runner::batch::events::{BatchEventKind, ChildStatus};
 //! use buildagent_runner::engine::BuildOptions;
 //! use buildagent_runner::events::{BuildStatus, EventKind};
 //! use buildagent_runner::executor::StopRequest;
-//! use buildagent_runner::plan::{BuildIdentity, SourceInfo};
 //! use buildagent_spec::{parse, ParseOptions};
 //! use tokio_util::sync::CancellationToken;
 //!
@@ -42,37 +41,13 @@
 //!     .into_iter()
 //!     .map(|plan| BatchChild { plan, spec: spec.clone(), buildspec_path: "buildspec.yml".into() })
 //!     .collect();
-//! let template = BuildOptions {
-//!     source_dir: source.path().join("unused"), // each child gets work_dir/<identifier>/src
-//!     stage_from: Some(source.path().to_path_buf()),
-//!     secondary_sources: Vec::new(),
-//!     buildspec_path: "buildspec.yml".into(),
-//!     base_env: vec![("PATH".into(), "/usr/bin:/bin".into())],
-//!     helper_bin: None,
-//!     env_file: Vec::new(),
-//!     overrides: Vec::new(),
-//!     secrets: Vec::new(),
-//!     secrets_file: Default::default(),
-//!     identity: BuildIdentity {
-//!         project: "demo".into(),
-//!         uuid: "00000000-0000-0000-0000-000000000000".into(),
-//!         number: 1,
-//!         initiator: "me".into(),
-//!         start_time: SystemTime::now(),
-//!         region: "us-east-1".into(),
-//!         account: "000000000000".into(),
-//!         image: "host".into(),
-//!     },
-//!     source_info: SourceInfo::default(),
-//!     timeout: Duration::from_secs(60),
-//!     grace: Duration::from_secs(10),
-//!     artifacts: None,
-//!     artifacts_namespace: Default::default(),
-//!     artifacts_packaging: Default::default(),
-//!     artifacts_keep_mtime: false,
-//!     reports_dir: None,
-//!     cache: None,
-//! };
+//! // Each child gets work_dir/<identifier>/src, copied from `stage_from`.
+//! let mut template = BuildOptions::new(source.path().join("unused"));
+//! template
+//!     .stage_from(source.path())
+//!     .base_env([("PATH", "/usr/bin:/bin")])
+//!     .timeout(Duration::from_secs(60));
+//! template.identity.project = "demo".into();
 //! let options = BatchOptions::new(work.path());
 //! let batch = Batch::new(plan::BatchKind::BuildGraph, children, template, options, Launcher::Host);
 //! let mut lines = Vec::new();
