@@ -59,8 +59,8 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
     }
     let primary = match &primary_location {
         SourceLocation::Dir(dir) => {
-            let dir = std::path::absolute(dir)
-                .with_context(|| format!("source `{}`", dir.display()))?;
+            let dir =
+                std::path::absolute(dir).with_context(|| format!("source `{}`", dir.display()))?;
             if !dir.is_dir() {
                 return Err(invalid(format!(
                     "source directory `{}` does not exist",
@@ -405,9 +405,12 @@ fn sources(args: &[String]) -> anyhow::Result<(SourceLocation, Vec<(String, Sour
     let mut primary = None;
     let mut secondary = Vec::new();
     for arg in args {
-        let has_scheme = arg
-            .split_once("://")
-            .is_some_and(|(scheme, _)| !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c)));
+        let has_scheme = arg.split_once("://").is_some_and(|(scheme, _)| {
+            !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+        });
         let id_form = arg
             .split_once(':')
             .filter(|(id, _)| !has_scheme && !id.contains('@'));
@@ -428,7 +431,10 @@ fn sources(args: &[String]) -> anyhow::Result<(SourceLocation, Vec<(String, Sour
             }
         }
     }
-    Ok((primary.unwrap_or_else(|| SourceLocation::Dir(PathBuf::from("."))), secondary))
+    Ok((
+        primary.unwrap_or_else(|| SourceLocation::Dir(PathBuf::from("."))),
+        secondary,
+    ))
 }
 
 /// Reads and checks the buildspec (`-b`, else the source directory's), printing its warnings.

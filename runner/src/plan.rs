@@ -255,7 +255,10 @@ fn source_variables(source: &SourceInfo, suffix: &str, vars: &mut Vec<(String, S
     let known = [
         ("CODEBUILD_SOURCE_REPO_URL", &source.repo_url),
         ("CODEBUILD_SOURCE_VERSION", &source.version),
-        ("CODEBUILD_RESOLVED_SOURCE_VERSION", &source.resolved_version),
+        (
+            "CODEBUILD_RESOLVED_SOURCE_VERSION",
+            &source.resolved_version,
+        ),
     ];
     for (name, value) in known {
         if let Some(v) = value {

@@ -81,14 +81,25 @@ fn generate(bare: &Path) {
         let changed: Vec<&String> = if c == 0 {
             files.iter().collect()
         } else {
-            (0..50).map(|_| &files[(next() % 10_000) as usize]).collect()
+            (0..50)
+                .map(|_| &files[(next() % 10_000) as usize])
+                .collect()
         };
         for path in changed {
             let mut body = format!("{path} version {c}\n");
             while body.len() < 330 {
-                body.push_str(&format!("{:016x}{}", next(), if next() % 4 == 0 { "\n" } else { " " }));
+                body.push_str(&format!(
+                    "{:016x}{}",
+                    next(),
+                    if next() % 4 == 0 { "\n" } else { " " }
+                ));
             }
-            write!(stdin, "M 100644 inline {path}\ndata {}\n{body}\n", body.len()).unwrap();
+            write!(
+                stdin,
+                "M 100644 inline {path}\ndata {}\n{body}\n",
+                body.len()
+            )
+            .unwrap();
         }
         writeln!(stdin).unwrap();
     }
@@ -131,13 +142,29 @@ fn add_commit(bare: &Path, n: usize) {
             .env("GIT_COMMITTER_EMAIL", "t@e")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     };
     run(&["read-tree", "main"]);
-    run(&["update-index", "--add", "--cacheinfo", &format!("100644,{blob},d000/new.txt")]);
+    run(&[
+        "update-index",
+        "--add",
+        "--cacheinfo",
+        &format!("100644,{blob},d000/new.txt"),
+    ]);
     let tree = run(&["write-tree"]);
-    let commit = run(&["commit-tree", &tree, "-p", "main", "-m", &format!("new {n}")]);
+    let commit = run(&[
+        "commit-tree",
+        &tree,
+        "-p",
+        "main",
+        "-m",
+        &format!("new {n}"),
+    ]);
     run(&["update-ref", "refs/heads/main", &commit]);
 }
 
@@ -163,7 +190,15 @@ fn git_quiet(dir: &Path, args: &[&str]) {
 fn run_agent(work: &Path, url: &str, cache: &Path, spec: &Path) -> f64 {
     let out = Command::new(agent())
         .current_dir(work)
-        .args(["run", "--log-format", "codebuild", "--no-cache", "-s", url, "-b"])
+        .args([
+            "run",
+            "--log-format",
+            "codebuild",
+            "--no-cache",
+            "-s",
+            url,
+            "-b",
+        ])
         .arg(spec)
         .env("XDG_CACHE_HOME", cache)
         .stderr(Stdio::inherit())
@@ -185,11 +220,18 @@ fn main() {
     let bare = server.root().join("bench.git");
     let t = Instant::now();
     generate(&bare);
-    eprintln!("generated the repository in {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "generated the repository in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let url = server.url("bench.git");
     let scratch = tempfile::tempdir().unwrap();
     let spec = scratch.path().join("spec.yml");
-    std::fs::write(&spec, "version: 0.2\nphases:\n  build:\n    commands: ['true']\n").unwrap();
+    std::fs::write(
+        &spec,
+        "version: 0.2\nphases:\n  build:\n    commands: ['true']\n",
+    )
+    .unwrap();
 
     // Clone at depth 1: the agent with a cold cache against git clone --depth 1.
     let (mut agent_clone, mut git_clone) = (Vec::new(), Vec::new());
@@ -200,7 +242,10 @@ fn main() {
         }));
         let dest = scratch.path().join(format!("clone-{i}"));
         git_clone.push(time(|| {
-            git_quiet(scratch.path(), &["clone", "-q", "--depth", "1", &url, &dest.to_string_lossy()])
+            git_quiet(
+                scratch.path(),
+                &["clone", "-q", "--depth", "1", &url, &dest.to_string_lossy()],
+            )
         }));
         std::fs::remove_dir_all(&cache).unwrap();
         std::fs::remove_dir_all(&dest).unwrap();
@@ -217,13 +262,25 @@ fn main() {
     let cache = scratch.path().join("warm");
     run_agent(scratch.path(), &url, &cache, &spec);
     let clone = scratch.path().join("existing");
-    git_quiet(scratch.path(), &["clone", "-q", "--depth", "1", &url, &clone.to_string_lossy()]);
+    git_quiet(
+        scratch.path(),
+        &[
+            "clone",
+            "-q",
+            "--depth",
+            "1",
+            &url,
+            &clone.to_string_lossy(),
+        ],
+    );
     let (mut agent_total, mut agent_fetch, mut git_fetch, mut git_fetch_checkout) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..RUNS {
         add_commit(&bare, 2 * i);
         let mut fetch_step = 0.0;
-        agent_total.push(time(|| fetch_step = run_agent(scratch.path(), &url, &cache, &spec)));
+        agent_total.push(time(|| {
+            fetch_step = run_agent(scratch.path(), &url, &cache, &spec)
+        }));
         agent_fetch.push(Duration::from_secs_f64(fetch_step));
         git_fetch.push(time(|| git_quiet(&clone, &["fetch", "-q"])));
         add_commit(&bare, 2 * i + 1);
@@ -232,7 +289,14 @@ fn main() {
             git_quiet(&clone, &["fetch", "-q"]);
             git_quiet(
                 &clone,
-                &["worktree", "add", "-q", "--detach", &tree.to_string_lossy(), "origin/main"],
+                &[
+                    "worktree",
+                    "add",
+                    "-q",
+                    "--detach",
+                    &tree.to_string_lossy(),
+                    "origin/main",
+                ],
             );
         }));
     }

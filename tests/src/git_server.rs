@@ -277,7 +277,10 @@ impl WorkTree {
             std::fs::write(&path, contents).unwrap();
         }
         git(self.path(), &["add", "-A"]);
-        git(self.path(), &["commit", "-q", "--allow-empty", "-m", message]);
+        git(
+            self.path(),
+            &["commit", "-q", "--allow-empty", "-m", message],
+        );
         git(self.path(), &["rev-parse", "HEAD"])
     }
 
@@ -296,7 +299,14 @@ impl WorkTree {
         let target = bare.to_string_lossy().into_owned();
         git(
             self.path(),
-            &["push", "-q", "--force", &target, "refs/heads/*:refs/heads/*", "refs/tags/*:refs/tags/*"],
+            &[
+                "push",
+                "-q",
+                "--force",
+                &target,
+                "refs/heads/*:refs/heads/*",
+                "refs/tags/*:refs/tags/*",
+            ],
         );
     }
 }

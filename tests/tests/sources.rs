@@ -106,8 +106,11 @@ fn the_default_branch_is_cloned_at_depth_one_with_codebuild_variables() {
     assert_eq!(line(&run, "url"), f.url());
     assert_eq!(line(&run, "origin"), f.url());
     assert!(
-        run.stdout
-            .contains(&format!("Resolved source {} version to {}", f.url(), f.commits[3])),
+        run.stdout.contains(&format!(
+            "Resolved source {} version to {}",
+            f.url(),
+            f.commits[3]
+        )),
         "{}",
         run.stdout
     );
@@ -161,7 +164,13 @@ fn commits_inside_and_outside_the_shallow_window_and_abbreviated_ones() {
     // Full history on request, without the cache too.
     let run = build(
         &s,
-        &["-s", &f.url(), "--git-clone-depth", "0", "--no-source-cache"],
+        &[
+            "-s",
+            &f.url(),
+            "--git-clone-depth",
+            "0",
+            "--no-source-cache",
+        ],
     );
     run.expect_code(0);
     assert_eq!(line(&run, "depth"), "4");
@@ -173,7 +182,11 @@ fn a_second_build_updates_the_clone_cache_and_sees_new_commits() {
     let s = Sandbox::new();
     let first = build(&s, &["-s", &f.url()]);
     first.expect_code(0);
-    assert!(first.stdout.contains("Creating the clone cache"), "{}", first.stdout);
+    assert!(
+        first.stdout.contains("Creating the clone cache"),
+        "{}",
+        first.stdout
+    );
     let mirrors: Vec<_> = std::fs::read_dir(s.path().join("cache/buildagent/git"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -181,13 +194,20 @@ fn a_second_build_updates_the_clone_cache_and_sees_new_commits() {
         .collect();
     assert_eq!(mirrors.len(), 1, "{mirrors:?}");
     let mirror = s.path().join("cache/buildagent/git").join(&mirrors[0]);
-    assert_eq!(git(&mirror, &["rev-parse", "refs/heads/main"]), f.commits[3]);
+    assert_eq!(
+        git(&mirror, &["rev-parse", "refs/heads/main"]),
+        f.commits[3]
+    );
 
     let new = f.work.commit("commit 5", &[("marker.txt", "c5")]);
     f.work.push_to(&f.server.root().join("app.git"));
     let second = build(&s, &["-s", &f.url()]);
     second.expect_code(0);
-    assert!(second.stdout.contains("Updating the clone cache"), "{}", second.stdout);
+    assert!(
+        second.stdout.contains("Updating the clone cache"),
+        "{}",
+        second.stdout
+    );
     assert_eq!(line(&second, "marker"), "c5");
     assert_eq!(git(&mirror, &["rev-parse", "refs/heads/main"]), new);
 
@@ -223,7 +243,13 @@ fn submodules_are_fetched_on_request() {
         "lib",
     ]);
     // A relative URL: resolved against the source's own URL, as on CodeBuild.
-    app.git(&["config", "-f", ".gitmodules", "submodule.lib.url", "../lib.git"]);
+    app.git(&[
+        "config",
+        "-f",
+        ".gitmodules",
+        "submodule.lib.url",
+        "../lib.git",
+    ]);
     app.commit("with the submodule", &[]);
     app.push_to(&server.root().join("app.git"));
     let s = Sandbox::new();
@@ -268,7 +294,10 @@ fn file_urls_and_a_given_buildspec_work() {
         "mine.yml",
         "version: 0.2\nphases:\n  build:\n    commands:\n      - echo \"mine=$(cat marker.txt)\"\n",
     );
-    let run = build(&s, &["-s", &url, "-b", "mine.yml", "--source-version", "v1"]);
+    let run = build(
+        &s,
+        &["-s", &url, "-b", "mine.yml", "--source-version", "v1"],
+    );
     run.expect_code(0);
     assert_eq!(line(&run, "mine"), "c2");
 }
@@ -292,7 +321,11 @@ fn basic_auth_credentials_work_and_wrong_ones_fail_without_being_shown() {
         .arg(&cache)
         .output()
         .unwrap();
-    assert!(grep.stdout.is_empty(), "{}", String::from_utf8_lossy(&grep.stdout));
+    assert!(
+        grep.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&grep.stdout)
+    );
 
     let wrong_password = "wr0ng-pa55word-xyz";
     let wrong = f.server.url_with(user, wrong_password, "app.git");
@@ -307,7 +340,10 @@ fn basic_auth_credentials_work_and_wrong_ones_fail_without_being_shown() {
         assert!(!text.contains(wrong_password), "{text}");
     }
     assert!(log.contains("Authentication failed"), "{log}");
-    assert!(log.contains(&f.server.url_with(user, "***", "app.git")), "{log}");
+    assert!(
+        log.contains(&f.server.url_with(user, "***", "app.git")),
+        "{log}"
+    );
     assert!(!log.contains("marker="), "{log}");
     // Without any credentials: git may not ask, so it fails too.
     let run = build(&s, &["-s", &f.url()]);
@@ -327,12 +363,21 @@ fn an_unknown_version_fails_download_source_and_runs_nothing() {
         "{}",
         run.stdout
     );
-    assert!(run.stdout.contains("Phase complete: DOWNLOAD_SOURCE State: FAILED"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("Phase complete: DOWNLOAD_SOURCE State: FAILED"),
+        "{}",
+        run.stdout
+    );
     assert!(!run.stdout.contains("marker="), "{}", run.stdout);
     let missing = "0123456789abcdef0123456789abcdef01234567";
     let run = build(&s, &["-s", &f.url(), "--source-version", missing]);
     run.expect_code(1);
-    assert!(run.stdout.contains(&format!("`{missing}` is not a branch")), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!("`{missing}` is not a branch")),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]
@@ -347,7 +392,11 @@ fn an_unreachable_host_is_a_clear_failure() {
     let s = Sandbox::new();
     let run = build(&s, &["-s", &url]);
     run.expect_code(1);
-    assert!(run.stdout.contains(&format!("cannot fetch source {url}")), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!("cannot fetch source {url}")),
+        "{}",
+        run.stdout
+    );
     assert!(
         run.stdout.contains("Failed to connect") || run.stdout.contains("Could not connect"),
         "{}",
@@ -360,7 +409,11 @@ fn bad_source_arguments_are_invalid_input() {
     let s = Sandbox::new();
     let run = build(&s, &["-s", "gs://bucket/app.zip"]);
     run.expect_code(2);
-    assert!(run.stderr.contains("`gs://` sources are not supported"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("`gs://` sources are not supported"),
+        "{}",
+        run.stderr
+    );
     let run = build(&s, &["-s", "s3://bucket/app.tar"]);
     run.expect_code(2);
     s.write("src/buildspec.yml", "version: 0.2\nphases: {}\n");
@@ -496,8 +549,12 @@ fn an_s3_zip_is_extracted_at_the_asked_object_version() {
             ("run.sh", None, "#!/bin/sh\necho script-ran\n"),
         ])
     };
-    let first = bucket.put("apps/app.zip", zip("one")).expect("a version id");
-    let second = bucket.put("apps/app.zip", zip("two")).expect("a version id");
+    let first = bucket
+        .put("apps/app.zip", zip("one"))
+        .expect("a version id");
+    let second = bucket
+        .put("apps/app.zip", zip("two"))
+        .expect("a version id");
     let s = Sandbox::new();
     let url = format!("s3://{}/apps/app.zip", bucket.name);
     let run = s3_build(&s, &["-s", &url]);
@@ -540,9 +597,21 @@ fn zip_entries_escaping_the_source_are_rejected() {
     let bucket = Bucket::new("slip");
     let s = Sandbox::new();
     let cases: [(&str, &[(&str, Option<&str>, &str)]); 3] = [
-        ("dotdot.zip", &[("buildspec.yml", None, ZIP_SPEC), ("../../evil.txt", None, "x")]),
+        (
+            "dotdot.zip",
+            &[
+                ("buildspec.yml", None, ZIP_SPEC),
+                ("../../evil.txt", None, "x"),
+            ],
+        ),
         ("absolute.zip", &[("/tmp/buildagent-evil.txt", None, "x")]),
-        ("link.zip", &[("buildspec.yml", None, ZIP_SPEC), ("escape", Some("../../../../etc"), "")]),
+        (
+            "link.zip",
+            &[
+                ("buildspec.yml", None, ZIP_SPEC),
+                ("escape", Some("../../../../etc"), ""),
+            ],
+        ),
     ];
     for (key, entries) in cases {
         bucket.put(key, zip_of(entries));
@@ -554,12 +623,20 @@ fn zip_entries_escaping_the_source_are_rejected() {
             "{key}: {}",
             run.stdout
         );
-        assert!(run.stdout.contains(&format!("cannot fetch source {url}")), "{}", run.stdout);
+        assert!(
+            run.stdout.contains(&format!("cannot fetch source {url}")),
+            "{}",
+            run.stdout
+        );
         assert!(!run.stdout.contains("marker="), "{}", run.stdout);
     }
     assert!(!Path::new("/tmp/buildagent-evil.txt").exists());
     bucket.put("corrupt.zip", b"PK\x03\x04 not really".to_vec());
     let run = s3_build(&s, &["-s", &format!("s3://{}/corrupt.zip", bucket.name)]);
     run.expect_code(1);
-    assert!(run.stdout.contains("not a valid zip file"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("not a valid zip file"),
+        "{}",
+        run.stdout
+    );
 }

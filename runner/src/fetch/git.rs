@@ -115,7 +115,7 @@ pub async fn fetch(
         }
         None => {
             _lock = None;
-            git.run(None, &[ "init", "-q", &path_str(dest)]).await?;
+            git.run(None, &["init", "-q", &path_str(dest)]).await?;
             dest.join(".git")
         }
     };
@@ -137,9 +137,34 @@ pub async fn fetch(
         // stands alone, in a container too, whatever later happens to the mirror.
         git.run(
             None,
-            &["clone", "-q", "--no-checkout", &path_str(&repo), &path_str(dest)],
+            &[
+                "clone",
+                "-q",
+                "--no-checkout",
+                &path_str(&repo),
+                &path_str(dest),
+            ],
         )
         .await?;
+        // A clone from a shallow mirror brings what its branches and tags reach: a pull
+        // request's or a lone commit's objects are fetched from the mirror too.
+        let spec = format!("{commit}^{{commit}}");
+        if git
+            .run(Some(dest), &["cat-file", "-e", &spec])
+            .await
+            .is_err()
+        {
+            let mirror = path_str(&repo);
+            let args = [
+                "fetch",
+                "-q",
+                "--no-tags",
+                "--update-shallow",
+                &mirror,
+                &commit,
+            ];
+            git.run(Some(dest), &args).await?;
+        }
         drop(_lock);
         git.run(Some(dest), &["remote", "set-url", "origin", &url.clean()])
             .await?;
@@ -149,7 +174,14 @@ pub async fn fetch(
     }
     git.run(
         Some(dest),
-        &["-c", "advice.detachedHead=false", "checkout", "-q", "--detach", &commit],
+        &[
+            "-c",
+            "advice.detachedHead=false",
+            "checkout",
+            "-q",
+            "--detach",
+            &commit,
+        ],
     )
     .await?;
     info(format!(
@@ -173,9 +205,14 @@ pub async fn fetch(
 
 /// The remote ref or commit a version names (one `ls-remote`, none for a full commit id), and
 /// the default branch's name when no version was asked.
-async fn resolve(git: &Git<'_>, version: Option<&str>) -> Result<(Target, Option<String>), GitError> {
+async fn resolve(
+    git: &Git<'_>,
+    version: Option<&str>,
+) -> Result<(Target, Option<String>), GitError> {
     let Some(version) = version else {
-        let out = git.run(None, &["ls-remote", "--symref", &git.clean, "HEAD"]).await?;
+        let out = git
+            .run(None, &["ls-remote", "--symref", &git.clean, "HEAD"])
+            .await?;
         let head = out.lines().find_map(|line| {
             line.strip_prefix("ref: ")?
                 .strip_suffix("\tHEAD")
@@ -183,7 +220,10 @@ async fn resolve(git: &Git<'_>, version: Option<&str>) -> Result<(Target, Option
         });
         return match head {
             Some(refname) => {
-                let branch = refname.strip_prefix("refs/heads/").unwrap_or(&refname).to_string();
+                let branch = refname
+                    .strip_prefix("refs/heads/")
+                    .unwrap_or(&refname)
+                    .to_string();
                 Ok((Target::Ref(refname), Some(branch)))
             }
             None => Err(GitError::NoDefaultBranch),
@@ -197,7 +237,10 @@ async fn resolve(git: &Git<'_>, version: Option<&str>) -> Result<(Target, Option
     } else if version.starts_with("refs/") {
         vec![version.to_string()]
     } else {
-        vec![format!("refs/heads/{version}"), format!("refs/tags/{version}")]
+        vec![
+            format!("refs/heads/{version}"),
+            format!("refs/tags/{version}"),
+        ]
     };
     let mut args = vec!["ls-remote", git.clean.as_str()];
     args.extend(candidates.iter().map(String::as_str));
@@ -243,7 +286,9 @@ async fn fetch_target(
             .map(|s| s.to_string())
             .collect();
         let depth = if deep {
-            repo.join("shallow").exists().then(|| "--unshallow".to_string())
+            repo.join("shallow")
+                .exists()
+                .then(|| "--unshallow".to_string())
         } else {
             depth_arg(repo)
         };
@@ -295,7 +340,10 @@ async fn fetch_target(
     };
     let spec = format!("{local}^{{commit}}");
     match git
-        .run(None, &["--git-dir", &git_dir, "rev-parse", "--verify", "-q", &spec])
+        .run(
+            None,
+            &["--git-dir", &git_dir, "rev-parse", "--verify", "-q", &spec],
+        )
         .await
     {
         Ok(out) => Ok(out.trim().to_string()),
@@ -496,13 +544,21 @@ impl<'a> Git<'a> {
     /// git's error lines (the last few), with every secret as `***`.
     fn message(&self, stderr: &[u8]) -> String {
         let text = String::from_utf8_lossy(stderr);
-        let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
         let important: Vec<&str> = lines
             .iter()
             .copied()
             .filter(|l| l.starts_with("fatal:") || l.starts_with("error:"))
             .collect();
-        let chosen = if important.is_empty() { &lines } else { &important };
+        let chosen = if important.is_empty() {
+            &lines
+        } else {
+            &important
+        };
         let start = chosen.len().saturating_sub(4);
         let mut message = chosen[start..].join("; ");
         if message.is_empty() {
@@ -556,7 +612,10 @@ mod tests {
 
     #[test]
     fn branches_are_remote_tracking_refs_in_a_checkout() {
-        assert_eq!(local_ref("refs/heads/main", false), "refs/remotes/origin/main");
+        assert_eq!(
+            local_ref("refs/heads/main", false),
+            "refs/remotes/origin/main"
+        );
         assert_eq!(local_ref("refs/heads/main", true), "refs/heads/main");
         assert_eq!(local_ref("refs/pull/1/head", false), "refs/pull/1/head");
     }

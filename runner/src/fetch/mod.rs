@@ -141,7 +141,14 @@ impl GitUrl {
 
     /// True for what `-s` reads as a Git URL.
     pub fn looks_like(text: &str) -> bool {
-        let schemes = ["https://", "http://", "ssh://", "git://", "file://", "git+ssh://"];
+        let schemes = [
+            "https://",
+            "http://",
+            "ssh://",
+            "git://",
+            "file://",
+            "git+ssh://",
+        ];
         if schemes.iter().any(|s| text.starts_with(s)) {
             return true;
         }
@@ -190,11 +197,7 @@ impl GitUrl {
         let rest = &self.raw[scheme_end..];
         let authority_end = rest.find('/').unwrap_or(rest.len());
         let at = rest[..authority_end].rfind('@')?;
-        Some((
-            &self.raw[..scheme_end],
-            &rest[..at],
-            &rest[at + 1..],
-        ))
+        Some((&self.raw[..scheme_end], &rest[..at], &rest[at + 1..]))
     }
 
     /// `scheme://host[:port]` of the clean URL, for scoping the credentials given to git.
@@ -225,7 +228,10 @@ fn percent_decode(text: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Some(b) = text.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            if let Some(b) = text
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
                 out.push(b);
                 i += 3;
                 continue;

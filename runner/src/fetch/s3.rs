@@ -88,7 +88,8 @@ async fn download(
                 };
                 let file = tempfile::tempfile().map_err(write)?;
                 let copy = file.try_clone().map_err(write)?;
-                let (size, version_id) = client.download_version(bucket, key, version, copy).await?;
+                let (size, version_id) =
+                    client.download_version(bucket, key, version, copy).await?;
                 info(format!("Downloaded s3://{bucket}/{key} ({size} bytes)"));
                 let dest = dest.to_owned();
                 let key = key.clone();
@@ -121,7 +122,10 @@ async fn download(
                     if rel.is_empty() || rel.ends_with('/') {
                         continue; // a folder marker
                     }
-                    if rel.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+                    if rel
+                        .split('/')
+                        .any(|s| s.is_empty() || s == "." || s == "..")
+                    {
                         return Err(S3SourceError::Escapes {
                             key: object.key.clone(),
                         });

@@ -190,7 +190,10 @@ mod tests {
         ]);
         assert_eq!(extract(zip, dir.path()).unwrap(), 2);
         use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(dir.path().join("a/run.sh")).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join("a/run.sh"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o755);
         assert_eq!(fs::read(dir.path().join("a/link")).unwrap(), b"#!/bin/sh\n");
     }
