@@ -146,6 +146,25 @@ pub async fn fetch(
             ],
         )
         .await?;
+        // A clone from a shallow mirror brings what its branches and tags reach: a pull
+        // request's or a lone commit's objects are fetched from the mirror too.
+        let spec = format!("{commit}^{{commit}}");
+        if git
+            .run(Some(dest), &["cat-file", "-e", &spec])
+            .await
+            .is_err()
+        {
+            let mirror = path_str(&repo);
+            let args = [
+                "fetch",
+                "-q",
+                "--no-tags",
+                "--update-shallow",
+                &mirror,
+                &commit,
+            ];
+            git.run(Some(dest), &args).await?;
+        }
         drop(_lock);
         git.run(Some(dest), &["remote", "set-url", "origin", &url.clean()])
             .await?;
