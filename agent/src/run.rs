@@ -306,6 +306,8 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
         )),
         LogFormat::Json => Box::new(JsonLines::new(BufWriter::new(io::stdout()))),
     }];
+    // What each reporter writes to, for the error that says which one failed.
+    let mut targets = vec!["standard output".to_string()];
     if let Some(path) = &args.log_file {
         let file = File::create(path).with_context(|| format!("--log-file {}", path.display()))?;
         reporters.push(Box::new(CodeBuildLog::new(
@@ -313,6 +315,7 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
             false,
             false,
         )));
+        targets.push(format!("--log-file {}", path.display()));
     }
 
     // Orphans of the build (daemons that setsid) are reparented to the agent, so they can be
@@ -340,10 +343,12 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
             .insert(0, root.unwrap_or(options.source_dir.clone()));
         container
     });
+    // The first reporter that could not write, and why: it stops the build (see below).
+    let render_error: Arc<Mutex<Option<(usize, io::Error)>>> = Arc::default();
+    let errors = render_error.clone();
     let result = runtime.block_on(async move {
         let stop = StopRequest::new();
         let kill_now = CancellationToken::new();
-        let render_error: Arc<Mutex<Option<io::Error>>> = Arc::default();
         let signals = tokio::spawn(watch_signals(stop.clone(), kill_now.clone()));
         let container = match &image {
             Some(container_options) => {
@@ -363,7 +368,6 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
             None => Arc::new(HostExecutor::new()),
         };
         let build = Build::new(spec, options, executor);
-        let errors = render_error.clone();
         let stop_on_error = stop.clone();
         let result = build
             .run(stop.clone(), kill_now.clone(), move |event: Event| {
@@ -374,12 +378,13 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
                     None => vec![event],
                 };
                 for event in &events {
-                    for r in reporters.iter_mut() {
+                    for (index, r) in reporters.iter_mut().enumerate() {
                         if let Err(e) = r.report(event) {
-                            // A closed stdout (`| head`) stops the build; it still cleans up.
+                            // A closed stdout (`| head`) or a full disk under --log-file stops
+                            // the build: its log would be incomplete. It still cleans up.
                             let mut slot = errors.lock().unwrap_or_else(|p| p.into_inner());
                             if slot.is_none() {
-                                *slot = Some(e);
+                                *slot = Some((index, e));
                                 stop_on_error.request(CancelReason::Signal);
                             }
                         }
@@ -395,6 +400,17 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
         Ok(result)
     })?;
     let _ = io::stdout().flush();
+    let render_error = render_error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    if let Some((index, e)) = render_error {
+        // A reader that went away (`| head`) is not the agent's fault: the build was stopped.
+        if !(index == 0 && e.kind() == io::ErrorKind::BrokenPipe) {
+            eprintln!("error: writing the build's log to {}: {e}", targets[index]);
+            return Ok(ExitCode::from(EXIT_FAULT));
+        }
+    }
     if let Some(path) = &args.output_env {
         write_output_env(path, &result.exported)
             .with_context(|| format!("--output-env {}", path.display()))?;

@@ -22,7 +22,7 @@ pub enum SourceError {
         path: PathBuf,
     },
     /// A file could not be copied.
-    #[error("cannot copy `{path}`")]
+    #[error("cannot copy `{path}`: {source}")]
     Copy {
         /// The file.
         path: PathBuf,

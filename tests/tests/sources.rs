@@ -63,7 +63,9 @@ impl Fixture {
         work.git(&["branch", "-D", "-q", "feature"]);
         let bare = server.root().join("app.git");
         work.push_to(&bare);
-        git(&bare, &["update-ref", "refs/pull/12/head", &pr]);
+        // The pull request's commit is reachable from its ref alone, as on a forge.
+        let target = bare.to_string_lossy().into_owned();
+        work.git(&["push", "-q", &target, &format!("{pr}:refs/pull/12/head")]);
         Fixture {
             server,
             commits,
@@ -88,7 +90,7 @@ fn line<'a>(run: &'a Run, key: &str) -> &'a str {
     let prefix = format!("{key}=");
     run.stdout
         .lines()
-        .find_map(|l| l.split_once(&prefix).map(|(_, v)| v))
+        .find_map(|l| l.strip_prefix(&prefix))
         .unwrap_or_else(|| panic!("no {key}= line in\n{}\n{}", run.stdout, run.stderr))
 }
 

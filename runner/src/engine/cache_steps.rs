@@ -334,7 +334,11 @@ impl Attempt<'_> {
             Err(_) if stopped.is_some() => {
                 self.warn(report, "cache not saved: the build was stopped".into());
             }
-            Err(e) => self.warn(report, format!("cannot save the cache: {e}")),
+            Err(e) => {
+                // Name the entry: a full disk or a refused bucket is then found at once.
+                let entry = self.masker.mask_str(&store.location(&slot));
+                self.warn(report, format!("cannot save the cache to {entry}: {e}"));
+            }
         }
     }
 }
