@@ -317,7 +317,7 @@ pub struct RunArgs {
     pub fast_fail: bool,
 
     /// With --batch and -a DIR: one DIR/artifacts.zip holding each build's primary artifact in a
-    /// folder named after its identifier, instead of DIR/<identifier>.zip each.
+    /// folder named after its identifier, instead of DIR/IDENTIFIER.zip each.
     #[arg(long, requires_all = ["batch", "artifacts"], help_heading = "Batch builds")]
     pub combine_artifacts: bool,
 
@@ -341,7 +341,7 @@ pub struct RunArgs {
     )]
     pub max_builds: usize,
 
-    /// With --batch: write each build's full log (CodeBuild format) to DIR/<identifier>.log.
+    /// With --batch: write each build's full log (CodeBuild format) to DIR/IDENTIFIER.log.
     #[arg(
         long,
         value_name = "DIR",

@@ -652,6 +652,38 @@ fn invalid_batches_are_rejected_before_anything_runs() {
     assert!(b.out_file("ran").is_none());
 }
 
+/// What a batch does not take yet is refused up front (exit status 2), with nothing run: a
+/// fetched source (it would be fetched once per build into one place) and the single-build log
+/// sinks.
+#[test]
+fn fetched_sources_and_log_sinks_are_refused_by_a_batch() {
+    let b = Batch::fixture("graph.yml");
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["-s", "lib:file:///nowhere/lib.git"],
+            "--batch builds from local source directories",
+        ),
+        (
+            &["--cloudwatch-logs", "/aws/codebuild/demo"],
+            "--cloudwatch-logs and --s3-logs are for a single build",
+        ),
+        (
+            &["--s3-logs", "s3://bucket/logs"],
+            "--cloudwatch-logs and --s3-logs are for a single build",
+        ),
+    ];
+    for (args, message) in cases {
+        let run = b.run(args);
+        run.expect_code(2);
+        assert!(run.stderr.contains(message), "{args:?}: {}", run.stderr);
+        assert_eq!(
+            std::fs::read_dir(b.out()).unwrap().count(),
+            0,
+            "{args:?}: a build ran"
+        );
+    }
+}
+
 /// The containers the agent made (labelled `buildagent.build`), running or not.
 fn agent_containers() -> Vec<String> {
     let out = std::process::Command::new(buildagent_tests::services::tool("docker"))

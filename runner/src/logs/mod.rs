@@ -1,7 +1,7 @@
 //! The build's log beyond the terminal: CodeBuild's log format, and sinks that stream it to
 //! CloudWatch Logs and S3 while the build runs.
 //!
-//! - [`format`]: events → the CodeBuild-format log ([`format::Formatter`] for renderers,
+//! - [`format`](mod@format): events → the CodeBuild-format log ([`format::Formatter`] for renderers,
 //!   [`format::LineAssembler`] for whole timestamped lines). The terminal, the log file and every
 //!   sink show the same text, masked before it became an event.
 //! - [`buffer`]: the bounded queue between the build and a sink, spilling to a local file when
