@@ -12,31 +12,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::sys::resource::{getrusage, UsageWho};
 
+mod common;
+use common::{agent, median};
+
 const BUILDS: usize = 40;
-
-fn agent() -> PathBuf {
-    if let Some(bin) = std::env::var_os("BUILDAGENT_BENCH_AGENT") {
-        return PathBuf::from(bin);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = dir.join("buildagent");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build --release -p buildagent` first",
-        bin.display()
-    );
-    bin
-}
-
-fn median(mut xs: Vec<Duration>) -> Duration {
-    xs.sort();
-    xs[xs.len() / 2]
-}
 
 /// A source directory with the batch buildspec (`batch.yml`) and a single build's
 /// (`buildspec.yml`), both running `true`.

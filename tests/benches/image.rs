@@ -14,31 +14,14 @@
 //! - no cache: `--no-cache` builds (context sent, COPY layer written, RUN container), median of 7.
 //! - cached: every step from the engine's cache (context sent and checked), median of 9.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use buildagent_tests::services;
 
-fn agent() -> PathBuf {
-    if let Some(bin) = std::env::var_os("BUILDAGENT_BENCH_AGENT") {
-        return PathBuf::from(bin);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = dir.join("buildagent");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build --release -p buildagent` first",
-        bin.display()
-    );
-    bin
-}
-
-fn median(mut xs: Vec<Duration>) -> Duration {
-    xs.sort();
-    xs[xs.len() / 2]
-}
+mod common;
+use common::{agent, median};
 
 /// Deterministic filler bytes (xorshift), so the files do not compress to nothing.
 fn filler(seed: u64, len: usize) -> Vec<u8> {

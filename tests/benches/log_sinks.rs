@@ -15,28 +15,16 @@
 //!   the sink's throughput in events per second (moto, a Python server, is the bottleneck).
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::resource::{getrusage, UsageWho};
 
-const LINE: &str = "a short line of build output, 40 bytes.";
+mod common;
+use common::agent;
 
-fn agent() -> PathBuf {
-    if let Some(bin) = std::env::var_os("BUILDAGENT_BENCH_AGENT") {
-        return PathBuf::from(bin);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = dir.join("buildagent");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build --release -p buildagent` first",
-        bin.display()
-    );
-    bin
-}
+const LINE: &str = "a short line of build output, 40 bytes.";
 
 /// A moto server of the bench's own, stopped (by its pid) when dropped.
 struct Moto {

@@ -16,26 +16,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::resource::{getrusage, UsageWho};
 
-fn agent() -> PathBuf {
-    // For A/B runs against another build of the agent.
-    if let Some(bin) = std::env::var_os("BUILDAGENT_BENCH_AGENT") {
-        return PathBuf::from(bin);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = dir.join("buildagent");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build --release -p buildagent` first",
-        bin.display()
-    );
-    bin
-}
-
-fn median(mut xs: Vec<Duration>) -> Duration {
-    xs.sort();
-    xs[xs.len() / 2]
-}
+mod common;
+use common::{agent, median};
 
 fn time(mut f: impl FnMut()) -> Duration {
     let t = Instant::now();

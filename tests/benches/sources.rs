@@ -15,33 +15,16 @@
 //!   alone.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use buildagent_tests::git_server::{git, GitServer};
 
+mod common;
+use common::{agent, median};
+
 const RUNS: usize = 5;
-
-fn agent() -> PathBuf {
-    if let Some(bin) = std::env::var_os("BUILDAGENT_BENCH_AGENT") {
-        return PathBuf::from(bin);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = dir.join("buildagent");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build --release -p buildagent` first",
-        bin.display()
-    );
-    bin
-}
-
-fn median(mut xs: Vec<Duration>) -> Duration {
-    xs.sort();
-    xs[xs.len() / 2]
-}
 
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
