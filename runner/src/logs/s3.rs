@@ -273,26 +273,41 @@ impl Writer {
             .upload_id
             .clone()
             .ok_or_else(|| format!("cannot upload {}: no upload id", self.options.url()))?;
+        self.upload_part(&upload_id, size, "upload a part of")
+            .await?;
+        self.sent = size;
+        Ok(())
+    }
+
+    /// Uploads the compressed bytes from `self.sent` up to `size` as the next part of the
+    /// multipart upload `upload_id`, and records it for the completion.
+    async fn upload_part(
+        &mut self,
+        upload_id: &str,
+        size: u64,
+        action: &str,
+    ) -> Result<(), String> {
         let bytes = read_range(self.named.as_file(), self.sent, size - self.sent)
             .map_err(|e| format!("cannot read the compressed log: {e}"))?;
         let number = self.parts.len() as i32 + 1;
-        let part = sdk
+        let part = self
+            .client
+            .sdk()
             .upload_part()
             .bucket(&self.options.bucket)
             .key(&self.options.key)
-            .upload_id(&upload_id)
+            .upload_id(upload_id)
             .part_number(number)
             .body(ByteStream::from(bytes))
             .send()
             .await
-            .map_err(|e| self.error("upload a part of", e.into_service_error()))?;
+            .map_err(|e| self.error(action, e.into_service_error()))?;
         self.parts.push(
             CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(part.e_tag().map(str::to_string))
                 .build(),
         );
-        self.sent = size;
         Ok(())
     }
 
@@ -316,25 +331,9 @@ impl Writer {
         let sdk = self.client.sdk().clone();
         if size > self.sent || self.parts.is_empty() {
             drop(file);
-            let bytes = read_range(self.named.as_file(), self.sent, size - self.sent)
-                .map_err(|e| format!("cannot read the compressed log: {e}"))?;
-            let number = self.parts.len() as i32 + 1;
-            let part = sdk
-                .upload_part()
-                .bucket(&self.options.bucket)
-                .key(&self.options.key)
-                .upload_id(self.upload_id.as_deref().unwrap_or_default())
-                .part_number(number)
-                .body(ByteStream::from(bytes))
-                .send()
-                .await
-                .map_err(|e| self.error("upload the last part of", e.into_service_error()))?;
-            self.parts.push(
-                CompletedPart::builder()
-                    .part_number(number)
-                    .set_e_tag(part.e_tag().map(str::to_string))
-                    .build(),
-            );
+            let upload_id = self.upload_id.clone().unwrap_or_default();
+            self.upload_part(&upload_id, size, "upload the last part of")
+                .await?;
         }
         sdk.complete_multipart_upload()
             .bucket(&self.options.bucket)
