@@ -770,3 +770,51 @@ fn a_retry_uses_the_failing_phases_count_and_does_not_copy_the_source_again() {
         run.stdout
     );
 }
+
+#[test]
+fn commands_start_with_default_signals_even_when_the_agent_ignores_some() {
+    use nix::sys::signal::{signal, sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
+    use std::os::unix::process::CommandExt;
+    // As a script's `buildagent run &` (SIGINT and SIGQUIT ignored) or `nohup` (SIGHUP) starts it,
+    // with a blocked signal on top: the build's commands must still start as from a terminal.
+    let s = Sandbox::new();
+    s.write(
+        "buildspec.yml",
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - trap\n      - grep -E '^Sig(Ign|Blk)' /proc/self/status\n",
+    );
+    let mut cmd = s.command(["run", "-m", "--log-format", "codebuild"]);
+    // SAFETY: signal() and sigprocmask() are async-signal-safe; nothing is allocated.
+    unsafe {
+        cmd.pre_exec(|| {
+            for sig in [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGHUP] {
+                signal(sig, SigHandler::SigIgn).map_err(std::io::Error::from)?;
+            }
+            let mut blocked = SigSet::empty();
+            blocked.add(Signal::SIGUSR1);
+            sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), None)
+                .map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let run = Run::from(cmd.output().unwrap());
+    run.expect_code(0);
+    let masks: Vec<(&str, u64)> = printed(&run)
+        .iter()
+        .map(|l| {
+            let (name, hex) = l.split_once(":\t").unwrap();
+            (name, u64::from_str_radix(hex, 16).unwrap())
+        })
+        .collect();
+    // Bits 31 and 32 are signals 32 and 33, which glibc keeps for its threads and will not let
+    // anyone (the agent included) reset; the test harness itself starts with one of them ignored.
+    let glibc_own = 0b11 << 31;
+    assert_eq!(
+        masks
+            .iter()
+            .map(|(n, m)| (*n, m & !glibc_own))
+            .collect::<Vec<_>>(),
+        [("SigBlk", 0), ("SigIgn", 0)],
+        "{}",
+        run.stdout
+    );
+}

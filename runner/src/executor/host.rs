@@ -588,6 +588,10 @@ fn new_command(cmd: &CommandSpec) -> Command {
         .stdin(Stdio::null())
         .process_group(0)
         .kill_on_drop(true);
+    // SAFETY: the hook makes only async-signal-safe calls and allocates nothing.
+    unsafe {
+        command.pre_exec(crate::os::reset_signals);
+    }
     command
 }
 

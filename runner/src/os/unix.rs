@@ -221,6 +221,37 @@ pub(crate) fn switch_user_hook(
     }
 }
 
+/// A `pre_exec` hook that gives the child every signal's default disposition and an empty signal
+/// mask. Ignored signals survive `exec`: an agent started in the background of a script (`&`
+/// ignores SIGINT and SIGQUIT) or under `nohup` would otherwise pass that on, and the build's
+/// commands could not be interrupted, nor would their `trap` show what a shell normally starts
+/// with. Real-time signals are reset too, except the ones the C library keeps for itself (it
+/// refuses them with EINVAL). Only async-signal-safe calls; nothing is allocated.
+pub(crate) fn reset_signals() -> io::Result<()> {
+    use nix::libc;
+    // SAFETY: a zeroed sigaction is SIG_DFL with no flags and an empty mask; installing SIG_DFL
+    // runs no handler code, and sigprocmask with an empty set only unblocks.
+    unsafe {
+        let default: libc::sigaction = std::mem::zeroed();
+        for signal in 1..=libc::SIGRTMAX() {
+            if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+                continue;
+            }
+            if libc::sigaction(signal, &default, std::ptr::null_mut()) != 0
+                && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL)
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// `chown(2)` without following a final symlink.
 pub(crate) fn chown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid))
