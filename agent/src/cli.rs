@@ -139,6 +139,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "REF")]
     pub source_version: Option<String>,
 
+    /// The version of a secondary Git or S3 source, as `ID=REF` (CodeBuild's
+    /// `secondarySourcesVersionOverride`); repeat for several. The same forms as
+    /// `--source-version`.
+    #[arg(long, value_name = "ID=REF")]
+    pub secondary_source_version: Vec<String>,
+
     /// How many commits of Git history to fetch (0: all of it).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub git_clone_depth: u32,

@@ -75,6 +75,7 @@ pub fn prepare(args: &RunArgs, color: ColorChoice) -> anyhow::Result<Prepared> {
             "--source-version: the primary source is a directory; versions are for Git and S3 sources",
         ));
     }
+    let secondary_versions = secondary_versions(&args.secondary_source_version, &secondary)?;
     let primary = match &primary_location {
         SourceLocation::Dir(dir) => {
             let dir =
@@ -182,7 +183,7 @@ pub fn prepare(args: &RunArgs, color: ColorChoice) -> anyhow::Result<Prepared> {
             fetch.sources.push(RemoteSource {
                 id: Some(id.clone()),
                 location: location.clone(),
-                version: None,
+                version: secondary_versions.get(id).cloned(),
                 dest: dest.clone(),
             });
             staged_secondary.push((id.clone(), dest));
@@ -512,6 +513,47 @@ fn sources(args: &[String]) -> anyhow::Result<(SourceLocation, Vec<(String, Sour
         primary.unwrap_or_else(|| SourceLocation::Dir(PathBuf::from("."))),
         secondary,
     ))
+}
+
+/// `--secondary-source-version ID=REF` by identifier, each naming a fetched secondary source.
+fn secondary_versions(
+    args: &[String],
+    secondary: &[(String, SourceLocation)],
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    let mut versions = std::collections::HashMap::new();
+    for arg in args {
+        let flag = "--secondary-source-version";
+        let Some((id, version)) = arg
+            .split_once('=')
+            .filter(|(id, v)| !id.is_empty() && !v.is_empty())
+        else {
+            return Err(invalid(format!(
+                "{flag} {arg}: expected ID=REF, the identifier of a secondary source (-s ID:SOURCE) and its version"
+            )));
+        };
+        match secondary.iter().find(|(name, _)| name == id) {
+            None => {
+                return Err(invalid(format!(
+                    "{flag} {arg}: there is no secondary source `{id}` (give it with -s {id}:SOURCE)"
+                )))
+            }
+            Some((_, SourceLocation::Dir(_))) => {
+                return Err(invalid(format!(
+                    "{flag} {arg}: secondary source `{id}` is a directory; versions are for Git and S3 sources"
+                )))
+            }
+            Some(_) => {}
+        }
+        if versions
+            .insert(id.to_string(), version.to_string())
+            .is_some()
+        {
+            return Err(invalid(format!(
+                "{flag} {arg}: `{id}` has a version already"
+            )));
+        }
+    }
+    Ok(versions)
 }
 
 /// Reads and checks the buildspec (`-b`, else the source directory's), printing its warnings.

@@ -282,6 +282,47 @@ fn a_secondary_git_source_gets_its_directory_and_variables() {
     assert_eq!(line(&run, "libversion"), "main");
     assert_eq!(line(&run, "liburl"), f.url());
     assert_eq!(line(&run, "libresolved"), f.commits[3]);
+
+    // --secondary-source-version ID=REF, as CodeBuild's secondarySourcesVersionOverride.
+    let run = build(
+        &s,
+        &[
+            "-s",
+            "src",
+            "-s",
+            &lib,
+            "--secondary-source-version",
+            "lib=v1",
+        ],
+    );
+    run.expect_code(0);
+    assert_eq!(line(&run, "lib"), "c2");
+    assert_eq!(line(&run, "libversion"), "v1");
+    assert_eq!(line(&run, "libresolved"), f.commits[1]);
+
+    // An unknown identifier, a directory and a missing `=` are refused before anything runs.
+    for (value, says) in [
+        ("other=v1", "there is no secondary source `other`"),
+        ("dir=v1", "secondary source `dir` is a directory"),
+        ("v1", "expected ID=REF"),
+    ] {
+        let run = build(
+            &s,
+            &[
+                "-s",
+                "src",
+                "-s",
+                &lib,
+                "-s",
+                "dir:src",
+                "--secondary-source-version",
+                value,
+            ],
+        );
+        run.expect_code(2);
+        assert!(run.stderr.contains(says), "{value}: {}", run.stderr);
+        assert!(!run.stdout.contains("lib="), "{value}: {}", run.stdout);
+    }
 }
 
 #[test]
