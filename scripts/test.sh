@@ -34,6 +34,10 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "cargo clippy, the runner without its default features"
+# An embedder's lean build (no AWS SDK, bollard or reqwest) stays warning-free too.
+cargo clippy -p buildagent-runner --no-default-features --all-targets --locked -- -D warnings
+
 step "cargo doc"
 # Broken or private intra-doc links and bad HTML in docs fail here (RUSTDOCFLAGS denies warnings).
 cargo doc --workspace --no-deps --locked
@@ -47,6 +51,9 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
+# The lean runner runs a host build, and says so when a build needs what it left out.
+cargo test -p buildagent-runner --no-default-features --locked --no-fail-fast \
+    --test features --example embed 2>&1 | tee -a "$log" || status=$?
 
 # One closing line for the whole run (cargo prints one per test binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

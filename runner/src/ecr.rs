@@ -22,7 +22,9 @@ use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, SystemTime};
 
+#[cfg(feature = "aws")]
 use aws_sdk_ecr::error::ProvideErrorMetadata;
+#[cfg(feature = "aws")]
 use base64::Engine as _;
 
 use crate::credentials::Credentials;
@@ -108,7 +110,7 @@ fn endpoint_url() -> Option<String> {
 
 /// `host[:port]` of a URL (`None` when it is not one).
 fn authority(url: &str) -> Option<String> {
-    let url = reqwest::Url::parse(url.trim()).ok()?;
+    let url = url::Url::parse(url.trim()).ok()?;
     let host = url.host_str()?;
     Some(match url.port() {
         Some(port) => format!("{host}:{port}"),
@@ -212,6 +214,7 @@ pub fn forget(host: &str) {
 }
 
 /// Asks `GetAuthorizationToken` for a token for `registry`.
+#[cfg(feature = "aws")]
 pub async fn fetch(registry: &EcrRegistry) -> Result<Token, EcrError> {
     let shared = crate::aws::sdk_config(DEFAULT_REGION).await;
     let mut config = aws_sdk_ecr::config::Builder::from(&shared);
@@ -268,8 +271,24 @@ pub async fn fetch(registry: &EcrRegistry) -> Result<Token, EcrError> {
     })
 }
 
+/// Without the `aws` feature there is no ECR client: asking for a token fails, saying so.
+#[cfg(not(feature = "aws"))]
+pub async fn fetch(registry: &EcrRegistry) -> Result<Token, EcrError> {
+    Err(EcrError::Token {
+        host: registry.host.clone(),
+        region: registry
+            .region
+            .clone()
+            .unwrap_or_else(|| DEFAULT_REGION.to_string()),
+        endpoint: endpoint_url().unwrap_or_else(|| "the default endpoint".to_string()),
+        message: "this build of buildagent-runner has no AWS support (its `aws` feature)"
+            .to_string(),
+    })
+}
+
 /// An error and its causes, each once (`dispatch failure: io error: ... Connection refused`):
 /// the SDK's own rendering adds a `Debug` dump of the whole chain.
+#[cfg(feature = "aws")]
 fn causes(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();

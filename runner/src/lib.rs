@@ -126,9 +126,22 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Features
+//!
+//! All on by default; an embedder that runs builds on the host only can leave them out
+//! (`default-features = false`) and compile none of the AWS SDK, bollard or reqwest.
+//!
+//! - `aws`: S3 artifacts, caches, sources and build logs, Parameter Store and Secrets Manager
+//!   values, ECR tokens, CloudWatch Logs. Without it a build that names one of them fails with an
+//!   error that says the feature is missing.
+//! - `docker`: builds in containers ([`executor::ContainerExecutor`]) and the Docker Engine's
+//!   image build and push (`docker::image`).
+//! - `oci`: daemonless images (`oci`).
 #![deny(missing_docs)]
 
 pub mod artifacts;
+#[cfg(feature = "aws")]
 pub mod aws;
 pub mod batch;
 pub mod cache;
@@ -146,6 +159,7 @@ pub mod lines;
 pub mod location;
 pub mod logs;
 pub mod mask;
+#[cfg(feature = "oci")]
 pub mod oci;
 mod os;
 pub mod plan;

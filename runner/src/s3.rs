@@ -16,11 +16,17 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::SystemTime;
 
+#[cfg(feature = "aws")]
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
+#[cfg(feature = "aws")]
 use aws_sdk_s3::primitives::ByteStream;
+#[cfg(feature = "aws")]
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+#[cfg(feature = "aws")]
 use aws_smithy_types::byte_stream::Length;
+#[cfg(feature = "aws")]
 use futures::{StreamExt, TryStreamExt};
+#[cfg(feature = "aws")]
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +37,7 @@ pub const PART_SIZE: u64 = 8 * 1024 * 1024;
 /// How many parts are in flight at once.
 pub const PARALLEL_PARTS: usize = 4;
 /// S3 allows at most this many parts in one upload.
+#[cfg(feature = "aws")]
 const MAX_PARTS: u64 = 10_000;
 
 /// An `s3://bucket/prefix` location.
@@ -118,6 +125,7 @@ pub struct S3Error {
 }
 
 impl S3Error {
+    #[cfg(feature = "aws")]
     fn new<E>(action: &'static str, bucket: &str, key: &str, error: E) -> S3Error
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -145,6 +153,7 @@ impl S3Error {
         }
     }
 
+    #[cfg(feature = "aws")]
     fn cancelled(bucket: &str, key: &str) -> S3Error {
         S3Error::io("upload", bucket, key, "cancelled")
     }
@@ -176,11 +185,13 @@ pub enum Uploaded {
 }
 
 /// An S3 client (see the module docs for how it is configured).
+#[cfg(feature = "aws")]
 #[derive(Clone, Debug)]
 pub struct S3Client {
     client: aws_sdk_s3::Client,
 }
 
+#[cfg(feature = "aws")]
 impl S3Client {
     /// A client configured from the environment; `default_region` is used when neither the
     /// environment nor the profile names a region.
@@ -512,6 +523,7 @@ impl S3Client {
 
 /// The part size for a file of `size` bytes: [`PART_SIZE`], or larger (whole MiB) when the file
 /// would need more than S3's 10,000 parts.
+#[cfg(feature = "aws")]
 fn part_size(size: u64) -> u64 {
     const MIB: u64 = 1024 * 1024;
     PART_SIZE.max(size.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB)
@@ -519,6 +531,7 @@ fn part_size(size: u64) -> u64 {
 
 /// A failed write: [`Uploaded::AlreadyExists`] when it was conditional (`only_new`) and the
 /// object exists, else the error.
+#[cfg(feature = "aws")]
 fn refused_or_failed<E>(
     error: E,
     only_new: bool,
@@ -536,6 +549,73 @@ where
         Ok(Uploaded::AlreadyExists)
     } else {
         Err(S3Error::new("upload", bucket, key, error))
+    }
+}
+
+/// Without the `aws` feature there is no S3 client: every request fails, saying so, and nothing
+/// is read or written.
+#[cfg(not(feature = "aws"))]
+#[derive(Clone, Debug)]
+pub struct S3Client {
+    _private: (),
+}
+
+#[cfg(not(feature = "aws"))]
+impl S3Client {
+    const NO_AWS: &str = "this build of buildagent-runner has no AWS support (its `aws` feature)";
+
+    /// A client whose every request fails (no `aws` feature).
+    pub async fn from_env(_default_region: &str) -> S3Client {
+        S3Client { _private: () }
+    }
+
+    /// Fails: no `aws` feature.
+    pub async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>, S3Error> {
+        Err(S3Error::io("read", bucket, key, Self::NO_AWS))
+    }
+
+    /// Fails: no `aws` feature.
+    pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, S3Error> {
+        Err(S3Error::io("list", bucket, prefix, Self::NO_AWS))
+    }
+
+    /// Fails: no `aws` feature.
+    pub async fn download(
+        &self,
+        bucket: &str,
+        key: &str,
+        _file: std::fs::File,
+    ) -> Result<u64, S3Error> {
+        Err(S3Error::io("download", bucket, key, Self::NO_AWS))
+    }
+
+    /// Fails: no `aws` feature.
+    pub async fn download_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        _version: Option<&str>,
+        _file: std::fs::File,
+    ) -> Result<(u64, Option<String>), S3Error> {
+        Err(S3Error::io("download", bucket, key, Self::NO_AWS))
+    }
+
+    /// Fails: no `aws` feature.
+    pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), S3Error> {
+        Err(S3Error::io("delete", bucket, key, Self::NO_AWS))
+    }
+
+    /// Fails: no `aws` feature.
+    pub async fn upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        _path: &Path,
+        _metadata: &[(&str, &str)],
+        _only_new: bool,
+        _cancel: &CancellationToken,
+    ) -> Result<Uploaded, S3Error> {
+        Err(S3Error::io("upload", bucket, key, Self::NO_AWS))
     }
 }
 
@@ -570,6 +650,7 @@ mod tests {
         assert_eq!(join_key(&["", ""]), "");
     }
 
+    #[cfg(feature = "aws")]
     #[test]
     fn parts_stay_under_the_limit() {
         assert_eq!(part_size(20 * 1024 * 1024), PART_SIZE);

@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 
+#[cfg(feature = "aws")]
 use aws_sdk_ssm::error::{DisplayErrorContext, ProvideErrorMetadata};
 use buildagent_spec::{Env, SecretReference, SecretsFile};
 
@@ -174,6 +175,16 @@ pub async fn resolve(
         .secrets_manager
         .iter()
         .any(|s| offline.secret(&s.reference.value).is_none());
+    #[cfg(not(feature = "aws"))]
+    if let Some(name) = remote_parameters.first() {
+        return Err(ResolveError::parameter(
+            None,
+            format!("parameter {name}: it is not in the secrets file, and {NO_AWS}"),
+        ));
+    }
+    #[cfg(not(feature = "aws"))]
+    let _ = (remote_secrets, default_region);
+    #[cfg(feature = "aws")]
     let config = if remote_parameters.is_empty() && !remote_secrets {
         None
     } else {
@@ -181,6 +192,9 @@ pub async fn resolve(
     };
 
     let mut out = Vec::new();
+    #[cfg(not(feature = "aws"))]
+    let fetched: HashMap<String, String> = HashMap::new();
+    #[cfg(feature = "aws")]
     let fetched = match &config {
         Some(config) if !remote_parameters.is_empty() => {
             get_parameters(&aws_sdk_ssm::Client::new(config), &remote_parameters, env).await?
@@ -213,8 +227,12 @@ pub async fn resolve(
         });
     }
 
+    #[cfg(feature = "aws")]
     let client = config.as_ref().map(aws_sdk_secretsmanager::Client::new);
+    #[cfg(not(feature = "aws"))]
+    let client: Option<()> = None;
     // Each secret version is asked once, however many keys of it the buildspec reads.
+    #[cfg(feature = "aws")]
     let mut strings: HashMap<SecretReference, String> = HashMap::new();
     for s in &env.secrets_manager {
         let reference = &s.reference.value;
@@ -232,6 +250,7 @@ pub async fn resolve(
                 })?;
                 (value, ValueSource::SecretsFile)
             }
+            #[cfg(feature = "aws")]
             (None, Some(client)) => {
                 let version = SecretReference {
                     json_key: None,
@@ -259,12 +278,17 @@ pub async fn resolve(
                 };
                 (value, ValueSource::Aws)
             }
-            // Not reached: AWS is configured whenever a secret is missing from the offline values.
-            (None, None) => {
+            // Not reached with AWS: it is configured whenever a secret is missing from the
+            // offline values.
+            (None, _) => {
+                #[cfg(feature = "aws")]
+                let why = "no AWS configuration";
+                #[cfg(not(feature = "aws"))]
+                let why = format!("it is not in the secrets file, and {NO_AWS}");
                 return Err(ResolveError::secret(
                     None,
-                    format!("secret {reference}: no AWS configuration (variable {variable})"),
-                ))
+                    format!("secret {reference}: {why} (variable {variable})"),
+                ));
             }
         };
         out.push(ResolvedValue {
@@ -278,8 +302,13 @@ pub async fn resolve(
     Ok(out)
 }
 
+/// Why a value that only AWS has cannot be had.
+#[cfg(not(feature = "aws"))]
+const NO_AWS: &str = "this build of buildagent-runner has no AWS support (its `aws` feature)";
+
 /// The decrypted values of `names` (each asked once, [`GET_PARAMETERS_BATCH`] per call), by the
 /// name the buildspec wrote. A name the service reports as invalid is an error.
+#[cfg(feature = "aws")]
 async fn get_parameters(
     client: &aws_sdk_ssm::Client,
     names: &[&str],
@@ -341,6 +370,7 @@ async fn get_parameters(
 }
 
 /// The secret string of one secret version (`json_key` is not looked at).
+#[cfg(feature = "aws")]
 async fn get_secret_string(
     client: &aws_sdk_secretsmanager::Client,
     version: &SecretReference,
@@ -384,11 +414,13 @@ async fn get_secret_string(
 }
 
 /// A secret version for messages: its id, with the stage or version id that was asked for.
+#[cfg(feature = "aws")]
 fn described(version: &SecretReference) -> String {
     version.to_string()
 }
 
 /// The service's error code and a message (`CODE: message`), or the transport error.
+#[cfg(feature = "aws")]
 fn service_error<E>(error: &E) -> (Option<String>, String)
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,

@@ -89,7 +89,9 @@ use crate::engine::{Build, BuildOptions};
 use crate::events::{
     BuildPhase, BuildStatus, CancelReason, Event, EventKind, LeakedProcess, PhaseStatus,
 };
-use crate::executor::{ContainerExecutor, ContainerOptions, Executor, HostExecutor, StopRequest};
+#[cfg(feature = "docker")]
+use crate::executor::{ContainerExecutor, ContainerOptions};
+use crate::executor::{Executor, HostExecutor, StopRequest};
 use crate::location::Location;
 use crate::s3::{join_key, S3Url};
 
@@ -163,6 +165,7 @@ pub enum Launcher {
     /// [`ContainerOptions::image`], its `privileged-mode` replaces
     /// [`ContainerOptions::privileged`], and its source copy is mounted besides
     /// [`ContainerOptions::mounts`].
+    #[cfg(feature = "docker")]
     Containers(ContainerOptions),
 }
 
@@ -561,6 +564,7 @@ impl Batch {
         o.identity.uuid = (self.options.new_uuid)();
         o.identity.number = self.template.identity.number + i as u64;
         o.identity.start_time = SystemTime::now();
+        #[cfg(feature = "docker")]
         if let (Launcher::Containers(c), image) = (&self.launcher, &child.plan.image) {
             o.identity.image = image.clone().unwrap_or_else(|| c.image.clone());
         }
@@ -749,9 +753,12 @@ async fn run_child(
                         let _ = events.send(Message::Event(i, e));
                     })
                     .await;
+                #[cfg(feature = "docker")]
                 if let Some(container) = container {
                     container.remove().await;
                 }
+                #[cfg(not(feature = "docker"))]
+                let _ = container;
                 Outcome {
                     status: ChildStatus::of(result.status),
                     duration: started.elapsed(),
@@ -790,6 +797,13 @@ async fn run_child(
     let _ = tx.send(Message::Done(i, outcome));
 }
 
+/// A child's container, removed when the child ends.
+#[cfg(feature = "docker")]
+type Container = Arc<ContainerExecutor>;
+/// Without the `docker` feature, no child has a container.
+#[cfg(not(feature = "docker"))]
+type Container = std::convert::Infallible;
+
 /// Where child `plan`'s commands run: a host executor, or a started container.
 async fn launch(
     launcher: &Launcher,
@@ -797,12 +811,15 @@ async fn launch(
     options: &mut BuildOptions,
     own_dir: Option<&Path>,
     info: &mut (dyn FnMut(String) + Send),
-) -> Result<(Arc<dyn Executor>, Option<Arc<ContainerExecutor>>), String> {
+) -> Result<(Arc<dyn Executor>, Option<Container>), String> {
+    #[cfg(not(feature = "docker"))]
+    let _ = (plan, options, own_dir, info);
     match launcher {
         Launcher::Host => {
             let executor: Arc<dyn Executor> = Arc::new(HostExecutor::for_one_of_many());
             Ok((executor, None))
         }
+        #[cfg(feature = "docker")]
         Launcher::Containers(template) => {
             let mut container_options = template.clone();
             if let Some(image) = &plan.image {

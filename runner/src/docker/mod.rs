@@ -11,8 +11,10 @@
 
 pub mod context;
 pub mod dockerignore;
+#[cfg(feature = "docker")]
 pub mod image;
 
+#[cfg(feature = "docker")]
 pub use bollard::Docker;
 
 /// Why the engine could not be used.
@@ -29,6 +31,7 @@ pub fn engine_address() -> String {
 }
 
 /// A client of the engine, with the API version both sides speak.
+#[cfg(feature = "docker")]
 pub async fn connect() -> Result<Docker, EngineError> {
     let address = engine_address();
     let unreachable = |e: bollard::errors::Error| {

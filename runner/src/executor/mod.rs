@@ -21,9 +21,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::{CancelReason, CommandOutcome, LeakedProcess, Stream};
 
+#[cfg(feature = "docker")]
 pub mod container;
 pub mod host;
 
+#[cfg(feature = "docker")]
 pub use container::{ContainerExecutor, ContainerOptions};
 pub use host::{enable_child_subreaper, HostExecutor};
 

@@ -13,13 +13,18 @@
 //!   with the events that say what was not delivered.
 
 pub mod buffer;
+#[cfg(feature = "aws")]
 pub mod cloudwatch;
 pub mod format;
+#[cfg(feature = "aws")]
 pub mod read;
+#[cfg(feature = "aws")]
 pub mod s3;
 
+#[cfg(feature = "aws")]
 use std::time::{Duration, SystemTime};
 
+#[cfg(feature = "aws")]
 use crate::events::{CloudWatchLogsLocation, Event, EventKind};
 
 /// What a sink delivered by its end.
@@ -127,6 +132,7 @@ fn percent_encode(text: &str) -> String {
 }
 
 /// The sinks of one build, fed with its events (see the module docs).
+#[cfg(feature = "aws")]
 pub struct LogSinks {
     assembler: format::LineAssembler,
     cloudwatch: Option<(cloudwatch::CloudWatchSink, CloudWatchLogsLocation)>,
@@ -134,6 +140,7 @@ pub struct LogSinks {
     lines: Vec<format::LogLine>,
 }
 
+#[cfg(feature = "aws")]
 impl LogSinks {
     /// The sinks given (either may be absent); `region` is the CloudWatch Logs region, for the
     /// console link.
