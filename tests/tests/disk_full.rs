@@ -1,5 +1,5 @@
 //! A full disk (a 2 MiB tmpfs mounted for the test) while copying the source, zipping artifacts,
-//! saving a cache and writing `--log-file`: a clear error that names the path, the documented
+//! saving a cache, writing `--log-file` and writing an image layer into the content store: a clear error that names the path, the documented
 //! exit status, nothing partial at the final path and nothing of the build's own left behind.
 //! Mounting needs root, as on the test machines; without it the tests fail loudly.
 
@@ -227,4 +227,53 @@ fn a_log_file_on_a_full_disk_stops_the_build_with_an_error_naming_it() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn building_a_layer_onto_a_full_disk_fails_naming_the_store_and_leaves_no_blob() {
+    let sandbox = Sandbox::new();
+    sandbox.write("ctx/Dockerfile", "FROM scratch\nCOPY big.bin /big.bin\n");
+    sandbox.write("ctx/big.bin", random(3 << 20));
+    // The content store (XDG_CACHE_HOME/buildagent/oci) is on the small disk; the layout the
+    // image would be written to is not.
+    let disk = SmallDisk::new(&sandbox, "disk");
+    let layout = sandbox.path().join("layout");
+    let mut command = sandbox.command([
+        "image",
+        "build",
+        "--engine",
+        "oci",
+        "--output",
+        &format!("oci:{}", layout.display()),
+        "ctx",
+    ]);
+    command.env("XDG_CACHE_HOME", &disk.dir);
+    let run = Run::from(command.output().unwrap());
+    run.expect_code(3);
+    assert!(
+        run.stderr.contains(disk.dir.to_str().unwrap()),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("No space left on device"),
+        "{}",
+        run.stderr
+    );
+    // No image was written, and the store holds no blob that is not whole: every blob's name is
+    // the digest of its bytes, and no temporary file is left.
+    assert!(!layout.join("index.json").exists());
+    for file in disk.files() {
+        let path = disk.dir.join(&file);
+        if path.is_dir() {
+            continue;
+        }
+        let digest = file
+            .rsplit_once("blobs/sha256/")
+            .unwrap_or_else(|| panic!("a file left outside the blobs: {file}"))
+            .1;
+        let sum = Command::new("sha256sum").arg(&path).output().unwrap();
+        let sum = String::from_utf8_lossy(&sum.stdout);
+        assert_eq!(sum.split_whitespace().next(), Some(digest), "{file}");
+    }
 }
