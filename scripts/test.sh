@@ -42,6 +42,11 @@ step "cargo doc"
 # Broken or private intra-doc links and bad HTML in docs fail here (RUSTDOCFLAGS denies warnings).
 cargo doc --workspace --no-deps --locked
 
+step "cargo package"
+# The three published crates package (metadata, readme, versioned path dependencies); offline,
+# without building the packages again.
+cargo package --workspace --exclude buildagent-tests --no-verify --offline --allow-dirty --locked
+
 step "cargo build"
 # The end-to-end tests run the real binary.
 cargo build --workspace --locked
