@@ -146,6 +146,7 @@ pub mod lines;
 pub mod location;
 pub mod logs;
 pub mod mask;
+pub mod net;
 pub mod oci;
 mod os;
 pub mod plan;
