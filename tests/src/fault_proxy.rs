@@ -840,4 +840,97 @@ mod tests {
         assert_eq!((stats.answered, stats.refusals), (2, 1));
         assert!(stats.dropped >= 1 && stats.passed >= 1, "{stats:?}");
     }
+
+    /// Sends `request` on a fresh connection and reads until the end or an error: the bytes,
+    /// and the error's kind if it ended in one.
+    fn exchange(addr: SocketAddr, request: &[u8]) -> (Vec<u8>, Option<io::ErrorKind>) {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        if let Err(e) = s.write_all(request) {
+            return (Vec::new(), Some(e.kind()));
+        }
+        let mut out = Vec::new();
+        let mut buf = [0; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return (out, None),
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) => return (out, Some(e.kind())),
+            }
+        }
+    }
+
+    #[test]
+    fn resets_stalls_and_cut_bodies_are_injected_per_schedule_and_counted() {
+        const BODY: &str = "0123456789abcdef0123456789abcdef";
+        let upstream = server(BODY);
+        let proxy = FaultProxy::start_schedules(
+            &upstream.to_string(),
+            vec![
+                (
+                    Some("GET /download"),
+                    vec![
+                        (Fault::Truncate, Until::Requests(1)),
+                        (Fault::Reset, Until::Requests(1)),
+                    ],
+                ),
+                (
+                    Some("POST /upload"),
+                    vec![(Fault::Reset, Until::Requests(1))],
+                ),
+                (
+                    None,
+                    vec![(Fault::Stall(Duration::from_millis(200)), Until::Requests(1))],
+                ),
+            ],
+        );
+        let addr = proxy.addr();
+        let get = b"GET /download HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        // Cut short: the whole head (which promises 32 bytes), 16 of them, a clean end.
+        let (cut, error) = exchange(addr, get);
+        let text = String::from_utf8_lossy(&cut).into_owned();
+        assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+        assert!(text.ends_with("\r\n\r\n0123456789abcdef"), "{text}");
+        assert_eq!(error, None);
+        // Reset after half of the body: never the whole body.
+        let (reset, _) = exchange(addr, get);
+        assert!(!String::from_utf8_lossy(&reset).ends_with(BODY));
+        // An upload reset half-way: no answer.
+        let mut upload =
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n".to_vec();
+        upload.extend(std::iter::repeat_n(b'u', 200_000));
+        let (answer, _) = exchange(addr, &upload);
+        assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+        // Any other request: stalled, then closed without an answer.
+        let (stalled, _) = exchange(
+            addr,
+            b"GET /other HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert!(stalled.is_empty());
+        assert!(proxy.faults_over());
+        let stats = proxy.stats();
+        assert_eq!(
+            (
+                stats.truncations,
+                stats.resets,
+                stats.stalls,
+                stats.injected()
+            ),
+            (1, 2, 1, 4),
+            "{stats:?}"
+        );
+        // Then everything passes whole.
+        let (whole, _) = exchange(addr, get);
+        assert!(String::from_utf8_lossy(&whole).ends_with(BODY));
+        // And `stop_faults` ends phases that have not run.
+        let endless = FaultProxy::start(
+            &upstream.to_string(),
+            vec![(Fault::status(503), Until::Elapsed(Duration::from_secs(600)))],
+        );
+        assert!(!endless.faults_over());
+        endless.stop_faults();
+        assert!(endless.faults_over());
+        let (passed, _) = exchange(endless.addr(), get);
+        assert!(String::from_utf8_lossy(&passed).ends_with(BODY));
+    }
 }

@@ -912,3 +912,24 @@ fn s3_cache_saves_and_restores_survive_faults() {
     survived += 1;
     report("s3 cache save and restore", injected, survived, lost);
 }
+
+#[test]
+fn a_bad_network_timeout_is_refused_up_front() {
+    let s = Sandbox::new();
+    for bad in ["soon", "0", "-3"] {
+        let run = Run::from(
+            s.command(["schema"])
+                .env("BUILDAGENT_NETWORK_TIMEOUT", bad)
+                .output()
+                .unwrap(),
+        );
+        run.expect_code(2);
+        assert!(
+            run.stderr
+                .contains(&format!("BUILDAGENT_NETWORK_TIMEOUT=`{bad}`")),
+            "{}",
+            run.stderr
+        );
+        assert!(run.stdout.is_empty());
+    }
+}
