@@ -158,6 +158,9 @@ impl Fault {
     }
 }
 
+/// The phases of a schedule, run in order.
+pub type Phases = Vec<(Fault, Until)>;
+
 /// How long a phase lasts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Until {
@@ -302,7 +305,7 @@ impl FaultProxy {
     /// uploads, each with faults of its own.
     pub fn start_schedules(
         upstream: &str,
-        schedules: Vec<(Option<&str>, Vec<(Fault, Until)>)>,
+        schedules: Vec<(Option<&str>, Phases)>,
     ) -> FaultProxy {
         let authority = upstream
             .strip_prefix("http://")
