@@ -303,10 +303,7 @@ impl FaultProxy {
     /// schedule's phases; a request that matches none passes and does not count. Such as
     /// `PUT /v2/app/manifests/` for a registry's manifest uploads and `PATCH /v2/` for its blob
     /// uploads, each with faults of its own.
-    pub fn start_schedules(
-        upstream: &str,
-        schedules: Vec<(Option<&str>, Phases)>,
-    ) -> FaultProxy {
+    pub fn start_schedules(upstream: &str, schedules: Vec<(Option<&str>, Phases)>) -> FaultProxy {
         let authority = upstream
             .strip_prefix("http://")
             .unwrap_or(upstream)
