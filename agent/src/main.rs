@@ -35,6 +35,11 @@ fn main() -> ExitCode {
         return sharding::main(helper, args);
     }
     let cli = cli::Cli::parse();
+    // Read by every network client deep inside; a bad value is bad input before anything runs.
+    if let Err(message) = buildagent_runner::net::timeout() {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
     let status = match cli.command {
         cli::Command::Validate(args) => validate::run(&args, cli.color),
         cli::Command::Schema => print_schema(),

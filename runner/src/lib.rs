@@ -159,6 +159,7 @@ pub mod lines;
 pub mod location;
 pub mod logs;
 pub mod mask;
+pub mod net;
 #[cfg(feature = "oci")]
 pub mod oci;
 mod os;

@@ -10,6 +10,12 @@
 //! Uploads stream from a file: one `PutObject` up to [`MULTIPART_THRESHOLD`], above it a multipart
 //! upload with parts of at least [`PART_SIZE`] sent [`PARALLEL_PARTS`] at a time, aborted when it
 //! fails or is cancelled. Either way the object appears whole or not at all.
+//!
+//! Retries: each request is retried by the SDK ([`crate::aws`]: connection errors, timeouts,
+//! 5xx, throttling), `429 Too Many Requests` included (after its `Retry-After`, which
+//! S3-compatible servers and proxies send; S3 itself throttles with 503 `SlowDown`). A download
+//! whose body breaks off (a reset, a short body, a stall) is started again from its first byte,
+//! up to [`DOWNLOAD_ATTEMPTS`] times, into the same file, emptied first.
 
 use std::fmt;
 use std::path::Path;
@@ -27,7 +33,7 @@ use aws_smithy_types::byte_stream::Length;
 #[cfg(feature = "aws")]
 use futures::{StreamExt, TryStreamExt};
 #[cfg(feature = "aws")]
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 /// Files up to this size are sent in one `PutObject`.
@@ -39,6 +45,48 @@ pub const PARALLEL_PARTS: usize = 4;
 /// S3 allows at most this many parts in one upload.
 #[cfg(feature = "aws")]
 const MAX_PARTS: u64 = 10_000;
+/// How many times a download whose body breaks off is tried in all.
+pub const DOWNLOAD_ATTEMPTS: u32 = 4;
+/// The wait before the second try of a download, doubled for each further one.
+#[cfg(feature = "aws")]
+const DOWNLOAD_BACKOFF: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Classifies `429 Too Many Requests` as throttling, to be retried after its `Retry-After` (at
+/// most 30 s) when it has one. The SDK's own classifiers know 429 only with an error code.
+#[cfg(feature = "aws")]
+#[derive(Debug)]
+struct TooManyRequests;
+
+#[cfg(feature = "aws")]
+impl aws_sdk_s3::config::retry::ClassifyRetry for TooManyRequests {
+    fn classify_retry(
+        &self,
+        ctx: &aws_sdk_s3::config::interceptors::InterceptorContext,
+    ) -> aws_sdk_s3::config::retry::RetryAction {
+        use aws_sdk_s3::config::retry::RetryAction;
+        let Some(response) = ctx.response() else {
+            return RetryAction::NoActionIndicated;
+        };
+        if response.status().as_u16() != 429 {
+            return RetryAction::NoActionIndicated;
+        }
+        let after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        match after {
+            Some(seconds) => RetryAction::retryable_error_with_explicit_delay(
+                aws_smithy_types::retry::ErrorKind::ThrottlingError,
+                std::time::Duration::from_secs(seconds.min(30)),
+            ),
+            None => RetryAction::throttling_error(),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "TooManyRequests"
+    }
+}
 
 /// An `s3://bucket/prefix` location.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -201,6 +249,7 @@ impl S3Client {
             || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some_and(|v| !v.is_empty());
         let config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(own_endpoint)
+            .retry_classifier(TooManyRequests)
             .build();
         S3Client {
             client: aws_sdk_s3::Client::from_conf(config),
@@ -298,6 +347,45 @@ impl S3Client {
         version: Option<&str>,
         file: std::fs::File,
     ) -> Result<(u64, Option<String>), S3Error> {
+        let mut file = tokio::fs::File::from_std(file);
+        let mut attempt = 1;
+        loop {
+            match self.download_once(bucket, key, version, &mut file).await {
+                Ok(done) => return Ok(done),
+                Err((_, true)) if attempt < DOWNLOAD_ATTEMPTS => {
+                    // The body broke off: empty the file and start again from the first byte.
+                    tokio::time::sleep(DOWNLOAD_BACKOFF * 2u32.pow(attempt - 1)).await;
+                    attempt += 1;
+                    let restart = async {
+                        file.set_len(0).await?;
+                        file.seek(std::io::SeekFrom::Start(0)).await.map(|_| ())
+                    };
+                    restart
+                        .await
+                        .map_err(|e| S3Error::io("download", bucket, key, e))?;
+                }
+                Err((mut error, cut)) => {
+                    if cut {
+                        error.message = format!(
+                            "{} (the body broke off {DOWNLOAD_ATTEMPTS} times)",
+                            error.message
+                        );
+                    }
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// One try of a download: the error, and whether it was the body breaking off (worth
+    /// another try) rather than the request failing (after the SDK's retries) or the file.
+    async fn download_once(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+        file: &mut tokio::fs::File,
+    ) -> Result<(u64, Option<String>), (S3Error, bool)> {
         let out = self
             .client
             .get_object()
@@ -306,28 +394,42 @@ impl S3Client {
             .set_version_id(version.map(str::to_string))
             .send()
             .await
-            .map_err(|e| S3Error::new("download", bucket, key, e.into_service_error()))?;
+            .map_err(|e| {
+                (
+                    S3Error::new("download", bucket, key, e.into_service_error()),
+                    false,
+                )
+            })?;
         let version_id = out
             .version_id()
             .filter(|v| !v.is_empty() && *v != "null")
             .map(str::to_string);
+        let expected = out.content_length().filter(|n| *n >= 0).map(|n| n as u64);
         let mut body = out.body;
-        let mut file =
-            tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(file));
+        let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
         let mut size = 0u64;
-        while let Some(chunk) = body
-            .try_next()
-            .await
-            .map_err(|e| S3Error::io("download", bucket, key, e))?
-        {
+        let written = |e: std::io::Error| (S3Error::io("download", bucket, key, e), false);
+        loop {
+            let chunk = match body.try_next().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => return Err((S3Error::io("download", bucket, key, e), true)),
+            };
             size += chunk.len() as u64;
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| S3Error::io("download", bucket, key, e))?;
+            file.write_all(&chunk).await.map_err(written)?;
         }
-        file.flush()
-            .await
-            .map_err(|e| S3Error::io("download", bucket, key, e))?;
+        file.flush().await.map_err(written)?;
+        if let Some(expected) = expected.filter(|n| *n != size) {
+            return Err((
+                S3Error::io(
+                    "download",
+                    bucket,
+                    key,
+                    format!("the body ended after {size} of {expected} bytes"),
+                ),
+                true,
+            ));
+        }
         Ok((size, version_id))
     }
 

@@ -1,7 +1,9 @@
 //! A fault-injecting HTTP/1.1 proxy on loopback, in front of a real service (moto, a registry,
 //! S3): it passes requests through, or for a while answers them itself (429/503 throttling, any
-//! canned error), refuses connections, or drops them without an answer, so that tests see how
-//! the agent behaves when a service is slow, throttles or is down, then comes back.
+//! canned error), refuses connections, drops them without an answer, resets them in the middle
+//! of a body, stalls them, or cuts an answer's body short, so that tests see how the agent
+//! behaves when a service is slow, throttles or is down, then comes back. [`Stats::injected`]
+//! counts the faults it injected.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -22,9 +24,9 @@
 //! ```
 //!
 //! How it works: one thread accepts connections (non-blocking, polled every 10 ms so that it can
-//! close and reopen its socket), one thread per connection reads each request whole (head and a
-//! `Content-Length` or chunked body), decides by the phase current at that moment, and for
-//! [`Fault::Pass`] sends it to the upstream on a fresh connection with `Connection: close`,
+//! close and reopen its socket), one thread per connection reads each request's head, decides by
+//! the phase current at that moment, reads the body (`Content-Length` or chunked; half of it
+//! for a [`Fault::Reset`] of a request with a body), and for [`Fault::Pass`] sends it to the upstream on a fresh connection with `Connection: close`,
 //! relaying the answer read to its end. Phases run in order from [`FaultProxy::start`], each
 //! until its [`Until`]; after the last one every request passes.
 //!
@@ -66,6 +68,18 @@ pub enum Fault {
     /// Read each request, then close the connection without an answer (the client sees the
     /// connection end in the middle of an exchange).
     Drop,
+    /// Reset the connection in the middle of a body: a request with a body (an upload) is read
+    /// half-way, then the connection is reset; a request without one (a download) is passed on
+    /// and half of the answer's body is relayed before the reset (half of its head when it has
+    /// no body).
+    Reset,
+    /// Read each request, then send nothing for this long (longer than the client's timeout),
+    /// then close the connection.
+    Stall(Duration),
+    /// Pass the request on and relay the answer's head (with its full `Content-Length`) and
+    /// half of its body, then close the connection cleanly: a body cut short (an answer without
+    /// a body is cut in the middle of its head).
+    Truncate,
 }
 
 impl Fault {
@@ -75,6 +89,41 @@ impl Fault {
             status,
             headers: Vec::new(),
             body: Vec::new(),
+        }
+    }
+
+    /// `429 Too Many Requests` with `Retry-After: seconds`.
+    pub fn too_many_requests(seconds: u64) -> Fault {
+        Fault::Answer {
+            status: 429,
+            headers: vec![("Retry-After".into(), seconds.to_string())],
+            body: Vec::new(),
+        }
+    }
+
+    /// An S3 (REST-XML) error: `status` with `<Error><Code>code</Code>...`, as S3 sends
+    /// `SlowDown` (503) or `InternalError` (500).
+    pub fn s3_error(status: u16, code: &str) -> Fault {
+        Fault::Answer {
+            status,
+            headers: vec![("Content-Type".into(), "application/xml".into())],
+            body: format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
+                 <Message>injected by the fault proxy</Message><RequestId>fault-proxy</RequestId></Error>"
+            )
+            .into_bytes(),
+        }
+    }
+
+    /// A registry (distribution API) error: `status` with `{"errors":[{"code":...}]}`.
+    pub fn registry_error(status: u16, code: &str) -> Fault {
+        Fault::Answer {
+            status,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: format!(
+                r#"{{"errors":[{{"code":"{code}","message":"injected by the fault proxy"}}]}}"#
+            )
+            .into_bytes(),
         }
     }
 
@@ -109,6 +158,9 @@ impl Fault {
     }
 }
 
+/// The phases of a schedule, run in order.
+pub type Phases = Vec<(Fault, Until)>;
+
 /// How long a phase lasts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Until {
@@ -131,6 +183,19 @@ pub struct Stats {
     pub dropped: u64,
     /// Times the listening socket was closed for a [`Fault::Refuse`] phase.
     pub refusals: u64,
+    /// Connections reset in the middle of a body ([`Fault::Reset`]).
+    pub resets: u64,
+    /// Requests left without an answer for a [`Fault::Stall`]'s time.
+    pub stalls: u64,
+    /// Answers whose body was cut short ([`Fault::Truncate`]).
+    pub truncations: u64,
+}
+
+impl Stats {
+    /// Every fault injected: answers, drops, refusals, resets, stalls and truncations.
+    pub fn injected(&self) -> u64 {
+        self.answered + self.dropped + self.refusals + self.resets + self.stalls + self.truncations
+    }
 }
 
 struct Schedule {
@@ -164,8 +229,9 @@ impl Schedule {
 
 struct Shared {
     upstream: SocketAddr,
-    only: Option<String>,
-    schedule: Mutex<Schedule>,
+    /// Each schedule with the text a request's head must hold for it (`None`: any request); a
+    /// request goes to the first schedule it matches.
+    schedules: Vec<(Option<String>, Mutex<Schedule>)>,
     stats: Mutex<Stats>,
     stop: AtomicBool,
     started: Instant,
@@ -176,12 +242,29 @@ impl Shared {
         self.stop.load(Ordering::Relaxed) || self.started.elapsed() >= MAX_LIFETIME
     }
 
-    /// The fault for one request (counted in its phase).
-    fn request(&self) -> Fault {
-        let mut schedule = self.schedule.lock().unwrap_or_else(|p| p.into_inner());
+    /// The fault for one request with this head (counted in the phase of the first schedule
+    /// it matches; [`Fault::Pass`] when it matches none).
+    fn request(&self, head: &str) -> Fault {
+        let head = head.to_ascii_lowercase();
+        let Some((_, schedule)) = self
+            .schedules
+            .iter()
+            .find(|(only, _)| only.as_ref().is_none_or(|o| head.contains(o.as_str())))
+        else {
+            return Fault::Pass;
+        };
+        let mut schedule = schedule.lock().unwrap_or_else(|p| p.into_inner());
         let fault = schedule.current();
         schedule.requests += 1;
         fault
+    }
+
+    /// Runs `f` on every schedule.
+    fn each<T>(&self, mut f: impl FnMut(&mut Schedule) -> T) -> Vec<T> {
+        self.schedules
+            .iter()
+            .map(|(_, s)| f(&mut s.lock().unwrap_or_else(|p| p.into_inner())))
+            .collect()
     }
 
     fn count(&self, f: impl FnOnce(&mut Stats)) {
@@ -212,6 +295,15 @@ impl FaultProxy {
         only: Option<&str>,
         phases: Vec<(Fault, Until)>,
     ) -> FaultProxy {
+        FaultProxy::start_schedules(upstream, vec![(only, phases)])
+    }
+
+    /// Several independent schedules: each request goes to the first whose text its head
+    /// contains (without regard to case; `None` matches every request), and runs in that
+    /// schedule's phases; a request that matches none passes and does not count. Such as
+    /// `PUT /v2/app/manifests/` for a registry's manifest uploads and `PATCH /v2/` for its blob
+    /// uploads, each with faults of its own.
+    pub fn start_schedules(upstream: &str, schedules: Vec<(Option<&str>, Phases)>) -> FaultProxy {
         let authority = upstream
             .strip_prefix("http://")
             .unwrap_or(upstream)
@@ -231,14 +323,19 @@ impl FaultProxy {
         let addr = listener.local_addr().expect("fault proxy: its address");
         let shared = Arc::new(Shared {
             upstream,
-            only: only.map(str::to_ascii_lowercase),
-            schedule: Mutex::new(Schedule {
-                phases,
-                index: 0,
-                began: Instant::now(),
-                requests: 0,
-                ended: None,
-            }),
+            schedules: schedules
+                .into_iter()
+                .map(|(only, phases)| {
+                    let schedule = Schedule {
+                        phases,
+                        index: 0,
+                        began: Instant::now(),
+                        requests: 0,
+                        ended: None,
+                    };
+                    (only.map(str::to_ascii_lowercase), Mutex::new(schedule))
+                })
+                .collect(),
             stats: Mutex::default(),
             stop: AtomicBool::new(false),
             started: Instant::now(),
@@ -272,25 +369,37 @@ impl FaultProxy {
         *self.shared.stats.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// When the last phase ended (wall-clock time, as events carry), if it has.
+    /// When the last phase ended (wall-clock time, as events carry), if it has (of every
+    /// schedule: the latest end).
     pub fn faults_ended_at(&self) -> Option<std::time::SystemTime> {
-        let mut schedule = self
-            .shared
-            .schedule
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        schedule.current();
-        schedule.ended
+        let ends = self.shared.each(|schedule| {
+            schedule.current();
+            schedule.ended
+        });
+        ends.iter()
+            .copied()
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
+            .max()
     }
 
-    /// Whether every phase is over (requests pass from now on).
+    /// Whether every phase of every schedule is over (requests pass from now on).
     pub fn faults_over(&self) -> bool {
-        let mut schedule = self
-            .shared
-            .schedule
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        schedule.current() == Fault::Pass && schedule.index >= schedule.phases.len()
+        self.shared
+            .each(|schedule| {
+                schedule.current() == Fault::Pass && schedule.index >= schedule.phases.len()
+            })
+            .iter()
+            .all(|over| *over)
+    }
+
+    /// Ends every phase now: from here on every request passes (the faults "stop", for the
+    /// run that must then succeed).
+    pub fn stop_faults(&self) {
+        self.shared.each(|schedule| {
+            schedule.index = schedule.phases.len();
+            schedule.current();
+        });
     }
 }
 
@@ -306,10 +415,9 @@ impl Drop for FaultProxy {
 fn accept_loop(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) {
     let mut listener = Some(listener);
     while !shared.stopped() {
-        let refusing = {
-            let mut schedule = shared.schedule.lock().unwrap_or_else(|p| p.into_inner());
-            schedule.current() == Fault::Refuse
-        };
+        let refusing = shared
+            .each(|schedule| schedule.current() == Fault::Refuse)
+            .contains(&true);
         match (&listener, refusing) {
             (Some(_), true) => {
                 // Closing the socket is what makes connecting fail with ECONNREFUSED.
@@ -353,6 +461,16 @@ struct Request {
     close: bool,
 }
 
+/// What a [`Fault::Pass`]-like exchange relays of the answer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Relay {
+    Whole,
+    /// Half of the body, then a reset.
+    HalfThenReset,
+    /// Half of the body, then a clean close.
+    HalfThenClose,
+}
+
 fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
     client.set_nonblocking(false)?;
     client.set_read_timeout(Some(IDLE))?;
@@ -360,33 +478,29 @@ fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
     let mut reader = BufReader::new(client.try_clone()?);
     let mut client = client;
     while !shared.stopped() {
-        let Some(request) = read_request(&mut reader, &mut client)? else {
+        let Some(lines) = read_head(&mut reader)? else {
             return Ok(());
         };
-        let matches = shared.only.as_ref().is_none_or(|only| {
-            String::from_utf8_lossy(&request.head)
-                .to_ascii_lowercase()
-                .contains(only.as_str())
-        });
-        let fault = if matches {
-            shared.request()
-        } else {
-            Fault::Pass
-        };
-        match fault {
-            Fault::Pass => match forward(&request, shared.upstream) {
-                Ok((response, delimited)) => {
-                    shared.count(|s| s.passed += 1);
-                    client.write_all(&response)?;
-                    if !delimited || request.close {
-                        return Ok(());
-                    }
-                }
-                Err(_) => {
-                    shared.count(|s| s.dropped += 1);
-                    return Ok(());
-                }
-            },
+        let fault = shared.request(&lines.join("\r\n"));
+        if header(&lines, "Expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+            client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        }
+        if fault == Fault::Reset && has_body(&lines) {
+            // Half of the upload, then a reset: the rest stays unread.
+            let length: usize = header(&lines, "Content-Length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2);
+            let mut half = vec![0; length / 2];
+            let _ = reader.read_exact(&mut half);
+            shared.count(|s| s.resets += 1);
+            reset(&client);
+            return Ok(());
+        }
+        let request = complete_request(&mut reader, lines)?;
+        let relay = match fault {
+            Fault::Pass => Relay::Whole,
+            Fault::Reset => Relay::HalfThenReset,
+            Fault::Truncate => Relay::HalfThenClose,
             Fault::Answer {
                 status,
                 headers,
@@ -403,15 +517,98 @@ fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
                 if request.close {
                     return Ok(());
                 }
+                continue;
+            }
+            Fault::Stall(duration) => {
+                shared.count(|s| s.stalls += 1);
+                let until = Instant::now() + duration;
+                while Instant::now() < until && !shared.stopped() {
+                    thread::sleep(Duration::from_millis(10));
+                }
+                let _ = client.shutdown(std::net::Shutdown::Both);
+                return Ok(());
             }
             Fault::Drop | Fault::Refuse => {
                 shared.count(|s| s.dropped += 1);
                 let _ = client.shutdown(std::net::Shutdown::Both);
                 return Ok(());
             }
+        };
+        let (response, body_at, delimited) = match forward(&request, shared.upstream) {
+            Ok(answer) => answer,
+            Err(_) => {
+                shared.count(|s| s.dropped += 1);
+                return Ok(());
+            }
+        };
+        let body_len = response.len() - body_at;
+        if relay == Relay::Whole {
+            shared.count(|s| s.passed += 1);
+            client.write_all(&response)?;
+            if !delimited || request.close {
+                return Ok(());
+            }
+            continue;
         }
+        // Half of the body, then the cut; an answer without a body is cut in its head.
+        let cut = if body_len < 2 {
+            body_at / 2
+        } else {
+            body_at + body_len / 2
+        };
+        let _ = client.write_all(&response[..cut]);
+        let _ = client.flush();
+        if relay == Relay::HalfThenReset {
+            shared.count(|s| s.resets += 1);
+            // Let the client read what was sent before the reset discards it.
+            thread::sleep(Duration::from_millis(50));
+            reset(&client);
+        } else {
+            shared.count(|s| s.truncations += 1);
+            let _ = client.shutdown(std::net::Shutdown::Both);
+        }
+        return Ok(());
     }
     Ok(())
+}
+
+/// Whether a request head announces a body.
+fn has_body(lines: &[String]) -> bool {
+    header(lines, "Transfer-Encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        || header(lines, "Content-Length").is_some_and(|v| v.trim() != "0")
+}
+
+/// Closes the connection with a reset (`SO_LINGER` 0): the client's next read fails with
+/// `ECONNRESET`, not a clean end.
+fn reset(stream: &TcpStream) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        #[repr(C)]
+        struct Linger {
+            on: i32,
+            seconds: i32,
+        }
+        extern "C" {
+            fn setsockopt(fd: i32, level: i32, name: i32, value: *const Linger, len: u32) -> i32;
+        }
+        const SOL_SOCKET: i32 = 1;
+        const SO_LINGER: i32 = 13;
+        let linger = Linger { on: 1, seconds: 0 };
+        // SAFETY: a valid descriptor of a socket this function borrows, and a `struct linger`
+        // of the size given.
+        unsafe {
+            setsockopt(
+                stream.as_raw_fd(),
+                SOL_SOCKET,
+                SO_LINGER,
+                &linger,
+                std::mem::size_of::<Linger>() as u32,
+            );
+        }
+    }
+    // Closing the clone ends nothing while the reader's copy is open: shut down both ways.
+    let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
 fn reason(status: u16) -> &'static str {
@@ -504,16 +701,8 @@ fn read_body(reader: &mut impl BufRead, lines: &[String]) -> io::Result<Vec<u8>>
     Ok(body)
 }
 
-fn read_request(
-    reader: &mut BufReader<TcpStream>,
-    client: &mut TcpStream,
-) -> io::Result<Option<Request>> {
-    let Some(lines) = read_head(reader)? else {
-        return Ok(None);
-    };
-    if header(&lines, "Expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
-        client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-    }
+/// The rest of a request whose head was read: its body, and the head as sent upstream.
+fn complete_request(reader: &mut BufReader<TcpStream>, lines: Vec<String>) -> io::Result<Request> {
     let body = read_body(reader, &lines)?;
     let close = header(&lines, "Connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
     let mut head = Vec::new();
@@ -530,13 +719,13 @@ fn read_request(
         head.extend_from_slice(b"\r\n");
     }
     head.extend_from_slice(b"Connection: close\r\n");
-    Ok(Some(Request { head, body, close }))
+    Ok(Request { head, body, close })
 }
 
 /// Sends the request on a fresh upstream connection and reads the answer to its end: the
-/// bytes, and whether they say where they end (a length or chunks; else only the end of the
-/// connection does, and the client's must be closed too).
-fn forward(request: &Request, upstream: SocketAddr) -> io::Result<(Vec<u8>, bool)> {
+/// bytes, where its body starts in them, and whether they say where they end (a length or
+/// chunks; else only the end of the connection does, and the client's must be closed too).
+fn forward(request: &Request, upstream: SocketAddr) -> io::Result<(Vec<u8>, usize, bool)> {
     let mut up = TcpStream::connect_timeout(&upstream, Duration::from_secs(5))?;
     up.set_read_timeout(Some(IDLE))?;
     up.set_write_timeout(Some(IDLE))?;
@@ -556,6 +745,7 @@ fn forward(request: &Request, upstream: SocketAddr) -> io::Result<(Vec<u8>, bool
         response.extend_from_slice(b"\r\n");
     }
     response.extend_from_slice(b"\r\n");
+    let body_at = response.len();
     let head_request = request.head.starts_with(b"HEAD ");
     let status: u16 = lines[0]
         .split(' ')
@@ -567,14 +757,14 @@ fn forward(request: &Request, upstream: SocketAddr) -> io::Result<(Vec<u8>, bool
         || header(&lines, "Content-Length").is_some()
         || header(&lines, "Transfer-Encoding").is_some_and(|v| v.contains("chunked"));
     if no_body {
-        return Ok((response, true));
+        return Ok((response, body_at, true));
     }
     if delimited {
         response.extend_from_slice(&read_body(&mut reader, &lines)?);
     } else {
         reader.read_to_end(&mut response)?;
     }
-    Ok((response, delimited))
+    Ok((response, body_at, delimited))
 }
 
 #[cfg(test)]
@@ -649,5 +839,98 @@ mod tests {
         let stats = proxy.stats();
         assert_eq!((stats.answered, stats.refusals), (2, 1));
         assert!(stats.dropped >= 1 && stats.passed >= 1, "{stats:?}");
+    }
+
+    /// Sends `request` on a fresh connection and reads until the end or an error: the bytes,
+    /// and the error's kind if it ended in one.
+    fn exchange(addr: SocketAddr, request: &[u8]) -> (Vec<u8>, Option<io::ErrorKind>) {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        if let Err(e) = s.write_all(request) {
+            return (Vec::new(), Some(e.kind()));
+        }
+        let mut out = Vec::new();
+        let mut buf = [0; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return (out, None),
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) => return (out, Some(e.kind())),
+            }
+        }
+    }
+
+    #[test]
+    fn resets_stalls_and_cut_bodies_are_injected_per_schedule_and_counted() {
+        const BODY: &str = "0123456789abcdef0123456789abcdef";
+        let upstream = server(BODY);
+        let proxy = FaultProxy::start_schedules(
+            &upstream.to_string(),
+            vec![
+                (
+                    Some("GET /download"),
+                    vec![
+                        (Fault::Truncate, Until::Requests(1)),
+                        (Fault::Reset, Until::Requests(1)),
+                    ],
+                ),
+                (
+                    Some("POST /upload"),
+                    vec![(Fault::Reset, Until::Requests(1))],
+                ),
+                (
+                    None,
+                    vec![(Fault::Stall(Duration::from_millis(200)), Until::Requests(1))],
+                ),
+            ],
+        );
+        let addr = proxy.addr();
+        let get = b"GET /download HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        // Cut short: the whole head (which promises 32 bytes), 16 of them, a clean end.
+        let (cut, error) = exchange(addr, get);
+        let text = String::from_utf8_lossy(&cut).into_owned();
+        assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+        assert!(text.ends_with("\r\n\r\n0123456789abcdef"), "{text}");
+        assert_eq!(error, None);
+        // Reset after half of the body: never the whole body.
+        let (reset, _) = exchange(addr, get);
+        assert!(!String::from_utf8_lossy(&reset).ends_with(BODY));
+        // An upload reset half-way: no answer.
+        let mut upload =
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n".to_vec();
+        upload.extend(std::iter::repeat_n(b'u', 200_000));
+        let (answer, _) = exchange(addr, &upload);
+        assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+        // Any other request: stalled, then closed without an answer.
+        let (stalled, _) = exchange(
+            addr,
+            b"GET /other HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert!(stalled.is_empty());
+        assert!(proxy.faults_over());
+        let stats = proxy.stats();
+        assert_eq!(
+            (
+                stats.truncations,
+                stats.resets,
+                stats.stalls,
+                stats.injected()
+            ),
+            (1, 2, 1, 4),
+            "{stats:?}"
+        );
+        // Then everything passes whole.
+        let (whole, _) = exchange(addr, get);
+        assert!(String::from_utf8_lossy(&whole).ends_with(BODY));
+        // And `stop_faults` ends phases that have not run.
+        let endless = FaultProxy::start(
+            &upstream.to_string(),
+            vec![(Fault::status(503), Until::Elapsed(Duration::from_secs(600)))],
+        );
+        assert!(!endless.faults_over());
+        endless.stop_faults();
+        assert!(endless.faults_over());
+        let (passed, _) = exchange(endless.addr(), get);
+        assert!(String::from_utf8_lossy(&passed).ends_with(BODY));
     }
 }

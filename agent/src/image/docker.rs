@@ -128,10 +128,21 @@ enum Source {
     Ecr,
 }
 
+/// How many times a push that the registry failed (not refused) is tried in all: the engine
+/// retries a layer upload itself, but not a manifest, nor a registry that did not answer.
+const PUSH_ATTEMPTS: u32 = 4;
+
+/// The wait before the second try of a push, doubled for each further one.
+const PUSH_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Pushes `reference` with the credentials for its registry: the flags', else
 /// [`credentials::lookup`]'s (the Docker configuration, an ECR token), else none; to the address
 /// `endpoints` maps its registry to, if it does. `resolved` keeps each registry's answer for the
 /// next tag (not an ECR token, which `ecr` caches and refreshes itself).
+///
+/// A push the registry failed is tried again with backoff, up to [`PUSH_ATTEMPTS`] times (a
+/// push again only sends what the registry lacks); an ECR token the registry refuses is fetched
+/// again once, as the daemonless client does.
 async fn push_one(
     docker: &Docker,
     reference: &str,
@@ -141,36 +152,79 @@ async fn push_one(
     out: &mut Printer,
 ) -> anyhow::Result<()> {
     let host = registry_host(reference).to_string();
-    // An ECR token is looked up again for each push: `ecr` caches it and fetches a new one as
-    // it nears its expiry.
-    let stale = matches!(resolved.get(&host), None | Some((_, Source::Ecr)));
-    if stale {
-        let found = match login {
-            Some(c) => (Some(c.clone()), Source::Flags),
-            None => match credentials::lookup(&host)
-                .await
-                .with_context(|| format!("cannot get the credentials for registry {host}"))?
-            {
-                Some((c, credentials::Origin::EcrToken)) => (Some(c), Source::Ecr),
-                found => (
-                    found.map(|(c, _)| c),
-                    Source::Config(credentials::config_path()),
-                ),
-            },
-        };
-        resolved.insert(host.clone(), found);
-    }
-    let (found, source) = &resolved[&host];
-    let result = match endpoints.address(&host) {
-        Some(address) => {
-            out.line(&format!(
-                "Pushing {reference} through {address} ({})",
-                ecr::ENDPOINTS_VARIABLE
-            ));
-            image::push_to(docker, reference, address, found.as_ref(), |p| out.push(p)).await
+    let mut attempt = 1;
+    let mut token_refreshed = false;
+    loop {
+        // An ECR token is looked up again for each push: `ecr` caches it and fetches a new one
+        // as it nears its expiry.
+        let stale = matches!(resolved.get(&host), None | Some((_, Source::Ecr)));
+        if stale {
+            let found = match login {
+                Some(c) => (Some(c.clone()), Source::Flags),
+                None => match credentials::lookup(&host)
+                    .await
+                    .with_context(|| format!("cannot get the credentials for registry {host}"))?
+                {
+                    Some((c, credentials::Origin::EcrToken)) => (Some(c), Source::Ecr),
+                    found => (
+                        found.map(|(c, _)| c),
+                        Source::Config(credentials::config_path()),
+                    ),
+                },
+            };
+            resolved.insert(host.clone(), found);
         }
-        None => image::push(docker, reference, found.as_ref(), |p| out.push(p)).await,
-    };
+        let (found, source) = &resolved[&host];
+        let result = match endpoints.address(&host) {
+            Some(address) => {
+                if attempt == 1 && !token_refreshed {
+                    out.line(&format!(
+                        "Pushing {reference} through {address} ({})",
+                        ecr::ENDPOINTS_VARIABLE
+                    ));
+                }
+                image::push_to(docker, reference, address, found.as_ref(), |p| out.push(p)).await
+            }
+            None => image::push(docker, reference, found.as_ref(), |p| out.push(p)).await,
+        };
+        match &result {
+            Err(PushError::Unauthorized { .. })
+                if matches!(source, Source::Ecr) && !token_refreshed =>
+            {
+                // An expired or revoked token: the cached one goes, a new one is fetched (once).
+                out.end_transient();
+                out.line(&format!(
+                    "Registry {host} refused the ECR authorization token; fetching a new one"
+                ));
+                ecr::forget(&host);
+                token_refreshed = true;
+                continue;
+            }
+            Err(e @ PushError::Registry { .. }) if attempt < PUSH_ATTEMPTS => {
+                let wait = PUSH_BACKOFF * 2u32.pow(attempt - 1);
+                attempt += 1;
+                out.end_transient();
+                out.line(&format!(
+                    "Push of {reference} failed ({e}); trying again in {} s (attempt {attempt} of {PUSH_ATTEMPTS})",
+                    wait.as_secs()
+                ));
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            _ => {}
+        }
+        return finish_push(result, &host, found, source, out);
+    }
+}
+
+/// The outcome of a push, with a hint naming where refused credentials came from.
+fn finish_push(
+    result: Result<image::PushedImage, PushError>,
+    host: &str,
+    found: &Option<Credentials>,
+    source: &Source,
+    out: &mut Printer,
+) -> anyhow::Result<()> {
     out.end_transient();
     match result {
         Ok(_) => Ok(()),
@@ -184,8 +238,9 @@ async fn push_one(
                     c.username
                 ),
                 (Some(_), Source::Ecr) => format!(
-                    "the ECR authorization token for {host} from GetAuthorizationToken; check \
-                     that the AWS identity may push to the repository"
+                    "the ECR authorization token for {host} from GetAuthorizationToken, fetched \
+                     again once and refused again; check that the AWS identity may push to the \
+                     repository"
                 ),
                 (Some(c), Source::Config(path)) => format!(
                     "the credentials of user `{}` for {host} from {}; check them, or pass \

@@ -206,6 +206,7 @@ fn session(
 ) -> anyhow::Result<Session> {
     let mut client = ClientOptions {
         endpoints: ecr::Endpoints::from_env().map_err(|e| invalid(e.to_string()))?,
+        timeout: buildagent_runner::net::timeout().map_err(invalid)?,
         ..ClientOptions::default()
     };
     if let Some(user) = username {

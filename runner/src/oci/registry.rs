@@ -22,8 +22,11 @@
 //!   in one request each, streamed from the file (`POST`, then one `PATCH` with the whole blob
 //!   and a `PUT ?digest=`, or one monolithic `PUT` with [`UploadMode::Put`]), several at once.
 //!   The manifest goes last.
-//! - **Retries.** Connection errors, 5xx and 429 answers are retried with exponential backoff
-//!   (`Retry-After` honoured); an upload that fails is started again from `POST`.
+//! - **Retries.** Connection errors, timeouts, 5xx and 429 answers are retried with exponential
+//!   backoff (`Retry-After` honoured, at most 30 s); an upload that fails is started again from
+//!   `POST`; a download whose body breaks off (a reset, a short body, a stall past
+//!   [`ClientOptions::timeout`]) is started again from its first byte. The manifest is sent only
+//!   after every blob is in the registry: a failed blob fails the push before it.
 //! - **Reads** send `Accept` with every manifest and index type; an index is resolved to the
 //!   platform's manifest; blobs are checked against their digest as they are written.
 
@@ -174,6 +177,10 @@ pub struct ClientOptions {
     pub upload: UploadMode,
     /// Retry reports.
     pub progress: Option<ProgressFn>,
+    /// How long a request may wait for the registry: to connect (at most 30 s of it), and
+    /// between two reads of an answer (default [`crate::net::DEFAULT_TIMEOUT`]; the agent reads
+    /// [`crate::net::timeout`]). A request that waits longer is retried.
+    pub timeout: Duration,
 }
 
 impl Default for ClientOptions {
@@ -187,6 +194,7 @@ impl Default for ClientOptions {
             parallel: 4,
             upload: UploadMode::Patch,
             progress: None,
+            timeout: crate::net::DEFAULT_TIMEOUT,
         }
     }
 }
@@ -325,8 +333,8 @@ impl Client {
     pub fn new(options: ClientOptions) -> Result<Client, OciError> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("buildagent/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(300))
+            .connect_timeout(crate::net::connect_timeout(options.timeout))
+            .read_timeout(options.timeout)
             .pool_max_idle_per_host(16)
             .build()
             .map_err(|e| OciError::Invalid(format!("cannot make an HTTP client: {e}")))?;
@@ -836,6 +844,55 @@ impl Client {
         }
     }
 
+    /// A `GET` read whole (a manifest, a configuration): its status, media type and body,
+    /// started again from the first byte when the body breaks off.
+    async fn get_whole(
+        &self,
+        registry: &str,
+        scope: &str,
+        url: Url,
+        headers: HeaderMap,
+    ) -> Result<(StatusCode, String, Vec<u8>), OciError> {
+        let mut attempt = 1;
+        loop {
+            let response = self
+                .send(
+                    registry,
+                    scope,
+                    Method::GET,
+                    url.clone(),
+                    headers.clone(),
+                    Body::Empty,
+                )
+                .await?;
+            let status = response.status();
+            let content_type = response
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.split(';').next().unwrap_or("").trim().to_string())
+                .unwrap_or_default();
+            match response.bytes().await {
+                Ok(body) => return Ok((status, content_type, body.to_vec())),
+                Err(e) => {
+                    let reason = transport_text(&e);
+                    let request = format!("GET {}", url.path());
+                    if self
+                        .backoff(&request, &mut attempt, &reason, None)
+                        .await
+                        .is_err()
+                    {
+                        return Err(registry_error(
+                            registry,
+                            None,
+                            format!("{request} failed after {attempt} attempts: {reason}"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
     /// Reads the manifest (or index) `object` of `repository`: bytes, media type, digest.
     pub async fn get_manifest(
         &self,
@@ -847,23 +904,13 @@ impl Client {
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static(media::MANIFEST_ACCEPT));
         let scope = format!("repository:{repository}:pull");
-        let response = self
-            .send(registry, &scope, Method::GET, url, headers, Body::Empty)
-            .await?;
-        let status = response.status();
+        let (status, content_type, body) = self.get_whole(registry, &scope, url, headers).await?;
         if status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_string())
-            .unwrap_or_default();
-        let body = success_body(response, registry, || {
+        check_success(status, &body, registry, || {
             format!("GET manifest {repository}:{object}")
-        })
-        .await?;
+        })?;
         #[derive(serde::Deserialize)]
         struct Probe {
             #[serde(rename = "mediaType", default)]
@@ -895,20 +942,12 @@ impl Client {
     ) -> Result<Vec<u8>, OciError> {
         let url = self.url(registry, &format!("/v2/{repository}/blobs/{digest}"))?;
         let scope = format!("repository:{repository}:pull");
-        let response = self
-            .send(
-                registry,
-                &scope,
-                Method::GET,
-                url,
-                HeaderMap::new(),
-                Body::Empty,
-            )
+        let (status, _, body) = self
+            .get_whole(registry, &scope, url, HeaderMap::new())
             .await?;
-        let body = success_body(response, registry, || {
+        check_success(status, &body, registry, || {
             format!("GET blob {digest} of {repository}")
-        })
-        .await?;
+        })?;
         if &Digest::of(&body) != digest {
             return Err(registry_error(
                 registry,
@@ -1486,27 +1525,22 @@ fn oauth_form(refresh_token: &str, service: Option<&str>, scope: &str) -> String
     form.query().unwrap_or_default().to_string()
 }
 
-/// The whole body of a successful answer to `what` (`GET blob ...`), else the registry's error
-/// with its status and the text of its answer.
-async fn success_body(
-    response: reqwest::Response,
+/// The registry's error, with its status and the text of its answer, unless `status` is a
+/// success.
+fn check_success(
+    status: StatusCode,
+    body: &[u8],
     registry: &str,
     what: impl FnOnce() -> String,
-) -> Result<Vec<u8>, OciError> {
-    let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| registry_error(registry, None, transport_text(&e)))?
-        .to_vec();
-    if !status.is_success() {
-        return Err(registry_error(
-            registry,
-            Some(status.as_u16()),
-            format!("{}: {}", what(), error_text(status, &body)),
-        ));
+) -> Result<(), OciError> {
+    if status.is_success() {
+        return Ok(());
     }
-    Ok(body)
+    Err(registry_error(
+        registry,
+        Some(status.as_u16()),
+        format!("{}: {}", what(), error_text(status, body)),
+    ))
 }
 
 fn registry_error(registry: &str, status: Option<u16>, message: String) -> OciError {
