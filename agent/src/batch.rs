@@ -15,7 +15,7 @@ use buildagent_runner::batch::events::BatchEvent;
 use buildagent_runner::batch::plan::{self, BatchKind};
 use buildagent_runner::batch::{Batch, BatchChild, BatchOptions, Launcher};
 use buildagent_runner::events::CancelReason;
-use buildagent_runner::executor::{enable_child_subreaper, StopRequest};
+use buildagent_runner::executor::{enable_child_subreaper, HostExecutor, StopRequest};
 use buildagent_runner::location::Location;
 use buildagent_spec::{parse_file, ParseOptions};
 use tokio_util::sync::CancellationToken;
@@ -173,8 +173,13 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
         reporters.push(Box::new(batch_render::LogDir::new(dir)));
     }
 
-    if let Err(e) = enable_child_subreaper() {
-        eprintln!("warning: cannot become a child subreaper ({e}); daemons the builds start may outlive them");
+    // Each build's cgroup holds its daemons, when the machine gives it one; otherwise they are
+    // reparented to the agent and ended when the batch ends.
+    let contained = HostExecutor::cgroups_available();
+    if !contained {
+        if let Err(e) = enable_child_subreaper() {
+            eprintln!("warning: cannot become a child subreaper ({e}); daemons the builds start may outlive them");
+        }
     }
     // One thread carries every build, as it carries one in `run`: builds mostly wait for their
     // commands (the batch runs them as local tasks).

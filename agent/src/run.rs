@@ -320,9 +320,13 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
     }
 
     // Orphans of the build (daemons that setsid) are reparented to the agent, so they can be
-    // found and ended with the rest.
-    if let Err(e) = enable_child_subreaper() {
-        eprintln!("warning: cannot become a child subreaper ({e}); daemons the build starts may outlive it");
+    // found and ended with the rest; not needed when the build has a cgroup of its own, which
+    // holds them wherever they are reparented.
+    let contained = args.image.is_some() || HostExecutor::cgroups_available();
+    if !contained {
+        if let Err(e) = enable_child_subreaper() {
+            eprintln!("warning: cannot become a child subreaper ({e}); daemons the build starts may outlive it");
+        }
     }
     // One thread: a build runs one command at a time, and a single-threaded runtime saves the
     // cross-thread wake-ups of a work-stealing one on every command (measured: per-command bench).

@@ -34,9 +34,21 @@
 //! the grace period whatever is left of the group (the shell or any member that ignored SIGTERM)
 //! gets SIGKILL. [`CommandControl::kill_now`] sends SIGKILL at once.
 //!
-//! # Leaked processes and the subreaper
+//! # Leaked processes: the build's cgroup
 //!
-//! [`Executor::sweep`] finds the processes the build left behind: every live member of the
+//! Where the machine lets this process make child cgroups of its own cgroup v2 (root on a host
+//! that mounts cgroup2, or a delegated subtree), each executor makes one for its build
+//! ([`Containment::Cgroup`]) and every command joins it before it runs (one `write` between fork
+//! and exec). [`Executor::sweep`] then takes the build's processes from the cgroup's
+//! `cgroup.procs`, daemons included wherever they were reparented, without reading the process
+//! table: the cost does not grow with other processes on the host, and two builds in one process
+//! never see each other's processes. SIGTERM goes to each, SIGKILL to all at once through
+//! `cgroup.kill`. Dropping the executor ends whatever is still in the cgroup and removes it.
+//!
+//! # Leaked processes without a cgroup, and the subreaper
+//!
+//! Otherwise ([`Containment::ProcessTable`]) [`Executor::sweep`] finds the processes the build
+//! left behind in the process table: every live member of the
 //! groups the executor created, every descendant of those, and, when this process is a child
 //! subreaper (see [`enable_child_subreaper`]), every descendant of this process that has left its
 //! session (daemons that called `setsid`, double-forked or not) and did not exist when the executor
@@ -67,6 +79,7 @@ use tokio::io::Interest;
 use tokio::process::Command;
 use tokio::time::{sleep, sleep_until, Instant};
 
+use super::cgroup::{self, BuildCgroup};
 use super::{CommandControl, CommandSpec, ExecError, Executor, OutputSink};
 use crate::events::{CancelReason, CommandOutcome, LeakedProcess, Stream};
 use crate::os::{self, ProcStat};
@@ -101,6 +114,21 @@ pub struct HostExecutor {
     baseline: HashSet<(i32, u64)>,
     /// Whether the sweep also ends daemons (descendants that left this process's session).
     daemons: bool,
+    /// The build's own cgroup, when the machine lets this process make one: then the build's
+    /// processes are its members, daemons included, and nothing else is scanned.
+    cgroup: Option<BuildCgroup>,
+}
+
+/// How an executor finds the processes a build left running.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Containment {
+    /// The build's own cgroup v2 (this directory): its members, daemons included, whatever
+    /// else runs on the host, and `cgroup.kill` to end them.
+    Cgroup(std::path::PathBuf),
+    /// The process table: members of the build's process groups and their descendants, plus
+    /// daemons reparented to this process when it is a child subreaper (one build at a time).
+    ProcessTable,
 }
 
 #[derive(Debug, Default)]
@@ -149,13 +177,16 @@ impl HostExecutor {
             my_session: os::getsid(),
             baseline,
             daemons: true,
+            cgroup: BuildCgroup::create(),
         }
     }
 
-    /// An executor for one of several builds running at once in this process (a batch): its
-    /// sweep ends what its own commands' process groups left, but not daemons, which cannot be
-    /// told apart between builds; a plain [`HostExecutor::new`] made before the builds started
-    /// sweeps those once they have all ended.
+    /// An executor for one of several builds running at once in this process (a batch, a
+    /// worker). With its own cgroup ([`Containment::Cgroup`]) it is the same as
+    /// [`HostExecutor::new`]: its sweep ends exactly its build's processes, daemons included.
+    /// Without one, its sweep ends what its own commands' process groups left, but not daemons,
+    /// which cannot be told apart between builds; a plain [`HostExecutor::new`] made before the
+    /// builds started sweeps those once they have all ended.
     pub fn for_one_of_many() -> HostExecutor {
         HostExecutor {
             shared: Mutex::new(Shared::default()),
@@ -163,7 +194,24 @@ impl HostExecutor {
             my_session: os::getsid(),
             baseline: HashSet::new(),
             daemons: false,
+            cgroup: BuildCgroup::create(),
         }
+    }
+
+    /// How this executor finds what the build leaves running.
+    pub fn containment(&self) -> Containment {
+        match &self.cgroup {
+            Some(cgroup) => Containment::Cgroup(cgroup.dir().to_path_buf()),
+            None => Containment::ProcessTable,
+        }
+    }
+
+    /// Whether executors made now get a cgroup of their own ([`Containment::Cgroup`]). A
+    /// program that finds this true need not become a child subreaper
+    /// ([`enable_child_subreaper`]): daemons stay in their build's cgroup wherever they are
+    /// reparented.
+    pub fn cgroups_available() -> bool {
+        BuildCgroup::create().is_some()
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
@@ -231,7 +279,10 @@ impl HostExecutor {
         };
         let (spec, mut command) = match last {
             Some((spec, command)) => (Some(spec), command),
-            None => (reusable.then(|| cmd.clone()), new_command(cmd)),
+            None => (
+                reusable.then(|| cmd.clone()),
+                new_command(cmd, self.cgroup.as_ref().map(BuildCgroup::procs_fd)),
+            ),
         };
         command
             .stdout(Stdio::from(out_write))
@@ -419,6 +470,11 @@ impl HostExecutor {
             }
         }
         self.housekeeping();
+        if self.cgroup.is_some() && os::is_child_subreaper() {
+            // Daemons that exited after they were reparented here left the cgroup as zombies
+            // of this process: one pass over the table, only when it adopts orphans at all.
+            self.reap_adopted_zombies();
+        }
         reader.drain_available(&mut lease.pipes, sink);
         let settle = Instant::now() + SETTLE;
         reader
@@ -430,6 +486,12 @@ impl HostExecutor {
     }
 
     fn signal_all(&self, procs: &[ProcStat], signal: Signal) -> Result<(), ExecError> {
+        if let (Some(cgroup), Signal::SIGKILL) = (&self.cgroup, signal) {
+            // Everything in the cgroup at once, including what forks meanwhile.
+            if cgroup.kill().unwrap_or(false) {
+                return Ok(());
+            }
+        }
         let groups: Vec<i32> = self.lock().groups.iter().copied().collect();
         for g in groups {
             signal_group(g, signal)?;
@@ -447,6 +509,20 @@ impl HostExecutor {
     /// The live (non-zombie) processes the build left behind; reaps the zombies among them that
     /// are this process's reparented orphans.
     fn find_leaked(&self) -> Result<Vec<ProcStat>, ExecError> {
+        if let Some(cgroup) = &self.cgroup {
+            let members = cgroup.members().map_err(ExecError::ProcessTable)?;
+            // Exited processes leave the cgroup; a zombie left is at most an orphan of ours.
+            let groups = self.lock().groups.clone();
+            let mut alive = Vec::new();
+            for p in members.into_iter().filter_map(os::proc_stat) {
+                if p.is_zombie() {
+                    self.reap_orphan(&p, &groups);
+                } else if p.pid != self.me {
+                    alive.push(p);
+                }
+            }
+            return Ok(alive);
+        }
         let procs = os::scan_processes().map_err(ExecError::ProcessTable)?;
         let groups = self.lock().groups.clone();
         let mut roots: Vec<i32> = procs
@@ -492,6 +568,20 @@ impl HostExecutor {
         let is_our_shell = p.pid == p.pgrp && groups.contains(&p.pgrp);
         if p.ppid == self.me && !is_our_shell {
             os::reap(p.pid);
+        }
+    }
+
+    /// Reaps the zombies among this process's children that left its session: daemons that were
+    /// reparented here (nothing this program spawns leaves the session, so no one else waits
+    /// for them).
+    fn reap_adopted_zombies(&self) {
+        if let Ok(procs) = os::scan_processes() {
+            for p in procs
+                .iter()
+                .filter(|p| p.is_zombie() && p.ppid == self.me && p.session != self.my_session)
+            {
+                os::reap(p.pid);
+            }
         }
     }
 
@@ -577,8 +667,9 @@ fn outcome_of(status: ExitStatus) -> CommandOutcome {
     }
 }
 
-/// The command setup for `cmd` (its stdout and stderr are set per spawn).
-fn new_command(cmd: &CommandSpec) -> Command {
+/// The command setup for `cmd` (its stdout and stderr are set per spawn); with `cgroup`, the
+/// `cgroup.procs` descriptor of the build's cgroup, which the command joins before it runs.
+fn new_command(cmd: &CommandSpec, cgroup: Option<std::os::fd::RawFd>) -> Command {
     let mut command = Command::new(&cmd.program);
     command
         .arg(&cmd.script_path)
@@ -591,6 +682,12 @@ fn new_command(cmd: &CommandSpec) -> Command {
     // SAFETY: the hook makes only async-signal-safe calls and allocates nothing.
     unsafe {
         command.pre_exec(crate::os::reset_signals);
+    }
+    if let Some(fd) = cgroup {
+        // SAFETY: one write(2) on a descriptor the executor keeps open while commands run.
+        unsafe {
+            command.pre_exec(move || cgroup::join(fd));
+        }
     }
     command
 }

@@ -21,13 +21,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::{CancelReason, CommandOutcome, LeakedProcess, Stream};
 
+mod cgroup;
 #[cfg(feature = "docker")]
 pub mod container;
 pub mod host;
 
 #[cfg(feature = "docker")]
 pub use container::{ContainerExecutor, ContainerOptions};
-pub use host::{enable_child_subreaper, HostExecutor};
+pub use host::{enable_child_subreaper, Containment, HostExecutor};
 
 /// What to run: `program script_path`, with exactly `env` as its environment, from `cwd`, as `user`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -107,6 +107,19 @@ pub(crate) fn set_child_subreaper() -> io::Result<()> {
     }
 }
 
+/// Whether this process is a child subreaper (or init of its namespace, which adopts orphans
+/// all the same).
+pub(crate) fn is_child_subreaper() -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        getpid() == 1 || nix::sys::prctl::get_child_subreaper().unwrap_or(false)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        getpid() == 1
+    }
+}
+
 /// One line of the process table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct ProcStat {
