@@ -49,13 +49,14 @@ impl BuildCgroup {
                 return None;
             }
         };
-        let cgroup = BuildCgroup { dir, procs };
-        // Moving a process in needs write access to the common ancestor's `cgroup.procs` too:
-        // try with a short-lived child now rather than fail every command later.
-        match cgroup.probe() {
-            Ok(()) => Some(cgroup),
-            Err(_) => None,
+        // Moving a process in also needs write access to the `cgroup.procs` of the common
+        // ancestor of where it is and where it goes: this process's own cgroup (the kernel's
+        // delegation rule; root has it on a writable mount).
+        if nix::unistd::access(&own.join("cgroup.procs"), nix::unistd::AccessFlags::W_OK).is_err() {
+            let _ = fs::remove_dir(&dir);
+            return None;
         }
+        Some(BuildCgroup { dir, procs })
     }
 
     /// Where the cgroup is.
@@ -100,27 +101,6 @@ impl BuildCgroup {
             Ok(mut file) => file.write_all(b"1").map(|()| true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
-        }
-    }
-
-    /// Checks that a process can be moved in: a child that joins and exits at once.
-    fn probe(&self) -> io::Result<()> {
-        let fd = self.procs_fd();
-        let mut command = std::process::Command::new("/bin/sh");
-        command
-            .args(["-c", ":"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        // SAFETY: `join` makes one write(2) on a descriptor opened before the fork.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut command, move || join(fd));
-        }
-        let status = command.status()?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(io::Error::other("the probe could not join the cgroup"))
         }
     }
 }
