@@ -1001,3 +1001,78 @@ fn fanout_shards_in_containers_run_every_test_file_exactly_once() {
     }
     assert_own_containers_removed(&run, &["shard_1", "shard_2"], &before);
 }
+
+/// The agent's containers made since `before`, once `count` of them run `sleep 600`.
+fn wait_for_sleeping_containers(before: &[String], count: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let sleeping: Vec<String> = agent_containers()
+            .into_iter()
+            .filter(|c| !before.contains(c))
+            .filter(|c| {
+                buildagent_tests::images::docker(["top", c.as_str()])
+                    .stdout
+                    .contains("sleep 600")
+            })
+            .collect();
+        if sleeping.len() >= count {
+            return sleeping;
+        }
+        assert!(Instant::now() < deadline, "the builds never slept");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn ctrl_c_and_the_batch_timeout_end_every_build_in_containers() {
+    let _serial = serial();
+    let base = buildagent_tests::services::base_image();
+    let before = agent_containers();
+    let spec = "version: 0.2\nbatch:\n  build-list:\n    - identifier: one\n    - identifier: two\n    - identifier: three\nphases:\n  build:\n    commands:\n      - sleep 600\n";
+    let b = Batch::new(spec);
+    let child =
+        b.s.command(b.args(&["-i", &base, "-j", "2", "--grace", "2s"]))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+    let sleeping = wait_for_sleeping_containers(&before, 2);
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let run = Run::from(child.wait_with_output().unwrap());
+    run.expect_code(130);
+    assert_eq!(status_of(&run, "one"), "STOPPED");
+    assert_eq!(status_of(&run, "two"), "STOPPED");
+    assert_eq!(status_of(&run, "three"), "NOT_STARTED");
+    let left: Vec<String> = agent_containers()
+        .into_iter()
+        .filter(|c| sleeping.contains(c) || !before.contains(c))
+        .collect();
+    assert!(left.is_empty(), "containers left after Ctrl-C: {left:?}");
+
+    let run = b.run(&[
+        "-i",
+        &base,
+        "-j",
+        "3",
+        "--batch-timeout",
+        "4s",
+        "--grace",
+        "1s",
+    ]);
+    run.expect_code(124);
+    for id in ["one", "two", "three"] {
+        assert_eq!(status_of(&run, id), "TIMED_OUT", "{}", run.stdout);
+    }
+    let left: Vec<String> = agent_containers()
+        .into_iter()
+        .filter(|c| !before.contains(c))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "containers left after the timeout: {left:?}"
+    );
+}
