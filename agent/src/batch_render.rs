@@ -710,11 +710,7 @@ impl BatchReporter for Progress {
                 );
             }
             BatchEventKind::Child { identifier, event } => {
-                if let (EventKind::PhaseStarted { .. }, Some(bar)) =
-                    (&event.kind, self.bars.get(identifier))
-                {
-                    bar.tick();
-                }
+                // A new phase is in the view: the bar's next steady tick draws it.
                 if let Some((log, _)) = self.tails.get_mut(identifier) {
                     log.report(event)?;
                 }
