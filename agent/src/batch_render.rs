@@ -432,14 +432,187 @@ impl Write for TailWriter {
     }
 }
 
-/// On a terminal: one line per running child with its phase and elapsed time, a line per child
-/// that ends, the summary table, and the last lines of each child that did not succeed.
+/// What the terminal view shows, kept up to date from the batch's events. Its lines are made
+/// here and only drawn by [`Progress`], so they can be checked without a terminal.
+#[derive(Debug, Default)]
+pub struct View {
+    /// The longest identifier's length: the running lines' first column.
+    width: usize,
+    /// Every child, in plan order.
+    children: Vec<ViewChild>,
+}
+
+#[derive(Debug)]
+struct ViewChild {
+    identifier: String,
+    state: ViewState,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum ViewState {
+    Queued,
+    /// Its phase, and when it started (time since the batch started).
+    Running {
+        phase: &'static str,
+        since: Duration,
+    },
+    Done,
+}
+
+/// How many queued identifiers the queued line names before it only counts them.
+const QUEUED_NAMED: usize = 5;
+
+impl View {
+    /// Takes one event into account.
+    pub fn apply(&mut self, event: &BatchEvent) {
+        match &event.kind {
+            BatchEventKind::ChildQueued { identifier, .. } => {
+                self.width = self.width.max(identifier.chars().count());
+                self.children.push(ViewChild {
+                    identifier: identifier.clone(),
+                    state: ViewState::Queued,
+                });
+            }
+            BatchEventKind::ChildStarted { identifier, .. } => {
+                self.set(
+                    identifier,
+                    ViewState::Running {
+                        phase: buildagent_runner::events::BuildPhase::DownloadSource.as_str(),
+                        since: event.elapsed,
+                    },
+                );
+            }
+            BatchEventKind::Child { identifier, event } => {
+                if let EventKind::PhaseStarted { phase } = &event.kind {
+                    if let Some(ViewState::Running { phase: shown, .. }) = self.state(identifier) {
+                        *shown = phase.as_str();
+                    }
+                }
+            }
+            BatchEventKind::ChildFinished { identifier, .. } => {
+                self.set(identifier, ViewState::Done);
+            }
+            _ => {}
+        }
+    }
+
+    fn state(&mut self, identifier: &str) -> Option<&mut ViewState> {
+        self.children
+            .iter_mut()
+            .find(|c| c.identifier == identifier)
+            .map(|c| &mut c.state)
+    }
+
+    fn set(&mut self, identifier: &str, state: ViewState) {
+        if let Some(s) = self.state(identifier) {
+            *s = state;
+        }
+    }
+
+    /// The line of a running child at `now` (time since the batch started): its identifier,
+    /// phase and time since it started (`compile  BUILD            1m05s`); `None` when it is
+    /// not running.
+    pub fn running_line(&self, identifier: &str, now: Duration) -> Option<String> {
+        let child = self.children.iter().find(|c| c.identifier == identifier)?;
+        let ViewState::Running { phase, since } = &child.state else {
+            return None;
+        };
+        Some(format!(
+            "{:<width$}  {phase:<16} {:>7}",
+            child.identifier,
+            clock(now.saturating_sub(*since)),
+            width = self.width
+        ))
+    }
+
+    /// The line under the running ones while children wait for a slot or their dependencies:
+    /// `3 queued: test, package, docs` (the first few named).
+    pub fn queued_line(&self) -> Option<String> {
+        let queued: Vec<&str> = self
+            .children
+            .iter()
+            .filter(|c| c.state == ViewState::Queued)
+            .map(|c| c.identifier.as_str())
+            .collect();
+        if queued.is_empty() {
+            return None;
+        }
+        let mut line = format!(
+            "{} queued: {}",
+            queued.len(),
+            queued[..queued.len().min(QUEUED_NAMED)].join(", ")
+        );
+        if queued.len() > QUEUED_NAMED {
+            line.push_str(&format!(" and {} more", queued.len() - QUEUED_NAMED));
+        }
+        Some(line)
+    }
+
+    /// Every line the terminal shows at `now`, as [`Progress`] lays them out: the running
+    /// children in the order they started (each bar is added when its child starts), then the
+    /// queued line (its bar stays last).
+    #[cfg(test)]
+    fn lines(&self, now: Duration) -> Vec<String> {
+        let mut running: Vec<(Duration, &str)> = self
+            .children
+            .iter()
+            .filter_map(|c| match &c.state {
+                ViewState::Running { since, .. } => Some((*since, c.identifier.as_str())),
+                _ => None,
+            })
+            .collect();
+        running.sort_by_key(|(since, _)| *since);
+        running
+            .into_iter()
+            .filter_map(|(_, id)| self.running_line(id, now))
+            .chain(self.queued_line())
+            .collect()
+    }
+}
+
+/// A duration as a terminal clock: `7s`, `1m05s`, `2h03m04s`.
+fn clock(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s:02}s"),
+        (h, m, s) => format!("{h}h{m:02}m{s:02}s"),
+    }
+}
+
+/// The line printed above the running ones when a child ends: a mark (`✔` succeeded, `-` not
+/// started, `✘` otherwise) and the batch's line for it.
+pub fn finished_line(kind: &BatchEventKind, color: bool) -> Option<String> {
+    let BatchEventKind::ChildFinished { status, .. } = kind else {
+        return None;
+    };
+    let mark = match status {
+        ChildStatus::Succeeded => "✔",
+        ChildStatus::NotStarted => "-",
+        _ => "✘",
+    };
+    let line = message(kind)?;
+    let line = line.replacen(status.as_str(), &paint(status.as_str(), color), 1);
+    Some(format!("{mark} {line}"))
+}
+
+fn lock_view(view: &Mutex<View>) -> std::sync::MutexGuard<'_, View> {
+    view.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// On a terminal: one line per running child with its phase and elapsed time, a line naming
+/// the queued ones, a line per child that ends, the summary table, and the last lines of each
+/// child that did not succeed. The text of every line comes from [`View`] and
+/// [`finished_line`]; indicatif draws it (and the spinner) and redraws the elapsed times.
 pub struct Progress {
     multi: MultiProgress,
     color: bool,
+    view: Arc<Mutex<View>>,
+    /// When the batch started, the origin of the view's times.
+    started: std::time::Instant,
     bars: HashMap<String, ProgressBar>,
+    queued: Option<ProgressBar>,
     tails: HashMap<String, (CodeBuildLog<TailWriter>, TailWriter)>,
-    width: usize,
 }
 
 impl Progress {
@@ -447,9 +620,11 @@ impl Progress {
         Progress {
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::stdout()),
             color,
+            view: Arc::default(),
+            started: std::time::Instant::now(),
             bars: HashMap::new(),
+            queued: None,
             tails: HashMap::new(),
-            width: 10,
         }
     }
 
@@ -462,26 +637,72 @@ impl Progress {
             self.multi.println(line)
         }
     }
+
+    /// A bar that draws child `identifier`'s running line, its elapsed time read when drawn.
+    fn running_bar(&self, identifier: &str) -> ProgressBar {
+        let view = self.view.clone();
+        let id = identifier.to_string();
+        let started = self.started;
+        let style = ProgressStyle::with_template("{spinner} {line}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner())
+            .with_key(
+                "line",
+                move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    // Drawn on indicatif's ticker thread; the reporter never holds the view's
+                    // lock while it calls indicatif, so this cannot wait on itself.
+                    if let Some(line) = lock_view(&view).running_line(&id, started.elapsed()) {
+                        let _ = w.write_str(&line);
+                    }
+                },
+            );
+        let bar = ProgressBar::new_spinner().with_style(style);
+        let bar = match &self.queued {
+            Some(queued) => self.multi.insert_before(queued, bar),
+            None => self.multi.add(bar),
+        };
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    }
+
+    /// Shows the queued line as the view has it, or removes it when nothing waits.
+    fn refresh_queued(&mut self) {
+        let line = lock_view(&self.view).queued_line();
+        match (line, &self.queued) {
+            (Some(line), Some(bar)) => bar.set_message(line),
+            (Some(line), None) => {
+                let style = ProgressStyle::with_template("  {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner());
+                let bar = self.multi.add(ProgressBar::new_spinner().with_style(style));
+                bar.set_message(line);
+                self.queued = Some(bar);
+            }
+            (None, Some(bar)) => {
+                bar.finish_and_clear();
+                self.multi.remove(bar);
+                self.queued = None;
+            }
+            (None, None) => {}
+        }
+    }
 }
 
 impl BatchReporter for Progress {
     fn report(&mut self, event: &BatchEvent) -> io::Result<()> {
+        lock_view(&self.view).apply(event);
         match &event.kind {
-            BatchEventKind::ChildQueued { identifier, .. } => {
-                self.width = self.width.max(identifier.len());
+            BatchEventKind::BatchStarted { .. } => {
+                self.started = std::time::Instant::now()
+                    .checked_sub(event.elapsed)
+                    .unwrap_or(self.started);
+                if let Some(line) = message(&event.kind) {
+                    self.println(&line)?;
+                }
             }
+            BatchEventKind::ChildQueued { .. } => self.refresh_queued(),
             BatchEventKind::ChildStarted { identifier, .. } => {
-                let bar = self.multi.add(ProgressBar::new_spinner());
-                let style = ProgressStyle::with_template(&format!(
-                    "{{spinner}} {{prefix:<{}}}  {{msg:<16}} {{elapsed:>4}}",
-                    self.width
-                ))
-                .unwrap_or_else(|_| ProgressStyle::default_spinner());
-                bar.set_style(style);
-                bar.set_prefix(identifier.clone());
-                bar.set_message("DOWNLOAD_SOURCE");
-                bar.enable_steady_tick(Duration::from_millis(200));
+                let bar = self.running_bar(identifier);
                 self.bars.insert(identifier.clone(), bar);
+                self.refresh_queued();
                 let tail = TailWriter::default();
                 self.tails.insert(
                     identifier.clone(),
@@ -489,30 +710,20 @@ impl BatchReporter for Progress {
                 );
             }
             BatchEventKind::Child { identifier, event } => {
-                if let EventKind::PhaseStarted { phase } = &event.kind {
-                    if let Some(bar) = self.bars.get(identifier) {
-                        bar.set_message(phase.as_str());
-                    }
-                }
+                // A new phase is in the view: the bar's next steady tick draws it.
                 if let Some((log, _)) = self.tails.get_mut(identifier) {
                     log.report(event)?;
                 }
             }
-            BatchEventKind::ChildFinished {
-                identifier, status, ..
-            } => {
+            BatchEventKind::ChildFinished { identifier, .. } => {
                 if let Some(bar) = self.bars.remove(identifier) {
                     bar.finish_and_clear();
                     self.multi.remove(&bar);
                 }
-                let mark = match status {
-                    ChildStatus::Succeeded => "✔",
-                    ChildStatus::NotStarted => "-",
-                    _ => "✘",
-                };
-                let line = message(&event.kind).unwrap_or_default();
-                let line = line.replacen(status.as_str(), &paint(status.as_str(), self.color), 1);
-                self.println(&format!("{mark} {line}"))?;
+                self.refresh_queued();
+                if let Some(line) = finished_line(&event.kind, self.color) {
+                    self.println(&line)?;
+                }
             }
             BatchEventKind::BatchFinished {
                 status,
@@ -547,7 +758,7 @@ impl BatchReporter for Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use buildagent_runner::events::{Event, Stream};
+    use buildagent_runner::events::{BuildPhase, Event, Stream};
     use std::time::UNIX_EPOCH;
 
     fn at() -> SystemTime {
@@ -598,6 +809,196 @@ mod tests {
             String::from_utf8(lock(&out).clone()).unwrap(),
             "[b] one\n[a] hello\n[b] two\n"
         );
+    }
+
+    fn batch_event(secs: f64, kind: BatchEventKind) -> BatchEvent {
+        BatchEvent {
+            at: at(),
+            elapsed: Duration::from_secs_f64(secs),
+            kind,
+        }
+    }
+
+    fn queued(identifier: &str, depend_on: &[&str]) -> BatchEventKind {
+        BatchEventKind::ChildQueued {
+            identifier: identifier.into(),
+            description: String::new(),
+            depend_on: depend_on.iter().map(|d| d.to_string()).collect(),
+            not_applicable: Vec::new(),
+        }
+    }
+
+    fn started(identifier: &str) -> BatchEventKind {
+        BatchEventKind::ChildStarted {
+            identifier: identifier.into(),
+            build_id: format!("demo:{identifier}"),
+        }
+    }
+
+    fn phase(identifier: &str, phase: BuildPhase) -> BatchEventKind {
+        BatchEventKind::Child {
+            identifier: identifier.into(),
+            event: Event::new(at(), Duration::ZERO, EventKind::PhaseStarted { phase }),
+        }
+    }
+
+    fn finished(
+        identifier: &str,
+        status: ChildStatus,
+        secs: f64,
+        failing_phase: Option<BuildPhase>,
+        reason: Option<&str>,
+    ) -> BatchEventKind {
+        BatchEventKind::ChildFinished {
+            identifier: identifier.into(),
+            status,
+            duration: Duration::from_secs_f64(secs),
+            failing_phase,
+            ignore_failure: false,
+            reason: reason.map(str::to_string),
+        }
+    }
+
+    /// A build-graph with two slots as the terminal shows it: `compile` and `lint` run, `test`
+    /// and `package` wait; `compile` fails, so `test` and `package` never start.
+    #[test]
+    fn the_terminal_view_shows_each_running_build_its_phase_and_time_and_the_queued_ones() {
+        let mut view = View::default();
+        let mut printed = Vec::new();
+        let mut step = |view: &mut View, secs: f64, kind: BatchEventKind| {
+            let event = batch_event(secs, kind);
+            view.apply(&event);
+            printed.extend(finished_line(&event.kind, false));
+        };
+        step(&mut view, 0.0, queued("compile", &[]));
+        step(&mut view, 0.0, queued("lint", &[]));
+        step(&mut view, 0.0, queued("test", &["compile"]));
+        step(&mut view, 0.0, queued("package", &["compile", "test"]));
+        assert_eq!(
+            view.lines(Duration::ZERO),
+            ["4 queued: compile, lint, test, package"]
+        );
+
+        step(&mut view, 0.1, started("compile"));
+        step(&mut view, 0.3, started("lint"));
+        assert_eq!(
+            view.lines(Duration::from_secs_f64(0.4)),
+            [
+                "compile  DOWNLOAD_SOURCE       0s",
+                "lint     DOWNLOAD_SOURCE       0s",
+                "2 queued: test, package",
+            ]
+        );
+
+        step(&mut view, 0.5, phase("compile", BuildPhase::Install));
+        step(&mut view, 1.0, phase("lint", BuildPhase::Build));
+        step(&mut view, 9.0, phase("compile", BuildPhase::Build));
+        // Each build's own time, from its start: compile 65.2s, lint 65.0s.
+        assert_eq!(
+            view.lines(Duration::from_secs_f64(65.3)),
+            [
+                "compile  BUILD              1m05s",
+                "lint     BUILD              1m05s",
+                "2 queued: test, package",
+            ]
+        );
+        assert_eq!(
+            view.running_line("lint", Duration::from_secs(7384))
+                .unwrap(),
+            "lint     BUILD            2h03m03s"
+        );
+        assert_eq!(view.running_line("test", Duration::from_secs(1)), None);
+
+        step(
+            &mut view,
+            70.0,
+            finished(
+                "compile",
+                ChildStatus::Failed,
+                69.9,
+                Some(BuildPhase::Build),
+                None,
+            ),
+        );
+        step(
+            &mut view,
+            70.0,
+            finished(
+                "test",
+                ChildStatus::NotStarted,
+                0.0,
+                None,
+                Some("dependency `compile` FAILED"),
+            ),
+        );
+        step(
+            &mut view,
+            70.0,
+            finished(
+                "package",
+                ChildStatus::NotStarted,
+                0.0,
+                None,
+                Some("dependency `test` NOT_STARTED"),
+            ),
+        );
+        // Nothing waits any more: the queued line is gone.
+        assert_eq!(
+            view.lines(Duration::from_secs(71)),
+            ["lint     BUILD              1m10s"]
+        );
+        step(&mut view, 75.0, phase("lint", BuildPhase::PostBuild));
+        assert_eq!(
+            view.lines(Duration::from_secs(75)),
+            ["lint     POST_BUILD         1m14s"]
+        );
+        step(
+            &mut view,
+            76.0,
+            finished("lint", ChildStatus::Succeeded, 75.7, None, None),
+        );
+        assert!(view.lines(Duration::from_secs(76)).is_empty());
+        assert_eq!(
+            printed,
+            [
+                "✘ Build compile FAILED in 69.90s, failing phase BUILD",
+                "- Build test NOT_STARTED: dependency `compile` FAILED",
+                "- Build package NOT_STARTED: dependency `test` NOT_STARTED",
+                "✔ Build lint SUCCEEDED in 75.70s",
+            ]
+        );
+    }
+
+    #[test]
+    fn many_queued_builds_are_counted_after_the_first_few() {
+        let mut view = View::default();
+        for i in 1..=8 {
+            view.apply(&batch_event(0.0, queued(&format!("shard_{i}"), &[])));
+        }
+        view.apply(&batch_event(0.0, started("shard_1")));
+        assert_eq!(
+            view.lines(Duration::from_millis(2500)),
+            [
+                "shard_1  DOWNLOAD_SOURCE       2s",
+                "7 queued: shard_2, shard_3, shard_4, shard_5, shard_6 and 2 more",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_finished_line_is_painted_only_with_color() {
+        let kind = finished(
+            "a",
+            ChildStatus::TimedOut,
+            2.0,
+            Some(BuildPhase::Build),
+            None,
+        );
+        assert_eq!(
+            finished_line(&kind, true).unwrap(),
+            "✘ Build a \x1b[33mTIMED_OUT\x1b[0m in 2.00s, failing phase BUILD"
+        );
+        assert_eq!(finished_line(&queued("a", &[]), false), None);
     }
 
     #[test]

@@ -507,7 +507,7 @@ impl<'b> Attempt<'b> {
                 self.emit(
                     report,
                     EventKind::Warning {
-                        message: format!("codebuild-hash-files is not available: {why}"),
+                        message: crate::hash_files::unavailable_warning(&why),
                     },
                 );
                 None
@@ -518,7 +518,7 @@ impl<'b> Attempt<'b> {
                     self.emit(
                         report,
                         EventKind::Warning {
-                            message: format!("codebuild-hash-files is not available: {e}"),
+                            message: crate::hash_files::unavailable_warning(&e),
                         },
                     );
                     None

@@ -385,6 +385,18 @@ pub(crate) fn helper_on_path(exe: &Path, env: &mut Environment) -> io::Result<te
     Ok(dir)
 }
 
+/// The warning a build gets when the helpers cannot be put where its commands run: it names
+/// `codebuild-hash-files` first (as it always has), then the others, which are the same
+/// executable and missing for the same reason (a fanout's shard otherwise sees only
+/// `codebuild-tests-run: not found`).
+pub(crate) fn unavailable_warning(why: &dyn std::fmt::Display) -> String {
+    format!(
+        "{HELPER_NAME} is not available: {why} (nor are {} and {}, the same executable)",
+        crate::sharding::TESTS_RUN_NAME,
+        crate::sharding::GLOB_SEARCH_NAME
+    )
+}
+
 /// Puts `dir` in front of `PATH` in `env`, after every layer (see [`helper_on_path`]).
 pub(crate) fn put_on_path(dir: &str, env: &mut Environment) {
     let (path, origin) = match env.variables().iter().find(|v| v.name == "PATH") {

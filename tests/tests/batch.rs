@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use buildagent_tests::images::{with_libraries, Content, TestImage};
 use buildagent_tests::{alive, testdata, Run, Sandbox};
 
 /// A sandbox with `src/` (holding `buildspec.yml`) and `out/`.
@@ -684,10 +685,16 @@ fn fetched_sources_and_log_sinks_are_refused_by_a_batch() {
     }
 }
 
-/// The containers the agent made (labelled `buildagent.build`), running or not.
+/// The containers the agent made (labelled `buildagent.build`), running or not: full ids.
 fn agent_containers() -> Vec<String> {
     let out = std::process::Command::new(buildagent_tests::services::tool("docker"))
-        .args(["ps", "-aq", "--filter", "label=buildagent.build"])
+        .args([
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            "label=buildagent.build",
+        ])
         .output()
         .expect("docker ps");
     String::from_utf8_lossy(&out.stdout)
@@ -696,8 +703,70 @@ fn agent_containers() -> Vec<String> {
         .collect()
 }
 
+/// One container test at a time in this binary: each checks that no container of its own is
+/// left, by comparing the agent's containers before and after.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A command that prints `container=<id>`: the id of the container it runs in, read from the
+/// engine's bind mounts (`/var/lib/docker/containers/<id>/hostname`...), with busybox's tools.
+const PRINT_CONTAINER: &str =
+    "echo \"container=$(grep -o 'containers/[0-9a-f]*' /proc/self/mountinfo | head -1 | cut -d/ -f2)\"";
+
+/// Child `id`'s container, as it printed it with [`PRINT_CONTAINER`].
+fn container_of(run: &Run, id: &str) -> String {
+    let line = printed(run, id)
+        .into_iter()
+        .find_map(|l| l.strip_prefix("container="))
+        .unwrap_or_else(|| panic!("{id} printed no container id\n{}", run.stdout))
+        .to_string();
+    assert_eq!(line.len(), 64, "{id}: not a container id: {line:?}");
+    line
+}
+
+/// Each build ran in a container of its own, and none of the batch's containers is left: not
+/// the ones the builds printed, nor any other the agent made since `before`.
+fn assert_own_containers_removed(run: &Run, ids: &[&str], before: &[String]) {
+    let containers: std::collections::BTreeSet<String> =
+        ids.iter().map(|id| container_of(run, id)).collect();
+    assert_eq!(
+        containers.len(),
+        ids.len(),
+        "one container per build: {containers:?}"
+    );
+    let now = agent_containers();
+    let left: Vec<&String> = now
+        .iter()
+        .filter(|c| containers.contains(*c) || !before.contains(c))
+        .collect();
+    assert!(left.is_empty(), "containers left: {left:?}");
+}
+
+/// The base image with this machine's shared libraries for the agent's executable, so that the
+/// helpers mounted from it (`codebuild-hash-files`, `codebuild-tests-run`,
+/// `codebuild-glob-search`) run in it, and a file that tells it from the base image.
+fn image_with_libraries() -> TestImage {
+    let mut files: Vec<(String, Content)> = with_libraries(&buildagent_tests::binary())
+        .into_iter()
+        .skip(1)
+        .collect();
+    files.push((
+        "/etc/buildagent-test-image".into(),
+        Content::Text("with-libraries\n".into()),
+    ));
+    TestImage::build("batch-libraries", &files, "")
+}
+
+/// Prints which image the command runs in: `with-libraries` or `base`.
+const PRINT_IMAGE: &str =
+    "echo \"made=$(cat /etc/buildagent-test-image 2>/dev/null || echo base)\"";
+
 #[test]
 fn builds_run_in_containers_each_with_its_image_and_none_is_left() {
+    let _serial = serial();
     buildagent_tests::services::docker();
     let image = buildagent_tests::services::base_image();
     let before = agent_containers();
@@ -726,4 +795,284 @@ fn builds_run_in_containers_each_with_its_image_and_none_is_left() {
         .filter(|c| !before.contains(c))
         .collect();
     assert!(left.is_empty(), "containers left: {left:?}");
+}
+
+#[test]
+fn a_list_runs_in_containers_with_each_build_its_image_and_variables() {
+    let _serial = serial();
+    let base = buildagent_tests::services::base_image();
+    let libraries = image_with_libraries();
+    let before = agent_containers();
+    let b = Batch::new(&format!(
+        "version: 0.2\nbatch:\n  build-list:\n    - identifier: plain\n      env:\n        variables:\n          V: one\n    - identifier: marked\n      env:\n        image: {}\n        variables:\n          V: two\nphases:\n  build:\n    commands:\n      - echo \"id=$CODEBUILD_BATCH_BUILD_IDENTIFIER v=$V image=$CODEBUILD_BUILD_IMAGE\"\n      - {PRINT_IMAGE}\n      - {PRINT_CONTAINER}\n      - touch made-by-$CODEBUILD_BATCH_BUILD_IDENTIFIER && ls made-by-*\n",
+        libraries.tag()
+    ));
+    let run = b.run(&["-i", &base, "-j", "2"]);
+    run.expect_code(0);
+    let plain = printed(&run, "plain");
+    assert_eq!(
+        plain[..2],
+        [format!("id=plain v=one image={base}").as_str(), "made=base"][..],
+        "{}",
+        run.stdout
+    );
+    // Its own copy of the source: the other build's file is not in it.
+    assert_eq!(plain.last(), Some(&"made-by-plain"), "{}", run.stdout);
+    let marked = printed(&run, "marked");
+    assert_eq!(
+        marked[..2],
+        [
+            format!("id=marked v=two image={}", libraries.tag()).as_str(),
+            "made=with-libraries"
+        ][..],
+        "{}",
+        run.stdout
+    );
+    assert_eq!(marked.last(), Some(&"made-by-marked"));
+    assert_eq!(status_of(&run, "plain"), "SUCCEEDED");
+    assert_eq!(status_of(&run, "marked"), "SUCCEEDED");
+    assert!(!b.src().join("made-by-plain").exists());
+    assert_own_containers_removed(&run, &["plain", "marked"], &before);
+}
+
+#[test]
+fn fast_fail_in_containers_stops_the_sibling_and_removes_every_container() {
+    let _serial = serial();
+    let base = buildagent_tests::services::base_image();
+    let before = agent_containers();
+    let b = Batch::new(&format!(
+        "version: 0.2\nbatch:\n  fast-fail: true\n  build-list:\n    - identifier: sleeper\n    - identifier: broken\n      env:\n        variables:\n          FAIL: 'yes'\n    - identifier: queued\nphases:\n  build:\n    commands:\n      - {PRINT_CONTAINER}\n      - if [ -n \"$FAIL\" ]; then sleep 2; exit 3; fi\n      - sleep 600\n"
+    ));
+    let started = Instant::now();
+    let run = b.run(&["-i", &base, "-j", "2", "--grace", "1s"]);
+    run.expect_code(1);
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(status_of(&run, "broken"), "FAILED", "{}", run.stdout);
+    assert_eq!(status_of(&run, "sleeper"), "STOPPED", "{}", run.stdout);
+    assert_eq!(status_of(&run, "queued"), "NOT_STARTED");
+    assert!(
+        run.stdout.contains("Fast-fail: a build failed"),
+        "{}",
+        run.stdout
+    );
+    assert_own_containers_removed(&run, &["sleeper", "broken"], &before);
+}
+
+#[test]
+fn a_matrix_runs_in_containers_with_each_combination_its_image_and_variable() {
+    let _serial = serial();
+    let base = buildagent_tests::services::base_image();
+    let libraries = image_with_libraries();
+    let before = agent_containers();
+    let b = Batch::new(&format!(
+        "version: 0.2\nbatch:\n  build-matrix:\n    dynamic:\n      env:\n        image:\n          - {base}\n          - {}\n        variables:\n          FLAVOUR: [plain, salted]\nphases:\n  build:\n    commands:\n      - echo \"$CODEBUILD_BATCH_BUILD_IDENTIFIER $FLAVOUR $CODEBUILD_BUILD_IMAGE\"\n      - {PRINT_IMAGE}\n      - {PRINT_CONTAINER}\n",
+        libraries.tag()
+    ));
+    let run = b.run(&["-j", "2"]);
+    // Without -i the builds run on this machine: the images are not used.
+    run.expect_code(0);
+    assert_eq!(printed(&run, "matrix_4")[1], "made=base", "{}", run.stdout);
+
+    let run = b.run(&["-i", &base, "-j", "2"]);
+    run.expect_code(0);
+    let rows = summary(&run);
+    assert_eq!(rows.len(), 4, "{}", run.stdout);
+    let expected = [
+        ("matrix_1", "plain", base.as_str(), "base"),
+        ("matrix_2", "salted", base.as_str(), "base"),
+        ("matrix_3", "plain", libraries.tag(), "with-libraries"),
+        ("matrix_4", "salted", libraries.tag(), "with-libraries"),
+    ];
+    for (id, flavour, image, made) in expected {
+        assert_eq!(
+            printed(&run, id)[..2],
+            [
+                format!("{id} {flavour} {image}").as_str(),
+                format!("made={made}").as_str()
+            ][..],
+            "{}",
+            run.stdout
+        );
+        assert_eq!(rows[id].0, "SUCCEEDED");
+        assert_eq!(rows[id].2, format!("image={image} FLAVOUR={flavour}"));
+    }
+    assert_own_containers_removed(
+        &run,
+        &["matrix_1", "matrix_2", "matrix_3", "matrix_4"],
+        &before,
+    );
+}
+
+#[test]
+fn fanout_shards_in_containers_run_every_test_file_exactly_once() {
+    let _serial = serial();
+    let libraries = image_with_libraries();
+    let before = agent_containers();
+    for strategy in ["equal-distribution", "stability"] {
+        let b = Batch::new(&format!(
+            "version: 0.2\nbatch:\n  build-fanout:\n    parallelism: 3\nphases:\n  build:\n    commands:\n      - codebuild-tests-run --test-command 'sh run-tests.sh' --files-search \"codebuild-glob-search 'tests/**/*.sh'\" --sharding-strategy \"$STRATEGY\"\n      - echo \"key=$(codebuild-hash-files run-tests.sh)\"\n      - {PRINT_CONTAINER}\n"
+        ));
+        for i in 0..7 {
+            b.s.write(&format!("src/tests/unit/t{i}.sh"), "");
+        }
+        b.s.write("src/tests/not-a-test.txt", "");
+        b.s.write(
+            "src/run-tests.sh",
+            format!(
+                "{PRINT_IMAGE}\nfor f in \"$@\"; do echo \"ran $f\"; done\nprintf 'var %s\\n' $CODEBUILD_CURRENT_SHARD_FILES\n"
+            ),
+        );
+        let run = b.run(&[
+            "-i",
+            libraries.tag(),
+            "-j",
+            "3",
+            "--env-var",
+            &format!("STRATEGY={strategy}"),
+        ]);
+        run.expect_code(0);
+        assert!(
+            !run.stdout.contains("is not available"),
+            "{strategy}: the helpers run in the image\n{}",
+            run.stdout
+        );
+        let mut all = Vec::new();
+        for shard in 1..=3 {
+            let id = format!("shard_{shard}");
+            let lines = printed(&run, &id);
+            let ran: Vec<&str> = lines
+                .iter()
+                .filter_map(|l| l.strip_prefix("ran "))
+                .collect();
+            let var: Vec<&str> = lines
+                .iter()
+                .filter_map(|l| l.strip_prefix("var "))
+                .collect();
+            assert_eq!(
+                ran, var,
+                "{strategy} {id}: the variable holds the same files"
+            );
+            if !ran.is_empty() {
+                assert!(lines.contains(&"made=with-libraries"), "{}", run.stdout);
+            }
+            // codebuild-hash-files ran in the container too.
+            let key = lines
+                .iter()
+                .find_map(|l| l.strip_prefix("key="))
+                .unwrap_or_else(|| panic!("{id}: no key\n{}", run.stdout));
+            assert_eq!(key.len(), 64, "{}", run.stdout);
+            all.extend(ran.into_iter().map(str::to_string));
+        }
+        all.sort();
+        let expected: Vec<String> = (0..7).map(|i| format!("tests/unit/t{i}.sh")).collect();
+        assert_eq!(
+            all, expected,
+            "{strategy}: every file exactly once\n{}",
+            run.stdout
+        );
+        assert_own_containers_removed(&run, &["shard_1", "shard_2", "shard_3"], &before);
+    }
+    // In the base image (busybox, no C library) the agent's executable cannot run: the shards
+    // fail, and each says why rather than only `codebuild-tests-run: not found`.
+    let b = Batch::new(&format!(
+        "version: 0.2\nbatch:\n  build-fanout:\n    parallelism: 2\nphases:\n  build:\n    commands:\n      - {PRINT_CONTAINER}\n      - codebuild-tests-run --test-command 'echo' --files-search \"codebuild-glob-search '*.yml'\"\n"
+    ));
+    let run = b.run(&["-i", &buildagent_tests::services::base_image(), "-j", "2"]);
+    run.expect_code(1);
+    for id in ["shard_1", "shard_2"] {
+        assert_eq!(status_of(&run, id), "FAILED");
+        assert!(
+            run.stdout.lines().any(|l| {
+                l.starts_with(&format!("[{id}] [Container] "))
+                    && l.contains(
+                        "Warning: codebuild-hash-files is not available: the agent's executable",
+                    )
+                    && l.contains(
+                        "(nor are codebuild-tests-run and codebuild-glob-search, the same executable)",
+                    )
+            }),
+            "{}",
+            run.stdout
+        );
+    }
+    assert_own_containers_removed(&run, &["shard_1", "shard_2"], &before);
+}
+
+/// The agent's containers made since `before`, once `count` of them run `sleep 600`.
+fn wait_for_sleeping_containers(before: &[String], count: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let sleeping: Vec<String> = agent_containers()
+            .into_iter()
+            .filter(|c| !before.contains(c))
+            .filter(|c| {
+                buildagent_tests::images::docker(["top", c.as_str()])
+                    .stdout
+                    .contains("sleep 600")
+            })
+            .collect();
+        if sleeping.len() >= count {
+            return sleeping;
+        }
+        assert!(Instant::now() < deadline, "the builds never slept");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn ctrl_c_and_the_batch_timeout_end_every_build_in_containers() {
+    let _serial = serial();
+    let base = buildagent_tests::services::base_image();
+    let before = agent_containers();
+    let spec = "version: 0.2\nbatch:\n  build-list:\n    - identifier: one\n    - identifier: two\n    - identifier: three\nphases:\n  build:\n    commands:\n      - sleep 600\n";
+    let b = Batch::new(spec);
+    let child =
+        b.s.command(b.args(&["-i", &base, "-j", "2", "--grace", "2s"]))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+    let sleeping = wait_for_sleeping_containers(&before, 2);
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let run = Run::from(child.wait_with_output().unwrap());
+    run.expect_code(130);
+    assert_eq!(status_of(&run, "one"), "STOPPED");
+    assert_eq!(status_of(&run, "two"), "STOPPED");
+    assert_eq!(status_of(&run, "three"), "NOT_STARTED");
+    let left: Vec<String> = agent_containers()
+        .into_iter()
+        .filter(|c| sleeping.contains(c) || !before.contains(c))
+        .collect();
+    assert!(left.is_empty(), "containers left after Ctrl-C: {left:?}");
+
+    let run = b.run(&[
+        "-i",
+        &base,
+        "-j",
+        "3",
+        "--batch-timeout",
+        "4s",
+        "--grace",
+        "1s",
+    ]);
+    run.expect_code(124);
+    for id in ["one", "two", "three"] {
+        assert_eq!(status_of(&run, id), "TIMED_OUT", "{}", run.stdout);
+    }
+    let left: Vec<String> = agent_containers()
+        .into_iter()
+        .filter(|c| !before.contains(c))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "containers left after the timeout: {left:?}"
+    );
 }
