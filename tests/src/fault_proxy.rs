@@ -1,7 +1,8 @@
 //! A fault-injecting HTTP/1.1 proxy on loopback, in front of a real service (moto, a registry,
 //! S3): it passes requests through, or for a while answers them itself (429/503 throttling, any
-//! canned error), refuses connections, or drops them without an answer, so that tests see how
-//! the agent behaves when a service is slow, throttles or is down, then comes back.
+//! canned error), refuses connections, drops them without an answer, or passes them and loses
+//! the answer, so that tests see how the agent behaves when a service is slow, throttles or is
+//! down, then comes back.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -66,6 +67,9 @@ pub enum Fault {
     /// Read each request, then close the connection without an answer (the client sees the
     /// connection end in the middle of an exchange).
     Drop,
+    /// Pass each request to the upstream, then close the connection without its answer: the
+    /// request took effect, and the client cannot know it (it will send it again).
+    LoseAnswer,
 }
 
 impl Fault {
@@ -131,6 +135,9 @@ pub struct Stats {
     pub dropped: u64,
     /// Times the listening socket was closed for a [`Fault::Refuse`] phase.
     pub refusals: u64,
+    /// Requests passed to the upstream and answered by it, whose answer was not relayed
+    /// ([`Fault::LoseAnswer`]).
+    pub lost_answers: u64,
 }
 
 struct Schedule {
@@ -404,6 +411,15 @@ fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
                     return Ok(());
                 }
             }
+            Fault::LoseAnswer => {
+                if forward(&request, shared.upstream).is_ok() {
+                    shared.count(|s| s.lost_answers += 1);
+                } else {
+                    shared.count(|s| s.dropped += 1);
+                }
+                let _ = client.shutdown(std::net::Shutdown::Both);
+                return Ok(());
+            }
             Fault::Drop | Fault::Refuse => {
                 shared.count(|s| s.dropped += 1);
                 let _ = client.shutdown(std::net::Shutdown::Both);
@@ -624,6 +640,7 @@ mod tests {
             vec![
                 (Fault::status(503), Until::Requests(2)),
                 (Fault::Drop, Until::Requests(1)),
+                (Fault::LoseAnswer, Until::Requests(1)),
                 (Fault::Refuse, Until::Elapsed(Duration::from_millis(300))),
             ],
         );
@@ -631,6 +648,8 @@ mod tests {
         assert!(get(addr).unwrap().starts_with("HTTP/1.1 503 "));
         assert!(get(addr).unwrap().starts_with("HTTP/1.1 503 "));
         // Dropped: the connection ends without an answer.
+        assert_eq!(get(addr).unwrap_or_default(), "");
+        // Passed, but the answer is lost on the way back.
         assert_eq!(get(addr).unwrap_or_default(), "");
         // Now refusing, for 300 ms from the first look at the schedule.
         let refused_until = Instant::now() + Duration::from_secs(5);
@@ -647,7 +666,10 @@ mod tests {
         assert!(saw_refusal);
         assert!(proxy.faults_over());
         let stats = proxy.stats();
-        assert_eq!((stats.answered, stats.refusals), (2, 1));
+        assert_eq!(
+            (stats.answered, stats.refusals, stats.lost_answers),
+            (2, 1, 1)
+        );
         assert!(stats.dropped >= 1 && stats.passed >= 1, "{stats:?}");
     }
 }
