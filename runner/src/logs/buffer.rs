@@ -152,8 +152,8 @@ impl LogBuffer {
         if bytes.is_empty() {
             return;
         }
-        // Counted before the lock: one pass the compiler vectorises.
-        let lines = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+        // Counted before the lock.
+        let lines = newlines(bytes);
         let mut state = self.lock();
         if state.closed {
             return;
@@ -327,7 +327,7 @@ impl LogBuffer {
                 spill.read += records.len() as u64;
                 let mut lines = 0;
                 for_each_record(&records, |timestamp, bytes| {
-                    lines += bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+                    lines += newlines(bytes);
                     cutter.push(timestamp, bytes);
                 });
                 spill.lines -= lines.min(spill.lines);
@@ -391,6 +391,16 @@ fn read_records(file: &File, from: u64, unread: u64) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The newlines in `bytes`. Counted in runs of 255 bytes into a `u8`, which the compiler turns
+/// into byte-wide vector compares (a plain `filter().count()` into a `usize` does not
+/// vectorise as well: it was the build thread's largest cost in the sink's profile).
+fn newlines(bytes: &[u8]) -> u64 {
+    bytes
+        .chunks(255)
+        .map(|run| u64::from(run.iter().map(|&b| u8::from(b == b'\n')).sum::<u8>()))
+        .sum()
+}
+
 fn record_len(record: &[u8]) -> usize {
     u32::from_le_bytes(record[8..HEADER].try_into().expect("4 bytes")) as usize
 }
@@ -409,7 +419,8 @@ fn open_spill(dir: &Path) -> io::Result<Spill> {
     let file = tempfile::tempfile_in(dir)?;
     let reader = Arc::new(file.try_clone()?);
     Ok(Spill {
-        writer: BufWriter::with_capacity(64 * 1024, file),
+        // Chunks of output (up to 64 KiB) are gathered into writes of a block.
+        writer: BufWriter::with_capacity(BLOCK, file),
         reader,
         written: 0,
         read: 0,
@@ -746,6 +757,16 @@ mod tests {
         let expected: Vec<String> = (1..=next).map(|i| format!("{i:04}\n")).collect();
         assert_eq!(taken, expected);
         assert!(buffer.stats().spilled > 0);
+    }
+
+    #[test]
+    fn newlines_are_counted_across_runs() {
+        let text: Vec<u8> = (0..10_000u32)
+            .map(|i| if i % 3 == 0 { b'\n' } else { b'x' })
+            .collect();
+        assert_eq!(newlines(&text), 3334);
+        assert_eq!(newlines(&[b'\n'; 600]), 600);
+        assert_eq!(newlines(b""), 0);
     }
 
     #[test]
