@@ -21,7 +21,7 @@
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::resource::{getrusage, UsageWho};
 
@@ -129,18 +129,19 @@ fn undelivered(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// How long the end of the build waited for the sink: from the log line before the warning
-/// about undelivered lines to the warning (zero without one).
-fn flush_wait(dir: &Path) -> Duration {
+/// How long the end of the build waited for the sink: from the warning about undelivered lines
+/// (stamped when the sinks' end began) to `ended`, when the agent had exited (zero without a
+/// warning).
+fn flush_wait(dir: &Path, ended: SystemTime) -> Duration {
     let text = std::fs::read_to_string(dir.join("build.log")).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let Some(at) = lines
-        .iter()
-        .rposition(|l| l.contains("log line(s) were not delivered"))
+    let Some(warning) = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("log line(s) were not delivered"))
     else {
         return Duration::ZERO;
     };
-    // `[Container] YYYY/MM/DD HH:MM:SS.ffffff ...`: seconds of the day.
+    // `[Container] YYYY/MM/DD HH:MM:SS.ffffff ...`: seconds of the (UTC) day.
     let seconds = |line: &str| -> Option<f64> {
         let time = line.strip_prefix("[Container] ")?.split(' ').nth(1)?;
         let mut parts = time.split(':');
@@ -149,10 +150,10 @@ fn flush_wait(dir: &Path) -> Duration {
         let s: f64 = parts.next()?.parse().ok()?;
         Some(h * 3600.0 + m * 60.0 + s)
     };
-    let before = lines[..at].iter().rev().find_map(|l| seconds(l));
-    match (before, seconds(lines[at])) {
-        (Some(a), Some(b)) => Duration::from_secs_f64((b - a).rem_euclid(86_400.0)),
-        _ => Duration::ZERO,
+    let end = ended.duration_since(UNIX_EPOCH).unwrap().as_secs_f64() % 86_400.0;
+    match seconds(warning) {
+        Some(at) => Duration::from_secs_f64((end - at).rem_euclid(86_400.0)),
+        None => Duration::ZERO,
     }
 }
 
@@ -179,7 +180,8 @@ fn main() {
     // Build time: the file alone first (its peak RSS is the baseline of RUSAGE_CHILDREN, which
     // keeps the largest of the children waited for).
     let (mut alone, mut with_sink, mut spilling) = (Vec::new(), Vec::new(), Vec::new());
-    // The same, less the end's wait for the sink (the flush timeout): the build's own time.
+    // The same, less the end's wait for the sink (the flush timeout, and the agent's exit freeing
+    // the spill file): the build's own time.
     let (mut with_sink_own, mut spilling_own) = (Vec::new(), Vec::new());
     let (mut rss_alone, mut rss_sink, mut left) = (0, 0, 0);
     // Nothing listens on port 9 of loopback: connections are refused, everything spills.
@@ -192,13 +194,13 @@ fn main() {
         let group = format!("bench:{}-{round}", std::process::id());
         let sink = ["--cloudwatch-logs", &group, "--log-flush-timeout", "1s"];
         with_sink.push(run_agent(dir, &moto, &sink));
-        with_sink_own.push(with_sink[round] - flush_wait(dir));
+        with_sink_own.push(with_sink[round].saturating_sub(flush_wait(dir, SystemTime::now())));
         if round == 0 {
             rss_sink = max_rss_mib();
             left = undelivered(dir);
         }
         spilling.push(run_agent_at(dir, closed, &sink));
-        spilling_own.push(spilling[round] - flush_wait(dir));
+        spilling_own.push(spilling[round].saturating_sub(flush_wait(dir, SystemTime::now())));
     }
     let (alone, with_sink, spilling) = (median(alone), median(with_sink), median(spilling));
     let (with_sink_own, spilling_own) = (median(with_sink_own), median(spilling_own));
@@ -207,7 +209,7 @@ fn main() {
          peak RSS {} MiB alone, {} MiB with the sink (largest child so far; target < 64 MiB); \
          {left} of {} events not yet delivered when the 1 s flush timeout ended (spilled to disk, reported); \
          with the sink to a closed port (all spilled, moto idle) {:.2} s, ratio {:.2}x; \
-         less the end's wait for the sink (the 1 s flush timeout): {:.2} s ({:.2}x) to moto, {:.2} s ({:.2}x) to the closed port",
+         less the end's wait for the sink (the 1 s flush timeout and the exit freeing the spill file): {:.2} s ({:.2}x) to moto, {:.2} s ({:.2}x) to the closed port",
         alone.as_secs_f64(),
         with_sink.as_secs_f64(),
         with_sink.as_secs_f64() / alone.as_secs_f64(),

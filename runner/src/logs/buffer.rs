@@ -6,7 +6,7 @@
 //! order once memory has drained), so a service that is slow or down costs disk, not the build's
 //! time or the agent's memory. Everything per line (cutting, timestamps, text, batches) happens
 //! on the consumer's thread: it takes chunks ([`LogBuffer::take`]), cuts them into lines with a
-//! [`LineCutter`] and batches them to a service's limits ([`Batcher`], [`BatchLimits`]).
+//! [`LineCutter`] and batches them to a service's limits ([`LineCutter::batch`], [`BatchLimits`]).
 
 use std::collections::VecDeque;
 use std::fs::File;
