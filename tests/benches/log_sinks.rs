@@ -9,7 +9,11 @@
 //! - build time: 1 GiB of 40-byte lines (`BUILDAGENT_BENCH_LOG_MIB` to change the size). The
 //!   sink never holds the build: what the service has not taken spills to disk, and the end
 //!   waits `--log-flush-timeout 1s`; the lines left undelivered are counted from the warning.
-//!   Wall time ratio (target <= 1.2x) and peak RSS of the agent (target < 64 MiB).
+//!   Wall time ratio (target <= 1.2x) and peak RSS of the agent (target < 64 MiB). Also with
+//!   the sink pointed at a closed port (everything spills, no moto working beside the build):
+//!   the sink's own cost, without moto's CPU (a Python server taking events competes with the
+//!   build for the machine's cores). `BUILDAGENT_BENCH_ROUNDS` (default 1) runs each of the
+//!   three that many times, interleaved, and takes the medians.
 //! - delivery: a smaller log (16 MiB, `BUILDAGENT_BENCH_DELIVER_MIB`) delivered whole to moto
 //!   (`--log-flush-timeout 10m`): the build's wall time with the wait for the last line, and
 //!   the sink's throughput in events per second (moto, a Python server, is the bottleneck).
@@ -17,12 +21,12 @@
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::resource::{getrusage, UsageWho};
 
 mod common;
-use common::agent;
+use common::{agent, median};
 
 const LINE: &str = "a short line of build output, 40 bytes.";
 
@@ -81,6 +85,10 @@ fn buildspec(dir: &Path, lines: u64) {
 }
 
 fn run_agent(dir: &Path, moto: &Moto, extra: &[&str]) -> Duration {
+    run_agent_at(dir, &moto.endpoint, extra)
+}
+
+fn run_agent_at(dir: &Path, endpoint: &str, extra: &[&str]) -> Duration {
     let t = Instant::now();
     let status = Command::new(agent())
         .current_dir(dir)
@@ -94,7 +102,7 @@ fn run_agent(dir: &Path, moto: &Moto, extra: &[&str]) -> Duration {
             "build.log",
         ])
         .args(extra)
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("AWS_ENDPOINT_URL", endpoint)
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_REGION", "us-east-1")
@@ -121,6 +129,34 @@ fn undelivered(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// How long the end of the build waited for the sink: from the warning about undelivered lines
+/// (stamped when the sinks' end began) to `ended`, when the agent had exited (zero without a
+/// warning).
+fn flush_wait(dir: &Path, ended: SystemTime) -> Duration {
+    let text = std::fs::read_to_string(dir.join("build.log")).unwrap();
+    let Some(warning) = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("log line(s) were not delivered"))
+    else {
+        return Duration::ZERO;
+    };
+    // `[Container] YYYY/MM/DD HH:MM:SS.ffffff ...`: seconds of the (UTC) day.
+    let seconds = |line: &str| -> Option<f64> {
+        let time = line.strip_prefix("[Container] ")?.split(' ').nth(1)?;
+        let mut parts = time.split(':');
+        let h: f64 = parts.next()?.parse().ok()?;
+        let m: f64 = parts.next()?.parse().ok()?;
+        let s: f64 = parts.next()?.parse().ok()?;
+        Some(h * 3600.0 + m * 60.0 + s)
+    };
+    let end = ended.duration_since(UNIX_EPOCH).unwrap().as_secs_f64() % 86_400.0;
+    match seconds(warning) {
+        Some(at) => Duration::from_secs_f64((end - at).rem_euclid(86_400.0)),
+        None => Duration::ZERO,
+    }
+}
+
 fn max_rss_mib() -> i64 {
     getrusage(UsageWho::RUSAGE_CHILDREN).unwrap().max_rss() / 1024
 }
@@ -136,28 +172,56 @@ fn main() {
     let lines = (mib << 20) / (LINE.len() as u64 + 1);
     buildspec(dir, lines);
 
+    let rounds: usize = std::env::var("BUILDAGENT_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     // Build time: the file alone first (its peak RSS is the baseline of RUSAGE_CHILDREN, which
     // keeps the largest of the children waited for).
-    let alone = run_agent(dir, &moto, &[]);
-    let rss_alone = max_rss_mib();
-    let group = format!("bench:{}", std::process::id());
-    let with_sink = run_agent(
-        dir,
-        &moto,
-        &["--cloudwatch-logs", &group, "--log-flush-timeout", "1s"],
-    );
-    let rss_sink = max_rss_mib();
-    let left = undelivered(dir);
+    let (mut alone, mut with_sink, mut spilling) = (Vec::new(), Vec::new(), Vec::new());
+    // The same, less the end's wait for the sink (the flush timeout, and the agent's exit freeing
+    // the spill file): the build's own time.
+    let (mut with_sink_own, mut spilling_own) = (Vec::new(), Vec::new());
+    let (mut rss_alone, mut rss_sink, mut left) = (0, 0, 0);
+    // Nothing listens on port 9 of loopback: connections are refused, everything spills.
+    let closed = "http://127.0.0.1:9";
+    for round in 0..rounds {
+        alone.push(run_agent(dir, &moto, &[]));
+        if round == 0 {
+            rss_alone = max_rss_mib();
+        }
+        let group = format!("bench:{}-{round}", std::process::id());
+        let sink = ["--cloudwatch-logs", &group, "--log-flush-timeout", "1s"];
+        with_sink.push(run_agent(dir, &moto, &sink));
+        with_sink_own.push(with_sink[round].saturating_sub(flush_wait(dir, SystemTime::now())));
+        if round == 0 {
+            rss_sink = max_rss_mib();
+            left = undelivered(dir);
+        }
+        spilling.push(run_agent_at(dir, closed, &sink));
+        spilling_own.push(spilling[round].saturating_sub(flush_wait(dir, SystemTime::now())));
+    }
+    let (alone, with_sink, spilling) = (median(alone), median(with_sink), median(spilling));
+    let (with_sink_own, spilling_own) = (median(with_sink_own), median(spilling_own));
     println!(
-        "build time, {mib} MiB in {lines} lines: --log-file alone {:.2} s, with --cloudwatch-logs {:.2} s, ratio {:.2}x (target <= 1.2x); \
+        "build time, {mib} MiB in {lines} lines (median of {rounds}): --log-file alone {:.2} s, with --cloudwatch-logs {:.2} s, ratio {:.2}x (target <= 1.2x); \
          peak RSS {} MiB alone, {} MiB with the sink (largest child so far; target < 64 MiB); \
-         {left} of {} events not yet delivered when the 1 s flush timeout ended (spilled to disk, reported)",
+         {left} of {} events not yet delivered when the 1 s flush timeout ended (spilled to disk, reported); \
+         with the sink to a closed port (all spilled, moto idle) {:.2} s, ratio {:.2}x; \
+         less the end's wait for the sink (the 1 s flush timeout and the exit freeing the spill file): {:.2} s ({:.2}x) to moto, {:.2} s ({:.2}x) to the closed port",
         alone.as_secs_f64(),
         with_sink.as_secs_f64(),
         with_sink.as_secs_f64() / alone.as_secs_f64(),
         rss_alone,
         rss_sink,
         lines + 8,
+        spilling.as_secs_f64(),
+        spilling.as_secs_f64() / alone.as_secs_f64(),
+        with_sink_own.as_secs_f64(),
+        with_sink_own.as_secs_f64() / alone.as_secs_f64(),
+        spilling_own.as_secs_f64(),
+        spilling_own.as_secs_f64() / alone.as_secs_f64(),
     );
 
     // Delivery of a smaller log, whole.

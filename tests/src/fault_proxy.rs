@@ -1,9 +1,9 @@
 //! A fault-injecting HTTP/1.1 proxy on loopback, in front of a real service (moto, a registry,
 //! S3): it passes requests through, or for a while answers them itself (429/503 throttling, any
-//! canned error), refuses connections, drops them without an answer, resets them in the middle
-//! of a body, stalls them, or cuts an answer's body short, so that tests see how the agent
-//! behaves when a service is slow, throttles or is down, then comes back. [`Stats::injected`]
-//! counts the faults it injected.
+//! canned error), refuses connections, drops them without an answer, passes them and loses the
+//! answer, resets them in the middle of a body, stalls them, or cuts an answer's body short, so
+//! that tests see how the agent behaves when a service is slow, throttles or is down, then comes
+//! back. [`Stats::injected`] counts the faults it injected.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -80,6 +80,9 @@ pub enum Fault {
     /// half of its body, then close the connection cleanly: a body cut short (an answer without
     /// a body is cut in the middle of its head).
     Truncate,
+    /// Pass each request to the upstream, then close the connection without its answer: the
+    /// request took effect, and the client cannot know it (it will send it again).
+    LoseAnswer,
 }
 
 impl Fault {
@@ -189,12 +192,22 @@ pub struct Stats {
     pub stalls: u64,
     /// Answers whose body was cut short ([`Fault::Truncate`]).
     pub truncations: u64,
+    /// Requests passed to the upstream and answered by it, whose answer was not relayed
+    /// ([`Fault::LoseAnswer`]).
+    pub lost_answers: u64,
 }
 
 impl Stats {
-    /// Every fault injected: answers, drops, refusals, resets, stalls and truncations.
+    /// Every fault injected: answers, drops, refusals, resets, stalls, truncations and lost
+    /// answers.
     pub fn injected(&self) -> u64 {
-        self.answered + self.dropped + self.refusals + self.resets + self.stalls + self.truncations
+        self.answered
+            + self.dropped
+            + self.refusals
+            + self.resets
+            + self.stalls
+            + self.truncations
+            + self.lost_answers
     }
 }
 
@@ -528,6 +541,15 @@ fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
                 let _ = client.shutdown(std::net::Shutdown::Both);
                 return Ok(());
             }
+            Fault::LoseAnswer => {
+                if forward(&request, shared.upstream).is_ok() {
+                    shared.count(|s| s.lost_answers += 1);
+                } else {
+                    shared.count(|s| s.dropped += 1);
+                }
+                let _ = client.shutdown(std::net::Shutdown::Both);
+                return Ok(());
+            }
             Fault::Drop | Fault::Refuse => {
                 shared.count(|s| s.dropped += 1);
                 let _ = client.shutdown(std::net::Shutdown::Both);
@@ -814,6 +836,7 @@ mod tests {
             vec![
                 (Fault::status(503), Until::Requests(2)),
                 (Fault::Drop, Until::Requests(1)),
+                (Fault::LoseAnswer, Until::Requests(1)),
                 (Fault::Refuse, Until::Elapsed(Duration::from_millis(300))),
             ],
         );
@@ -821,6 +844,8 @@ mod tests {
         assert!(get(addr).unwrap().starts_with("HTTP/1.1 503 "));
         assert!(get(addr).unwrap().starts_with("HTTP/1.1 503 "));
         // Dropped: the connection ends without an answer.
+        assert_eq!(get(addr).unwrap_or_default(), "");
+        // Passed, but the answer is lost on the way back.
         assert_eq!(get(addr).unwrap_or_default(), "");
         // Now refusing, for 300 ms from the first look at the schedule.
         let refused_until = Instant::now() + Duration::from_secs(5);
@@ -837,7 +862,10 @@ mod tests {
         assert!(saw_refusal);
         assert!(proxy.faults_over());
         let stats = proxy.stats();
-        assert_eq!((stats.answered, stats.refusals), (2, 1));
+        assert_eq!(
+            (stats.answered, stats.refusals, stats.lost_answers),
+            (2, 1, 1)
+        );
         assert!(stats.dropped >= 1 && stats.passed >= 1, "{stats:?}");
     }
 

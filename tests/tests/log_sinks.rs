@@ -377,6 +377,78 @@ fn throttling_then_refused_connections_lose_nothing_and_do_not_hold_the_build() 
     assert!(!result.stdout.contains("logs_undelivered"));
 }
 
+#[test]
+fn an_older_endpoints_sequence_token_and_already_accepted_answers_lose_nothing_and_add_nothing() {
+    let moto = Moto::new();
+    let sandbox = Sandbox::new();
+    let (group, stream) = names("tokens");
+    // Only PutLogEvents sees the faults, one request each: the first batch passes; the second
+    // is refused for its sequence token (and sent again with the one expected); that one
+    // reaches moto but its answer is lost, so it is sent a third time and the endpoint says
+    // it already has it. Moto ignores sequence tokens, as the current service does.
+    let proxy = FaultProxy::start_matching(
+        &moto.aws.endpoint,
+        Some("PutLogEvents"),
+        vec![
+            (Fault::Pass, Until::Requests(1)),
+            (
+                Fault::aws_json(
+                    400,
+                    r#"{"__type":"InvalidSequenceTokenException","message":"The given sequenceToken is invalid. The next expected sequenceToken is: 49039859","expectedSequenceToken":"49039859"}"#,
+                ),
+                Until::Requests(1),
+            ),
+            (Fault::LoseAnswer, Until::Requests(1)),
+            (
+                Fault::aws_json(
+                    400,
+                    r#"{"__type":"DataAlreadyAcceptedException","message":"The given batch of log events has already been accepted. The next batch can be sent with sequenceToken: 49039860","expectedSequenceToken":"49039860"}"#,
+                ),
+                Until::Requests(1),
+            ),
+        ],
+    );
+    // 30,000 lines: at least three batches of 10,000 events.
+    buildspec(&sandbox, &["seq 1 30000", "echo last line"]);
+    let target = format!("{group}:{stream}");
+    let record = sandbox.path().join("batches.txt");
+    let result = run(
+        &sandbox,
+        &moto,
+        &[
+            "--cloudwatch-logs",
+            &target,
+            "--log-file",
+            "build.log",
+            "--log-format",
+            "json",
+            "--log-flush-timeout",
+            "5m",
+        ],
+        &[
+            ("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", &proxy.url()),
+            ("BUILDAGENT_TEST_CWL_BATCHES", record.to_str().unwrap()),
+        ],
+    );
+    result.expect_code(0);
+    let stats = proxy.stats();
+    assert!(proxy.faults_over(), "{stats:?}");
+    assert_eq!((stats.answered, stats.lost_answers), (2, 1), "{stats:?}");
+    let file = std::fs::read_to_string(sandbox.path().join("build.log")).unwrap();
+    let events = moto.events(&group, &stream);
+    let sent: String = events.iter().map(|(_, m)| m.as_str()).collect();
+    assert_eq!(sent.len(), file.len(), "nothing lost, nothing twice");
+    assert_eq!(sent, file);
+    assert!(!result.stdout.contains("logs_undelivered"));
+    // Each batch counted once as accepted, the one the endpoint already had included.
+    let recorded: i64 = std::fs::read_to_string(&record)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').next().unwrap().parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(recorded as usize, events.len());
+}
+
 /// RFC 3339 with microseconds in UTC, as events write `at` (comparable as strings).
 fn rfc3339(t: SystemTime) -> String {
     let out = Command::new("date")

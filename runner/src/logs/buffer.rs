@@ -1,22 +1,29 @@
 //! The queue between the build and a slow consumer: bounded in memory, spilling to a local file.
 //!
-//! [`LogBuffer::push`] never waits for the consumer: lines go to memory up to a budget, then to
-//! a spill file (appended, read back in order once memory has drained), so a service that is slow
-//! or down costs disk, not the build's time or the agent's memory. The consumer takes
-//! [`Batch`]es cut to a service's limits ([`BatchLimits`]).
+//! The build's side is as cheap as it can be: [`LogBuffer::push`] appends a chunk of the log
+//! (many lines, as read from a command's output) with the time it was read, and never waits for
+//! the consumer. Chunks go to memory up to a budget, then to a spill file (appended, read back in
+//! order once memory has drained), so a service that is slow or down costs disk, not the build's
+//! time or the agent's memory. Everything per line (cutting, timestamps, text, batches) happens
+//! on the consumer's thread: it takes chunks ([`LogBuffer::take`]), cuts them into lines with a
+//! [`LineCutter`] and batches them to a service's limits ([`LineCutter::batch`], [`BatchLimits`]).
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::format::LogLine;
+/// Bytes of a record's header: the time (`i64`) and the length (`u32`), little-endian.
+const HEADER: usize = 12;
 
-/// One queued line: its time in milliseconds since the Unix epoch (never earlier than the line
-/// before it) and its text.
+/// The size of a block of records in memory, and of one read of the spill file.
+const BLOCK: usize = 1 << 20;
+
+/// One line (or, for a line over a service's limit, one piece of it): its time in milliseconds
+/// since the Unix epoch (never earlier than the line before it) and its text.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     /// Milliseconds since the Unix epoch.
@@ -48,53 +55,67 @@ pub struct Batch {
     pub bytes: usize,
 }
 
-/// Counts of what went through a buffer.
+/// Counts of what went through a buffer, in lines (newlines, and an unfinished last line once
+/// the buffer is closed).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BufferStats {
-    /// Entries pushed.
+    /// Lines pushed.
     pub pushed: u64,
-    /// Entries written to the spill file.
+    /// Lines written to the spill file.
     pub spilled: u64,
-    /// Entries lost because the spill file could not be written.
+    /// Lines lost because the spill file could not be written or read back.
     pub lost: u64,
-    /// Entries waiting (in memory or spilled).
-    pub waiting: u64,
+    /// Bytes waiting (in memory or spilled).
+    pub waiting_bytes: u64,
 }
 
 struct Spill {
     writer: BufWriter<File>,
-    reader: File,
-    /// Where the next entry to read starts.
+    /// The same file, for the consumer's positioned reads.
+    reader: Arc<File>,
+    /// Bytes appended (some may still be in the writer's buffer).
+    written: u64,
+    /// Where the next record to read starts.
     read: u64,
-    /// Entries in the file not read yet.
-    entries: u64,
-    bytes: u64,
+    /// Lines in the records not read yet.
+    lines: u64,
+}
+
+impl Spill {
+    fn unread(&self) -> u64 {
+        self.written - self.read
+    }
 }
 
 struct State {
-    memory: VecDeque<Entry>,
+    /// Blocks of records, oldest first; only the last one grows.
+    memory: VecDeque<Vec<u8>>,
     memory_bytes: usize,
+    /// Emptied blocks, kept for reuse (at most a few).
+    spare: Vec<Vec<u8>>,
     spill: Option<Spill>,
     spill_error: Option<String>,
-    last_timestamp: i64,
+    /// Whether the last byte pushed ended a line (true before the first).
+    at_line_start: bool,
     closed: bool,
     stats: BufferStats,
     /// Whether the consumer was woken for the waiting bytes (cleared when it takes).
     woken: bool,
 }
 
-/// A bounded, spilling queue of log lines with one producer side and one consumer side.
+impl State {
+    fn waiting_bytes(&self) -> u64 {
+        self.memory_bytes as u64 + self.spill.as_ref().map_or(0, Spill::unread)
+    }
+}
+
+/// A bounded, spilling queue of log chunks with one producer side and one consumer side.
 pub struct LogBuffer {
     state: Mutex<State>,
     ready: Condvar,
     memory_limit: usize,
     wake_at: usize,
     spill_dir: std::path::PathBuf,
-}
-
-/// Bytes an entry is counted for in memory (its text and the bookkeeping around it).
-fn footprint(entry: &Entry) -> usize {
-    entry.text.len() + std::mem::size_of::<Entry>()
 }
 
 impl LogBuffer {
@@ -105,9 +126,10 @@ impl LogBuffer {
             state: Mutex::new(State {
                 memory: VecDeque::new(),
                 memory_bytes: 0,
+                spare: Vec::new(),
                 spill: None,
                 spill_error: None,
-                last_timestamp: 0,
+                at_line_start: true,
                 closed: false,
                 stats: BufferStats::default(),
                 woken: false,
@@ -123,42 +145,50 @@ impl LogBuffer {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues `lines` in order; never waits for the consumer. Timestamps are kept in order: a
-    /// line stamped earlier than the one before it (a clock set back) takes that one's time.
-    pub fn push(&self, lines: &[LogLine]) {
-        self.push_entries(lines.iter().map(|l| Entry {
-            timestamp: millis(l.at),
-            text: l.text.clone(),
-        }));
-    }
-
-    /// Queues entries in order (see [`LogBuffer::push`]).
-    pub fn push_entries(&self, entries: impl IntoIterator<Item = Entry>) {
+    /// Queues `bytes` of the log, read at `timestamp` (milliseconds since the Unix epoch); never
+    /// waits for the consumer. The bytes need not be whole lines: a line takes the time of the
+    /// chunk its first byte came in.
+    pub fn push(&self, timestamp: i64, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        // Counted before the lock.
+        let lines = newlines(bytes);
         let mut state = self.lock();
         if state.closed {
             return;
         }
-        for mut entry in entries {
-            entry.timestamp = entry.timestamp.max(state.last_timestamp);
-            state.last_timestamp = entry.timestamp;
-            state.stats.pushed += 1;
-            // Order: once something is spilled, everything after it goes to the file too until
-            // the file has been read back.
-            let spilling = state.spill.as_ref().is_some_and(|s| s.entries > 0);
-            if !spilling && state.memory_bytes + footprint(&entry) <= self.memory_limit {
-                state.memory_bytes += footprint(&entry);
-                state.memory.push_back(entry);
-            } else {
-                self.spill(&mut state, &entry);
+        state.stats.pushed += lines;
+        state.at_line_start = bytes.ends_with(b"\n");
+        let size = HEADER + bytes.len();
+        // Order: once something is spilled, everything after it goes to the file too until the
+        // file has been read back.
+        let spilling = state.spill.as_ref().is_some_and(|s| s.unread() > 0);
+        if !spilling && state.memory_bytes + size <= self.memory_limit {
+            state.memory_bytes += size;
+            let room = state
+                .memory
+                .back()
+                .is_some_and(|b| b.capacity() - b.len() >= size);
+            if !room {
+                let mut block = state.spare.pop().unwrap_or_default();
+                block.reserve(size.max(BLOCK));
+                state.memory.push_back(block);
             }
+            let block = state.memory.back_mut().expect("a block");
+            block.extend_from_slice(&timestamp.to_le_bytes());
+            block.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            block.extend_from_slice(bytes);
+        } else {
+            self.spill(&mut state, timestamp, bytes, lines);
         }
-        if !state.woken && waiting_bytes(&state) >= self.wake_at as u64 {
+        if !state.woken && state.waiting_bytes() >= self.wake_at as u64 {
             state.woken = true;
             self.ready.notify_all();
         }
     }
 
-    fn spill(&self, state: &mut State, entry: &Entry) {
+    fn spill(&self, state: &mut State, timestamp: i64, bytes: &[u8], lines: u64) {
         if state.spill.is_none() && state.spill_error.is_none() {
             match open_spill(&self.spill_dir) {
                 Ok(spill) => state.spill = Some(spill),
@@ -171,21 +201,26 @@ impl LogBuffer {
             }
         }
         let Some(spill) = state.spill.as_mut() else {
-            state.stats.lost += 1;
+            state.stats.lost += lines;
             return;
         };
-        let mut record = Vec::with_capacity(12 + entry.text.len());
-        record.extend_from_slice(&entry.timestamp.to_le_bytes());
-        record.extend_from_slice(&(entry.text.len() as u32).to_le_bytes());
-        record.extend_from_slice(entry.text.as_bytes());
-        match spill.writer.write_all(&record) {
+        let mut head = [0u8; HEADER];
+        head[..8].copy_from_slice(&timestamp.to_le_bytes());
+        head[8..].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
+        let written = spill
+            .writer
+            .write_all(&head)
+            .and_then(|()| spill.writer.write_all(bytes));
+        match written {
             Ok(()) => {
-                spill.entries += 1;
-                spill.bytes += entry.text.len() as u64;
-                state.stats.spilled += 1;
+                spill.written += (HEADER + bytes.len()) as u64;
+                spill.lines += lines;
+                state.stats.spilled += lines;
             }
             Err(e) => {
-                state.stats.lost += 1;
+                // The file's end is unknown now: what it holds cannot be read back either.
+                let spill = state.spill.take().expect("a spill file");
+                state.stats.lost += lines + spill.lines;
                 state.spill_error = Some(format!("cannot write the spill file: {e}"));
             }
         }
@@ -194,6 +229,10 @@ impl LogBuffer {
     /// Ends the producer side: later pushes are ignored, and the consumer is woken.
     pub fn close(&self) {
         let mut state = self.lock();
+        if !state.closed && !state.at_line_start {
+            // The log's last line, unfinished.
+            state.stats.pushed += 1;
+        }
         state.closed = true;
         self.ready.notify_all();
     }
@@ -209,12 +248,17 @@ impl LogBuffer {
         self.lock().closed
     }
 
+    /// Whether nothing waits (in memory or in the spill file).
+    pub fn is_empty(&self) -> bool {
+        self.lock().waiting_bytes() == 0
+    }
+
     /// Waits until `wake_at` bytes wait, the buffer is closed, [`LogBuffer::wake`] is called or
     /// `until` passes.
     pub fn wait(&self, until: Instant) {
         let mut state = self.lock();
         loop {
-            if state.closed || waiting_bytes(&state) >= self.wake_at as u64 {
+            if state.closed || state.waiting_bytes() >= self.wake_at as u64 {
                 return;
             }
             let now = Instant::now();
@@ -239,87 +283,82 @@ impl LogBuffer {
         let _ = self.ready.wait_timeout(state, duration);
     }
 
-    /// Takes the next batch within `limits` (empty when nothing waits). An entry too large for
-    /// any batch on its own is taken alone: callers split lines beforehand.
-    pub fn take(&self, limits: &BatchLimits) -> Batch {
+    /// Takes the oldest chunks waiting (about a block, 1 MiB) and gives them to `cutter`, in
+    /// order; false when nothing waited.
+    pub fn take(&self, cutter: &mut LineCutter) -> bool {
         let mut state = self.lock();
         state.woken = false;
-        let mut batch = Batch::default();
-        let fits = |batch: &Batch, entry_len: usize, timestamp: i64| {
-            let first = batch.entries.first().map_or(timestamp, |e| e.timestamp);
-            batch.entries.is_empty()
-                || (batch.entries.len() < limits.max_events
-                    && batch.bytes + entry_len + limits.overhead_per_event <= limits.max_bytes
-                    && timestamp - first <= limits.max_span_ms)
+        if let Some(block) = state.memory.pop_front() {
+            state.memory_bytes -= block.len();
+            drop(state);
+            for_each_record(&block, |timestamp, bytes| cutter.push(timestamp, bytes));
+            let mut block = block;
+            block.clear();
+            let mut state = self.lock();
+            if state.spare.len() < 2 {
+                state.spare.push(block);
+            }
+            return true;
+        }
+        // Memory is empty: continue from the file, in the order the chunks were spilled.
+        let Some(spill) = state.spill.as_mut() else {
+            return false;
         };
-        while let Some(entry) = state.memory.front() {
-            if !fits(&batch, entry.text.len(), entry.timestamp) {
-                return batch;
-            }
-            let entry = state.memory.pop_front().expect("a front entry");
-            state.memory_bytes -= footprint(&entry);
-            batch.bytes += entry.text.len() + limits.overhead_per_event;
-            batch.entries.push(entry);
+        if spill.unread() == 0 {
+            return false;
         }
-        // Memory is empty: continue from the file, in the order the entries were spilled.
-        let mut error = None;
-        if let Some(spill) = state.spill.as_mut() {
-            if spill.entries > 0 {
-                if let Err(e) = spill.writer.flush() {
-                    error = Some(format!("cannot write the spill file: {e}"));
-                }
-            }
-            while spill.entries > 0 {
-                let mut head = [0u8; 12];
-                if let Err(e) = spill.reader.read_exact_at(&mut head, spill.read) {
-                    error = Some(format!("cannot read the spill file: {e}"));
-                    break;
-                }
-                let timestamp = i64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
-                let len = u32::from_le_bytes(head[8..].try_into().expect("4 bytes")) as usize;
-                if !fits(&batch, len, timestamp) {
-                    break;
-                }
-                let mut text = vec![0u8; len];
-                if let Err(e) = spill.reader.read_exact_at(&mut text, spill.read + 12) {
-                    error = Some(format!("cannot read the spill file: {e}"));
-                    break;
-                }
-                spill.read += 12 + len as u64;
-                spill.entries -= 1;
-                spill.bytes -= len as u64;
-                batch.bytes += len + limits.overhead_per_event;
-                batch.entries.push(Entry {
-                    timestamp,
-                    // Written from a String: valid UTF-8.
-                    text: String::from_utf8_lossy(&text).into_owned(),
+        if let Err(e) = spill.writer.flush() {
+            let spill = state.spill.take().expect("a spill file");
+            state.stats.lost += spill.lines;
+            state.spill_error = Some(format!("cannot write the spill file: {e}"));
+            return false;
+        }
+        let (reader, from, unread) = (spill.reader.clone(), spill.read, spill.unread());
+        // Read without the lock: the build keeps appending meanwhile.
+        drop(state);
+        let read = read_records(&reader, from, unread);
+        let mut state = self.lock();
+        let Some(spill) = state.spill.as_mut() else {
+            // Writing failed meanwhile: the file's lines were counted lost.
+            return false;
+        };
+        match read {
+            Ok(records) => {
+                spill.read += records.len() as u64;
+                let mut lines = 0;
+                for_each_record(&records, |timestamp, bytes| {
+                    lines += newlines(bytes);
+                    cutter.push(timestamp, bytes);
                 });
-            }
-            if spill.entries == 0 && spill.read > 0 {
-                // Drained: start the file over so it does not grow for the whole build.
-                if spill.writer.flush().is_ok() && spill.writer.get_ref().set_len(0).is_ok() {
-                    use std::io::Seek;
-                    let _ = spill.writer.get_mut().seek(io::SeekFrom::Start(0));
-                    spill.read = 0;
+                spill.lines -= lines.min(spill.lines);
+                if spill.unread() == 0 {
+                    // Drained: start the file over so it does not grow for the whole build.
+                    if spill.writer.get_ref().set_len(0).is_ok() {
+                        use std::io::Seek;
+                        if spill.writer.get_mut().seek(io::SeekFrom::Start(0)).is_ok() {
+                            spill.read = 0;
+                            spill.written = 0;
+                        }
+                    }
                 }
+                true
+            }
+            Err(e) => {
+                // The rest of the file cannot be read back: those lines are lost, not retried
+                // forever.
+                let spill = state.spill.take().expect("a spill file");
+                state.stats.lost += spill.lines;
+                state.spill_error = Some(format!("cannot read the spill file: {e}"));
+                false
             }
         }
-        if let Some(e) = error {
-            // The rest of the file cannot be read back: those entries are lost, not retried
-            // forever.
-            if let Some(spill) = state.spill.take() {
-                state.stats.lost += spill.entries;
-            }
-            state.spill_error = Some(e);
-        }
-        batch
     }
 
     /// What went through the buffer so far.
     pub fn stats(&self) -> BufferStats {
         let state = self.lock();
         let mut stats = state.stats;
-        stats.waiting = state.memory.len() as u64 + state.spill.as_ref().map_or(0, |s| s.entries);
+        stats.waiting_bytes = state.waiting_bytes();
         stats
     }
 
@@ -329,21 +368,233 @@ impl LogBuffer {
     }
 }
 
-fn waiting_bytes(state: &State) -> u64 {
-    state.memory_bytes as u64 + state.spill.as_ref().map_or(0, |s| s.bytes)
+/// Whole records from `from`: about a block, at least one record (`unread` bytes are there).
+fn read_records(file: &File, from: u64, unread: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = vec![0u8; unread.min(BLOCK as u64) as usize];
+    file.read_exact_at(&mut bytes, from)?;
+    let mut end = 0;
+    while end + HEADER <= bytes.len() {
+        let len = record_len(&bytes[end..]);
+        if end + HEADER + len > bytes.len() {
+            break;
+        }
+        end += HEADER + len;
+    }
+    if end == 0 {
+        // One record larger than a block.
+        let len = record_len(&bytes);
+        bytes.resize(HEADER + len, 0);
+        file.read_exact_at(&mut bytes[BLOCK..], from + BLOCK as u64)?;
+        end = bytes.len();
+    }
+    bytes.truncate(end);
+    Ok(bytes)
+}
+
+/// The newlines in `bytes`. Counted in runs of 255 bytes into a `u8`, which the compiler turns
+/// into byte-wide vector compares (a plain `filter().count()` into a `usize` does not
+/// vectorise as well: it was the build thread's largest cost in the sink's profile).
+fn newlines(bytes: &[u8]) -> u64 {
+    bytes
+        .chunks(255)
+        .map(|run| u64::from(run.iter().map(|&b| u8::from(b == b'\n')).sum::<u8>()))
+        .sum()
+}
+
+fn record_len(record: &[u8]) -> usize {
+    u32::from_le_bytes(record[8..HEADER].try_into().expect("4 bytes")) as usize
+}
+
+fn for_each_record(mut records: &[u8], mut each: impl FnMut(i64, &[u8])) {
+    while records.len() >= HEADER {
+        let timestamp = i64::from_le_bytes(records[..8].try_into().expect("8 bytes"));
+        let len = record_len(records);
+        each(timestamp, &records[HEADER..HEADER + len]);
+        records = &records[HEADER + len..];
+    }
 }
 
 fn open_spill(dir: &Path) -> io::Result<Spill> {
     // Removed at once: the open handles keep it until the buffer goes.
     let file = tempfile::tempfile_in(dir)?;
-    let reader = file.try_clone()?;
+    let reader = Arc::new(file.try_clone()?);
     Ok(Spill {
-        writer: BufWriter::with_capacity(64 * 1024, file),
+        // Chunks of output (up to 64 KiB) are gathered into writes of a block.
+        writer: BufWriter::with_capacity(BLOCK, file),
         reader,
+        written: 0,
         read: 0,
-        entries: 0,
-        bytes: 0,
+        lines: 0,
     })
+}
+
+/// Cuts chunks of the log into lines on the consumer's side: each line with the time of the
+/// chunk its first byte came in (kept in order: a time earlier than the line before, a clock set
+/// back, takes that line's time), invalid UTF-8 replaced by U+FFFD, and lines longer than
+/// `max_line` bytes cut into pieces at character boundaries (one event each).
+#[derive(Debug)]
+pub struct LineCutter {
+    max_line: usize,
+    partial: Vec<u8>,
+    partial_at: i64,
+    last: i64,
+    lines: VecDeque<Entry>,
+    /// Bytes of `lines`' texts.
+    bytes: usize,
+    /// Whole lines cut so far (a line cut into pieces counts once).
+    cut: u64,
+    /// Pieces beyond the first of the lines cut into pieces.
+    extra: u64,
+}
+
+impl LineCutter {
+    /// A cutter at the start of a log; `max_line` is the longest text of one entry.
+    pub fn new(max_line: usize) -> LineCutter {
+        LineCutter {
+            max_line,
+            partial: Vec::new(),
+            partial_at: 0,
+            last: 0,
+            lines: VecDeque::new(),
+            bytes: 0,
+            cut: 0,
+            extra: 0,
+        }
+    }
+
+    /// Adds the chunk `bytes`, read at `timestamp`.
+    pub fn push(&mut self, timestamp: i64, mut bytes: &[u8]) {
+        while let Some(end) = bytes.iter().position(|&b| b == b'\n') {
+            let (line, rest) = bytes.split_at(end + 1);
+            if self.partial.is_empty() {
+                self.line(timestamp, line);
+            } else {
+                let mut whole = std::mem::take(&mut self.partial);
+                whole.extend_from_slice(line);
+                self.line(self.partial_at, &whole);
+                whole.clear();
+                self.partial = whole;
+            }
+            bytes = rest;
+        }
+        if !bytes.is_empty() {
+            if self.partial.is_empty() {
+                self.partial_at = timestamp;
+            }
+            self.partial.extend_from_slice(bytes);
+        }
+    }
+
+    /// The end of the log: its unfinished last line becomes a line.
+    pub fn finish(&mut self) {
+        if !self.partial.is_empty() {
+            let partial = std::mem::take(&mut self.partial);
+            self.line(self.partial_at, &partial);
+        }
+    }
+
+    fn line(&mut self, timestamp: i64, line: &[u8]) {
+        let timestamp = timestamp.max(self.last);
+        self.last = timestamp;
+        self.cut += 1;
+        let text = String::from_utf8_lossy(line);
+        if text.len() <= self.max_line {
+            self.bytes += text.len();
+            self.lines.push_back(Entry {
+                timestamp,
+                text: text.into_owned(),
+            });
+            return;
+        }
+        let pieces = split(&text, self.max_line);
+        self.extra += pieces.len() as u64 - 1;
+        for piece in pieces {
+            self.bytes += piece.len();
+            self.lines.push_back(Entry {
+                timestamp,
+                text: piece.to_string(),
+            });
+        }
+    }
+
+    /// The next entry cut, if any.
+    pub fn pop(&mut self) -> Option<Entry> {
+        let entry = self.lines.pop_front()?;
+        self.bytes -= entry.text.len();
+        Some(entry)
+    }
+
+    /// The entries cut and not taken yet.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Whether no entry waits.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// Whether the entries waiting fill a batch within `limits` (more would not fit in it).
+    pub fn fills(&self, limits: &BatchLimits) -> bool {
+        let span = match (self.lines.front(), self.lines.back()) {
+            (Some(first), Some(last)) => last.timestamp - first.timestamp,
+            _ => 0,
+        };
+        self.lines.len() >= limits.max_events
+            || self.bytes + self.lines.len() * limits.overhead_per_event >= limits.max_bytes
+            || span > limits.max_span_ms
+    }
+
+    /// Takes the next batch within `limits` from the entries waiting (empty when none wait).
+    /// An entry too large for any batch on its own is taken alone.
+    pub fn batch(&mut self, limits: &BatchLimits) -> Batch {
+        let mut batch = Batch::default();
+        while let Some(entry) = self.lines.front() {
+            let fits = match batch.entries.first() {
+                None => true,
+                Some(first) => {
+                    batch.entries.len() < limits.max_events
+                        && batch.bytes + entry.text.len() + limits.overhead_per_event
+                            <= limits.max_bytes
+                        && entry.timestamp - first.timestamp <= limits.max_span_ms
+                }
+            };
+            if !fits {
+                break;
+            }
+            let entry = self.pop().expect("a front entry");
+            batch.bytes += entry.text.len() + limits.overhead_per_event;
+            batch.entries.push(entry);
+        }
+        batch
+    }
+
+    /// Whole lines cut so far.
+    pub fn lines_cut(&self) -> u64 {
+        self.cut
+    }
+
+    /// Entries beyond one per line (the pieces of long lines).
+    pub fn extra_pieces(&self) -> u64 {
+        self.extra
+    }
+}
+
+/// `text` in pieces of at most `max` bytes, cut at character boundaries.
+pub fn split(text: &str, max: usize) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while rest.len() > max {
+        let mut end = max;
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (piece, tail) = rest.split_at(end);
+        pieces.push(piece);
+        rest = tail;
+    }
+    pieces.push(rest);
+    pieces
 }
 
 /// Milliseconds since the Unix epoch (0 for earlier times).
@@ -364,17 +615,15 @@ mod tests {
         max_span_ms: 24 * 3600 * 1000 - 1,
     };
 
-    fn entry(timestamp: i64, text: &str) -> Entry {
-        Entry {
-            timestamp,
-            text: text.to_string(),
-        }
-    }
-
-    fn drain(buffer: &LogBuffer, limits: &BatchLimits) -> Vec<Batch> {
+    /// Every batch the buffer's content makes, as a consumer takes them.
+    fn drain(buffer: &LogBuffer, cutter: &mut LineCutter, limits: &BatchLimits) -> Vec<Batch> {
         let mut batches = Vec::new();
         loop {
-            let batch = buffer.take(limits);
+            while !cutter.fills(limits) && buffer.take(cutter) {}
+            if buffer.is_closed() && buffer.is_empty() {
+                cutter.finish();
+            }
+            let batch = cutter.batch(limits);
             if batch.entries.is_empty() {
                 return batches;
             }
@@ -385,18 +634,27 @@ mod tests {
     #[test]
     fn batches_stay_within_the_count_and_size_limits_and_keep_order() {
         let dir = tempfile::tempdir().unwrap();
-        // A small memory budget: most entries go through the spill file.
+        // A small memory budget: most chunks go through the spill file.
         let buffer = LogBuffer::new(64 * 1024, 1, dir.path());
-        let short: Vec<Entry> = (0..25_000)
-            .map(|i| entry(1000 + i, &format!("line {i}\n")))
-            .collect();
-        buffer.push_entries(short);
+        let mut chunk = String::new();
+        for i in 0..25_000 {
+            chunk.push_str(&format!("line {i}\n"));
+            if i % 1000 == 999 {
+                buffer.push(1000 + i, chunk.as_bytes());
+                chunk.clear();
+            }
+        }
         let long = "x".repeat(200_000);
-        buffer.push_entries((0..12).map(|i| entry(50_000 + i, &long)));
+        for i in 0..12 {
+            buffer.push(50_000 + i, long.as_bytes());
+            buffer.push(50_000 + i, b"\n");
+        }
+        buffer.close();
         let stats = buffer.stats();
         assert_eq!(stats.pushed, 25_012);
-        assert!(stats.spilled > 20_000, "{stats:?}");
-        let batches = drain(&buffer, &CWL);
+        assert!(stats.spilled > 15_000, "{stats:?}");
+        let mut cutter = LineCutter::new(256 * 1024 - 26);
+        let batches = drain(&buffer, &mut cutter, &CWL);
         let mut seen = 0;
         let mut last = 0;
         for b in &batches {
@@ -410,15 +668,18 @@ mod tests {
                 if seen < 25_000 {
                     assert_eq!(e.text, format!("line {seen}\n"));
                 } else {
-                    assert_eq!(e.text, long);
+                    assert_eq!(e.text, format!("{long}\n"));
                 }
                 seen += 1;
             }
         }
         assert_eq!(seen, 25_012);
-        // 25,000 short ones: 10,000 + 10,000 + 5,000 (with 2 long ones), then 5 long per MiB.
+        assert_eq!(cutter.lines_cut(), 25_012);
+        // 25,000 short ones: 10,000 + 10,000 + 5,000 (37 bytes each as counted) with 4 long
+        // ones (200,027 each), then 5 long per MiB.
         assert_eq!(batches[0].entries.len(), 10_000);
-        assert_eq!(buffer.stats().waiting, 0);
+        assert_eq!(batches[2].entries.len(), 5_004);
+        assert_eq!(buffer.stats().waiting_bytes, 0);
     }
 
     #[test]
@@ -426,13 +687,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let buffer = LogBuffer::new(1 << 20, 1, dir.path());
         let day = 24 * 3600 * 1000;
-        buffer.push_entries([
-            entry(10, "a"),
-            entry(5, "clock set back"),
-            entry(10 + day - 1, "b"),
-            entry(10 + day, "c"),
-        ]);
-        let batches = drain(&buffer, &CWL);
+        buffer.push(10, b"a\n");
+        buffer.push(5, b"clock set back\n");
+        buffer.push(10 + day - 1, b"b\n");
+        buffer.push(10 + day, b"c\n");
+        let mut cutter = LineCutter::new(100);
+        let batches = drain(&buffer, &mut cutter, &CWL);
         let got: Vec<Vec<i64>> = batches
             .iter()
             .map(|b| b.entries.iter().map(|e| e.timestamp).collect())
@@ -441,25 +701,86 @@ mod tests {
     }
 
     #[test]
+    fn lines_take_the_time_of_their_first_byte_and_long_ones_are_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let buffer = LogBuffer::new(1 << 20, 1, dir.path());
+        buffer.push(1, b"one\ntw");
+        buffer.push(2, b"o\nthr\xff");
+        buffer.push(3, b"\n");
+        // `é` is two bytes: it would straddle the first cut at 10.
+        buffer.push(4, "aaaaaaaaaébbbbbbbbbbbb\n".as_bytes());
+        buffer.push(5, b"tail");
+        buffer.close();
+        assert_eq!(buffer.stats().pushed, 5);
+        let mut cutter = LineCutter::new(10);
+        let got: Vec<(i64, String)> = drain(&buffer, &mut cutter, &CWL)
+            .into_iter()
+            .flat_map(|b| b.entries)
+            .map(|e| (e.timestamp, e.text))
+            .collect();
+        let want = [
+            (1, "one\n"),
+            (1, "two\n"),
+            (2, "thr\u{fffd}\n"),
+            (4, "aaaaaaaaa"),
+            (4, "ébbbbbbbb"),
+            (4, "bbbb\n"),
+            (5, "tail"),
+        ];
+        let want: Vec<(i64, String)> = want.iter().map(|(t, s)| (*t, s.to_string())).collect();
+        assert_eq!(got, want);
+        assert_eq!((cutter.lines_cut(), cutter.extra_pieces()), (5, 2));
+    }
+
+    #[test]
     fn memory_and_spill_keep_one_order_across_refills() {
         let dir = tempfile::tempdir().unwrap();
-        let buffer = LogBuffer::new(10 * (5 + std::mem::size_of::<Entry>()), 1, dir.path());
-        let limits = BatchLimits {
-            max_events: 7,
-            ..CWL
-        };
+        // Room for three chunks in memory.
+        let buffer = LogBuffer::new(3 * (HEADER + 5), 1, dir.path());
+        let mut cutter = LineCutter::new(100);
         let mut next = 0;
         let mut taken = Vec::new();
         for round in 0..20 {
-            buffer.push_entries((0..(round % 9 + 1)).map(|_| {
+            for _ in 0..(round % 9 + 1) {
                 next += 1;
-                entry(next, &format!("{next:04}"))
-            }));
-            taken.extend(buffer.take(&limits).entries);
+                buffer.push(next, format!("{next:04}\n").as_bytes());
+            }
+            buffer.take(&mut cutter);
+            while let Some(e) = cutter.pop() {
+                taken.push(e.text);
+            }
         }
-        taken.extend(drain(&buffer, &limits).into_iter().flat_map(|b| b.entries));
-        let texts: Vec<String> = taken.iter().map(|e| e.text.clone()).collect();
-        let expected: Vec<String> = (1..=next).map(|i| format!("{i:04}")).collect();
-        assert_eq!(texts, expected);
+        while buffer.take(&mut cutter) {}
+        while let Some(e) = cutter.pop() {
+            taken.push(e.text);
+        }
+        let expected: Vec<String> = (1..=next).map(|i| format!("{i:04}\n")).collect();
+        assert_eq!(taken, expected);
+        assert!(buffer.stats().spilled > 0);
+    }
+
+    #[test]
+    fn newlines_are_counted_across_runs() {
+        let text: Vec<u8> = (0..10_000u32)
+            .map(|i| if i % 3 == 0 { b'\n' } else { b'x' })
+            .collect();
+        assert_eq!(newlines(&text), 3334);
+        assert_eq!(newlines(&[b'\n'; 600]), 600);
+        assert_eq!(newlines(b""), 0);
+    }
+
+    #[test]
+    fn a_chunk_larger_than_a_block_goes_through_the_spill_file_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let buffer = LogBuffer::new(0, 1, dir.path());
+        let big = "y".repeat(BLOCK + 10) + "\n";
+        buffer.push(1, b"small\n");
+        buffer.push(2, big.as_bytes());
+        buffer.push(3, b"after\n");
+        let mut cutter = LineCutter::new(usize::MAX);
+        while buffer.take(&mut cutter) {}
+        let texts: Vec<String> = std::iter::from_fn(|| cutter.pop().map(|e| e.text)).collect();
+        assert_eq!(texts, ["small\n", big.as_str(), "after\n"]);
+        assert_eq!(buffer.stats().spilled, 3);
     }
 }

@@ -1,12 +1,13 @@
 //! The CloudWatch Logs sink: the build's log streamed as it runs, one log event per line.
 //!
-//! Lines are queued in a [`LogBuffer`] (bounded memory, spilling to a file), and a thread of its
-//! own sends them with `PutLogEvents`: whenever a full batch waits, and at least once a second.
-//! Batches follow the service's limits ([`LIMITS`]): at most 10,000 events and 1 MiB counting 26
-//! bytes per event, in time order, spanning less than 24 hours; a line over 256 KiB is sent as
-//! several events. Throttling, 5xx answers and transport errors are retried with exponential
-//! backoff (up to [`MAX_BACKOFF`]) for as long as the build runs; at the end,
-//! [`CloudWatchSink::finish`] waits at most its timeout and says how many lines did not arrive.
+//! The log is queued in chunks in a [`LogBuffer`] (bounded memory, spilling to a file), and a
+//! thread of its own cuts them into lines and sends them with `PutLogEvents`: whenever a full
+//! batch waits, and at least once a second. Batches follow the service's limits ([`LIMITS`]): at
+//! most 10,000 events and 1 MiB counting 26 bytes per event, in time order, spanning less than 24
+//! hours; a line over 256 KiB is sent as several events. Throttling, 5xx answers and transport
+//! errors are retried with exponential backoff (up to [`MAX_BACKOFF`]) for as long as the build
+//! runs; at the end, [`CloudWatchSink::finish`] waits at most its timeout and says how many lines
+//! did not arrive.
 //!
 //! The group and the stream are created when missing (existing ones are used as they are).
 //! Sequence tokens are not needed by the current API; an older endpoint's
@@ -25,8 +26,7 @@ use aws_sdk_cloudwatchlogs::types::InputLogEvent;
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 
-use super::buffer::{Batch, BatchLimits, Entry, LogBuffer};
-use super::format::LogLine;
+use super::buffer::{Batch, BatchLimits, LineCutter, LogBuffer};
 use super::Delivery;
 
 /// CloudWatch Logs' batch limits for `PutLogEvents`.
@@ -51,7 +51,7 @@ pub struct CloudWatchOptions {
     pub group: String,
     /// The log stream (created when missing).
     pub stream: String,
-    /// Bytes of lines kept in memory before spilling to a file (default 8 MiB).
+    /// Bytes of the log kept in memory before spilling to a file (default 8 MiB).
     pub memory_limit: usize,
     /// Where the spill file is created (default: the temporary directory).
     pub spill_dir: PathBuf,
@@ -83,6 +83,10 @@ struct Shared {
     deadline: Mutex<Option<Instant>>,
     delivered: AtomicU64,
     rejected: AtomicU64,
+    /// Events beyond one per line (long lines cut into pieces), counted as they are cut.
+    extra: AtomicU64,
+    /// Whether the thread took and sent (or gave up on) everything, up to the last line.
+    drained: std::sync::atomic::AtomicBool,
     last_error: Mutex<Option<String>>,
 }
 
@@ -149,6 +153,7 @@ impl CloudWatchSink {
                                 created: false,
                                 buffer,
                                 shared,
+                                cutter: LineCutter::new(MAX_MESSAGE),
                             };
                             sender.run(&runtime);
                         }
@@ -177,29 +182,16 @@ impl CloudWatchSink {
         &self.stream
     }
 
-    /// Queues whole log lines; never waits. Lines over [`MAX_MESSAGE`] bytes become several
-    /// events.
-    pub fn push(&self, lines: &[LogLine]) {
-        if lines.iter().all(|l| l.text.len() <= MAX_MESSAGE) {
-            self.buffer.push(lines);
-            return;
-        }
-        let mut entries = Vec::new();
-        for line in lines {
-            let timestamp = super::buffer::millis(line.at);
-            for piece in split(&line.text, MAX_MESSAGE) {
-                entries.push(Entry {
-                    timestamp,
-                    text: piece.to_string(),
-                });
-            }
-        }
-        self.buffer.push_entries(entries);
+    /// Queues a chunk of the log read at `timestamp` (milliseconds since the Unix epoch); never
+    /// waits. The sink's thread cuts it into lines, one event each (a line over [`MAX_MESSAGE`]
+    /// bytes becomes several).
+    pub fn push(&self, timestamp: i64, bytes: &[u8]) {
+        self.buffer.push(timestamp, bytes);
     }
 
-    /// Lines (events) queued so far.
+    /// Events queued so far (lines, and the extra pieces of long lines cut so far).
     pub fn pushed(&self) -> u64 {
-        self.buffer.stats().pushed
+        self.buffer.stats().pushed + self.shared.extra.load(Ordering::Relaxed)
     }
 
     /// Lines (events) the service accepted so far.
@@ -225,7 +217,8 @@ impl CloudWatchSink {
             }
         }
         // A thread still sending is left behind: it ends at the deadline or with the process.
-        let stats = self.buffer.stats();
+        let waiting = !self.buffer.is_empty() || !self.shared.drained.load(Ordering::Relaxed);
+        let pushed = self.pushed();
         let delivered = self.shared.delivered.load(Ordering::Relaxed);
         let rejected = self.shared.rejected.load(Ordering::Relaxed);
         let mut error = self
@@ -237,11 +230,11 @@ impl CloudWatchSink {
         if let Some(spill) = self.buffer.spill_error() {
             error = Some(spill);
         }
-        let undelivered = stats.pushed.saturating_sub(delivered);
+        let undelivered = pushed.saturating_sub(delivered);
         let error = match error {
             _ if undelivered == 0 => None,
             None => Some(format!("not sent within {}s", timeout.as_secs_f64())),
-            Some(e) if stats.waiting > 0 || undelivered > rejected => Some(format!(
+            Some(e) if waiting || undelivered > rejected => Some(format!(
                 "{e}; gave up {}s after the end of the build",
                 timeout.as_secs_f64()
             )),
@@ -255,22 +248,7 @@ impl CloudWatchSink {
     }
 }
 
-/// `text` in pieces of at most `max` bytes, cut at character boundaries.
-pub fn split(text: &str, max: usize) -> Vec<&str> {
-    let mut pieces = Vec::new();
-    let mut rest = text;
-    while rest.len() > max {
-        let mut end = max;
-        while !rest.is_char_boundary(end) {
-            end -= 1;
-        }
-        let (piece, tail) = rest.split_at(end);
-        pieces.push(piece);
-        rest = tail;
-    }
-    pieces.push(rest);
-    pieces
-}
+pub use super::buffer::split;
 
 /// Why a batch was not sent.
 struct GaveUp;
@@ -296,19 +274,30 @@ struct Sender {
     created: bool,
     buffer: Arc<LogBuffer>,
     shared: Arc<Shared>,
+    /// The lines cut from the chunks taken and not sent yet (at most about a batch and a block).
+    cutter: LineCutter,
 }
 
 impl Sender {
     fn run(&mut self, runtime: &tokio::runtime::Runtime) {
         let mut next_flush = Instant::now() + self.options.flush_interval;
         loop {
-            // Woken by a full batch's worth of lines, by the end, or by the clock: send all
+            // Woken by a full batch's worth of the log, by the end, or by the clock: send all
             // that waits.
             self.buffer.wait(next_flush);
             let closing = self.buffer.is_closed();
             next_flush = Instant::now() + self.options.flush_interval;
             loop {
-                let batch = self.buffer.take(&LIMITS);
+                // Only as much is taken from the buffer as the next batch needs: the rest stays
+                // there (spilled when the service is slow), not in this thread's memory.
+                while !self.cutter.fills(&LIMITS) && self.buffer.take(&mut self.cutter) {}
+                if closing && self.buffer.is_empty() {
+                    self.cutter.finish();
+                }
+                self.shared
+                    .extra
+                    .store(self.cutter.extra_pieces(), Ordering::Relaxed);
+                let batch = self.cutter.batch(&LIMITS);
                 if batch.entries.is_empty() {
                     break;
                 }
@@ -316,7 +305,8 @@ impl Sender {
                     return;
                 }
             }
-            if closing && self.buffer.stats().waiting == 0 {
+            if closing && self.buffer.is_empty() && self.cutter.is_empty() {
+                self.shared.drained.store(true, Ordering::Relaxed);
                 return;
             }
         }
@@ -452,8 +442,10 @@ impl Sender {
                     self.backoff(&mut attempt).await?;
                 }
                 Next::Accepted(token) => {
+                    // An earlier attempt arrived (its answer did not): accepted once.
                     self.token = token;
                     self.shared.delivered.fetch_add(count, Ordering::Relaxed);
+                    self.record(count, batch.bytes, first, last);
                     return Ok(());
                 }
                 Next::Refused(message) => {

@@ -4,7 +4,8 @@
 //! [`Formatter`] is the one place that decides what the log says for each event; the terminal
 //! renderer, the log file and the sinks (CloudWatch Logs, S3) all draw from it, so they hold the
 //! same text. It gives [`Piece`]s: a renderer writes them as they come (with colour when it
-//! wants), [`LineAssembler`] cuts them into whole [`LogLine`]s with the time each line was read.
+//! wants), the sinks queue them as chunks and cut them into lines on their own threads
+//! ([`super::buffer::LineCutter`]).
 
 use std::time::SystemTime;
 
@@ -338,165 +339,18 @@ impl Formatter {
     }
 }
 
-/// One whole line of the log with the time the agent read its first byte: one CloudWatch Logs
-/// event.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LogLine {
-    /// When the agent read (or wrote) the line's first byte.
-    pub at: SystemTime,
-    /// The line with its newline (only the log's last line can lack one, when the output ended
-    /// without it); invalid UTF-8 in command output is replaced by U+FFFD.
-    pub text: String,
-}
-
-/// Cuts the [`Formatter`]'s pieces into whole [`LogLine`]s: the same text as the log file, line
-/// for line.
-#[derive(Debug, Default)]
-pub struct LineAssembler {
-    formatter: Formatter,
-    partial: Vec<u8>,
-    partial_at: Option<SystemTime>,
-}
-
-impl LineAssembler {
-    /// An assembler at the start of a log.
-    pub fn new() -> LineAssembler {
-        LineAssembler::default()
-    }
-
-    /// Appends the whole lines `event` completes to `out`.
-    pub fn push(&mut self, event: &Event, out: &mut Vec<LogLine>) {
-        for piece in self.formatter.pieces(event) {
-            self.push_piece(piece, out);
-        }
-    }
-
-    /// Appends the whole lines `piece` completes to `out` (for callers that rewrite pieces, such
-    /// as a prefix per batch child).
-    pub fn push_piece(&mut self, piece: Piece<'_>, out: &mut Vec<LogLine>) {
-        match piece {
-            Piece::Line { at, message, .. } => {
-                let mut text = line_text(at, &message);
-                text.push('\n');
-                out.push(LogLine { at, text });
-            }
-            Piece::Newline { at } => self.output(at, b"\n", out),
-            Piece::Output { at, bytes } => self.output(at, bytes, out),
-        }
-    }
-
-    fn output(&mut self, at: SystemTime, mut bytes: &[u8], out: &mut Vec<LogLine>) {
-        while let Some(end) = bytes.iter().position(|&b| b == b'\n') {
-            let (line, rest) = bytes.split_at(end + 1);
-            let text = if self.partial.is_empty() {
-                String::from_utf8_lossy(line).into_owned()
-            } else {
-                self.partial.extend_from_slice(line);
-                let text = String::from_utf8_lossy(&self.partial).into_owned();
-                self.partial.clear();
-                text
-            };
-            out.push(LogLine {
-                at: self.partial_at.take().unwrap_or(at),
-                text,
-            });
-            bytes = rest;
-        }
-        if !bytes.is_empty() {
-            self.partial_at.get_or_insert(at);
-            self.partial.extend_from_slice(bytes);
-        }
-    }
-
-    /// The unfinished last line, if the output ended without a newline.
-    pub fn finish(&mut self, out: &mut Vec<LogLine>) {
-        if let Some(at) = self.partial_at.take() {
-            out.push(LogLine {
-                at,
-                text: String::from_utf8_lossy(&self.partial).into_owned(),
-            });
-            self.partial.clear();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{Block, Stream};
     use std::time::{Duration, UNIX_EPOCH};
 
     fn at(micros: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_micros(1_741_474_926_050_806 + micros)
     }
 
-    fn output(t: u64, bytes: &[u8]) -> Event {
-        Event::new(
-            at(t),
-            Duration::ZERO,
-            EventKind::Output {
-                stream: Stream::Stdout,
-                bytes: bytes.to_vec(),
-            },
-        )
-    }
-
     #[test]
     fn timestamps_are_utc_with_microseconds() {
         assert_eq!(timestamp(at(0)), "2025/03/08 23:02:06.050806");
         assert_eq!(timestamp(UNIX_EPOCH), "1970/01/01 00:00:00.000000");
-    }
-
-    #[test]
-    fn lines_carry_the_time_of_their_first_byte() {
-        let mut lines = Vec::new();
-        let mut a = LineAssembler::new();
-        a.push(
-            &Event::new(
-                at(0),
-                Duration::ZERO,
-                EventKind::CommandStarted {
-                    phase: BuildPhase::Build,
-                    block: Block::Commands,
-                    index: 0,
-                    command: "make".into(),
-                },
-            ),
-            &mut lines,
-        );
-        a.push(&output(1, b"one\ntw"), &mut lines);
-        a.push(&output(2, b"o\nthr\xff"), &mut lines);
-        a.push(
-            &Event::new(
-                at(3),
-                Duration::ZERO,
-                EventKind::CommandFinished {
-                    phase: BuildPhase::Build,
-                    block: Block::Commands,
-                    index: 0,
-                    outcome: CommandOutcome::Exited(2),
-                    duration: Duration::ZERO,
-                },
-            ),
-            &mut lines,
-        );
-        a.push(&output(4, b"tail"), &mut lines);
-        a.finish(&mut lines);
-        let got: Vec<(SystemTime, &str)> = lines.iter().map(|l| (l.at, l.text.as_str())).collect();
-        assert_eq!(
-            got,
-            vec![
-                (at(0), "[Container] 2025/03/08 23:02:06.050806 Running command make\n"),
-                (at(1), "one\n"),
-                (at(1), "two\n"),
-                (at(2), "thr\u{fffd}\n"),
-                (at(3), "\n"),
-                (
-                    at(3),
-                    "[Container] 2025/03/08 23:02:06.050809 Command did not exit successfully make exit status 2\n"
-                ),
-                (at(4), "tail"),
-            ]
-        );
     }
 }

@@ -1,11 +1,11 @@
 //! The build's log beyond the terminal: CodeBuild's log format, and sinks that stream it to
 //! CloudWatch Logs and S3 while the build runs.
 //!
-//! - [`format`](mod@format): events → the CodeBuild-format log ([`format::Formatter`] for renderers,
-//!   [`format::LineAssembler`] for whole timestamped lines). The terminal, the log file and every
-//!   sink show the same text, masked before it became an event.
+//! - [`format`](mod@format): events → the CodeBuild-format log ([`format::Formatter`]). The
+//!   terminal, the log file and every sink show the same text, masked before it became an event.
 //! - [`buffer`]: the bounded queue between the build and a sink, spilling to a local file when
-//!   the service is slow or down, so that a sink never slows or blocks the build.
+//!   the service is slow or down, so that a sink never slows or blocks the build; the build's
+//!   thread only appends chunks of the log to it, the sink's thread cuts them into lines.
 //! - [`cloudwatch`]: one log event per line, batches within the service's limits, retried.
 //! - [`s3`]: one gzip object at the end (or parts uploaded while the build runs).
 //! - [`read`]: reading a stream back (and following it while the build runs).
@@ -134,10 +134,9 @@ fn percent_encode(text: &str) -> String {
 /// The sinks of one build, fed with its events (see the module docs).
 #[cfg(feature = "aws")]
 pub struct LogSinks {
-    assembler: format::LineAssembler,
+    formatter: format::Formatter,
     cloudwatch: Option<(cloudwatch::CloudWatchSink, CloudWatchLogsLocation)>,
     s3: Option<(s3::S3Sink, String)>,
-    lines: Vec<format::LogLine>,
 }
 
 #[cfg(feature = "aws")]
@@ -163,10 +162,9 @@ impl LogSinks {
             (sink, url)
         });
         LogSinks {
-            assembler: format::LineAssembler::new(),
+            formatter: format::Formatter::new(),
             cloudwatch,
             s3,
-            lines: Vec::new(),
         }
     }
 
@@ -183,31 +181,25 @@ impl LogSinks {
         }
     }
 
-    /// Queues the lines `event` completes; never waits.
+    /// Queues the log's text for `event`; never waits. This runs on the build's thread, so it
+    /// does nothing per line: command output goes to the sinks' buffers as the chunk it came in
+    /// (with the time it was read), and the sinks' threads cut it into lines.
     pub fn push(&mut self, event: &Event) {
-        self.assembler.push(event, &mut self.lines);
-        self.send_lines();
-    }
-
-    fn send_lines(&mut self) {
-        if self.lines.is_empty() {
-            return;
-        }
-        if let Some((sink, _)) = &self.cloudwatch {
-            sink.push(&self.lines);
-        }
-        if let Some((sink, _)) = &self.s3 {
-            sink.push(&self.lines);
-        }
-        self.lines.clear();
+        let (cloudwatch, s3) = (&self.cloudwatch, &self.s3);
+        chunks(&mut self.formatter, event, |timestamp, bytes| {
+            if let Some((sink, _)) = cloudwatch {
+                sink.push(timestamp, bytes);
+            }
+            if let Some((sink, _)) = s3 {
+                sink.push(timestamp, bytes);
+            }
+        });
     }
 
     /// Ends the sinks, waiting at most `timeout` for them together, and gives the events that
     /// say what was not delivered ([`EventKind::LogsUndelivered`] and a [`EventKind::Warning`]
     /// per sink that missed lines), stamped `at`, `elapsed` into the build.
     pub fn finish(mut self, timeout: Duration, at: SystemTime, elapsed: Duration) -> Vec<Event> {
-        self.assembler.finish(&mut self.lines);
-        self.send_lines();
         // Both end at once: the timeout is for the pair, not for each.
         let cloudwatch = self
             .cloudwatch
@@ -263,9 +255,100 @@ impl LogSinks {
     }
 }
 
+/// The log's text for `event` in chunks, each with its time in milliseconds since the Unix
+/// epoch: an agent line whole, command output as it was read.
+#[cfg(feature = "aws")]
+fn chunks(formatter: &mut format::Formatter, event: &Event, mut send: impl FnMut(i64, &[u8])) {
+    for piece in formatter.pieces(event) {
+        match piece {
+            format::Piece::Line { at, message, .. } => {
+                let mut line = format::line_text(at, &message);
+                line.push('\n');
+                send(buffer::millis(at), line.as_bytes());
+            }
+            format::Piece::Output { at, bytes } => send(buffer::millis(at), bytes),
+            format::Piece::Newline { at } => send(buffer::millis(at), b"\n"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(feature = "aws")]
+    use crate::events::{Block, BuildPhase, CommandOutcome, Stream};
+    #[cfg(feature = "aws")]
+    use std::time::UNIX_EPOCH;
+
+    #[cfg(feature = "aws")]
+    #[test]
+    fn lines_carry_the_time_of_their_first_byte() {
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(1_741_474_926_050 + ms);
+        let output = |ms: u64, bytes: &[u8]| {
+            Event::new(
+                at(ms),
+                Duration::ZERO,
+                EventKind::Output {
+                    stream: Stream::Stdout,
+                    bytes: bytes.to_vec(),
+                },
+            )
+        };
+        let events = [
+            Event::new(
+                at(0),
+                Duration::ZERO,
+                EventKind::CommandStarted {
+                    phase: BuildPhase::Build,
+                    block: Block::Commands,
+                    index: 0,
+                    command: "make".into(),
+                },
+            ),
+            output(1, b"one\ntw"),
+            output(2, b"o\nthr\xff"),
+            Event::new(
+                at(3),
+                Duration::ZERO,
+                EventKind::CommandFinished {
+                    phase: BuildPhase::Build,
+                    block: Block::Commands,
+                    index: 0,
+                    outcome: CommandOutcome::Exited(2),
+                    duration: Duration::ZERO,
+                },
+            ),
+            output(4, b"tail"),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let log = buffer::LogBuffer::new(1 << 20, 1, dir.path());
+        let mut formatter = format::Formatter::new();
+        for event in &events {
+            chunks(&mut formatter, event, |t, bytes| log.push(t, bytes));
+        }
+        log.close();
+        let mut cutter = buffer::LineCutter::new(usize::MAX);
+        while log.take(&mut cutter) {}
+        cutter.finish();
+        let got: Vec<(i64, String)> = std::iter::from_fn(|| cutter.pop())
+            .map(|e| (e.timestamp - 1_741_474_926_050, e.text))
+            .collect();
+        let want = [
+            (0, "[Container] 2025/03/08 23:02:06.050000 Running command make\n"),
+            (1, "one\n"),
+            (1, "two\n"),
+            (2, "thr\u{fffd}\n"),
+            (3, "\n"),
+            (
+                3,
+                "[Container] 2025/03/08 23:02:06.053000 Command did not exit successfully make exit status 2\n",
+            ),
+            (4, "tail"),
+        ];
+        let want: Vec<(i64, String)> = want.iter().map(|(t, s)| (*t, s.to_string())).collect();
+        assert_eq!(got, want);
+        assert_eq!(log.stats().pushed, 7);
+    }
 
     #[test]
     fn stream_names_follow_the_service_rules() {

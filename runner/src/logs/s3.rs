@@ -1,11 +1,11 @@
 //! The S3 sink: the build's whole log as one gzip object, `<prefix>/<build-uuid>.gz`.
 //!
-//! Lines are queued in a [`LogBuffer`] and compressed by a thread of its own into a local file,
-//! so compression never runs on the build's time. At the end the file is uploaded
-//! ([`crate::s3::S3Client::upload`]: one request, or a multipart upload for a large log). With
-//! `stream`, the compressed log is sent while the build runs instead: a multipart upload whose
-//! parts ([`crate::s3::PART_SIZE`] each) go as soon as they are full, completed at the end; the
-//! object appears when the build ends either way (S3 has no append).
+//! The log is queued in chunks in a [`LogBuffer`] and cut into lines and compressed by a thread
+//! of its own into a local file, so neither runs on the build's time. At the end the file is
+//! uploaded ([`crate::s3::S3Client::upload`]: one request, or a multipart upload for a large
+//! log). With `stream`, the compressed log is sent while the build runs instead: a multipart
+//! upload whose parts ([`crate::s3::PART_SIZE`] each) go as soon as they are full, completed at
+//! the end; the object appears when the build ends either way (S3 has no append).
 
 use std::fs::File;
 use std::io::Write;
@@ -21,8 +21,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use flate2::write::GzEncoder;
 use tokio_util::sync::CancellationToken;
 
-use super::buffer::{BatchLimits, LogBuffer};
-use super::format::LogLine;
+use super::buffer::{LineCutter, LogBuffer};
 use super::Delivery;
 use crate::s3::{S3Client, PART_SIZE};
 
@@ -35,7 +34,7 @@ pub struct S3Options {
     pub key: String,
     /// Upload parts while the build runs (a multipart upload), not only at the end.
     pub stream: bool,
-    /// Bytes of lines kept in memory before spilling to a file (default 8 MiB).
+    /// Bytes of the log kept in memory before spilling to a file (default 8 MiB).
     pub memory_limit: usize,
     /// Where the spill file and the compressed log are kept (default: the temporary directory).
     pub work_dir: PathBuf,
@@ -58,13 +57,6 @@ impl S3Options {
         format!("s3://{}/{}", self.bucket, self.key)
     }
 }
-
-const TAKE: BatchLimits = BatchLimits {
-    max_events: usize::MAX,
-    max_bytes: 1 << 20,
-    overhead_per_event: 0,
-    max_span_ms: i64::MAX,
-};
 
 #[derive(Default)]
 struct Shared {
@@ -122,6 +114,7 @@ impl S3Sink {
                                 upload_id: None,
                                 parts: Vec::new(),
                                 sent: 0,
+                                cutter: LineCutter::new(usize::MAX),
                             };
                             if let Err(e) = writer.run(&runtime) {
                                 shared.error(e);
@@ -145,9 +138,10 @@ impl S3Sink {
         &self.url
     }
 
-    /// Queues whole log lines; never waits.
-    pub fn push(&self, lines: &[LogLine]) {
-        self.buffer.push(lines);
+    /// Queues a chunk of the log read at `timestamp` (milliseconds since the Unix epoch); never
+    /// waits.
+    pub fn push(&self, timestamp: i64, bytes: &[u8]) {
+        self.buffer.push(timestamp, bytes);
     }
 
     /// Compresses and uploads what waits, for at most `timeout`, and says what arrived.
@@ -191,6 +185,8 @@ struct Writer {
     parts: Vec<CompletedPart>,
     /// Compressed bytes already sent as parts.
     sent: u64,
+    /// Cuts the chunks into lines (as the other sinks see them: invalid UTF-8 replaced).
+    cutter: LineCutter,
 }
 
 impl Writer {
@@ -200,17 +196,21 @@ impl Writer {
             self.buffer.wait(Instant::now() + Duration::from_secs(1));
             let closing = self.buffer.is_closed();
             loop {
-                let batch = self.buffer.take(&TAKE);
-                if batch.entries.is_empty() {
-                    break;
+                if !self.buffer.take(&mut self.cutter) {
+                    if closing && self.buffer.is_empty() {
+                        self.cutter.finish();
+                    }
+                    if self.cutter.is_empty() {
+                        break;
+                    }
                 }
                 let gzip = self.gzip.as_mut().expect("open until the end");
-                for entry in &batch.entries {
+                while let Some(entry) = self.cutter.pop() {
                     gzip.write_all(entry.text.as_bytes()).map_err(io)?;
                 }
                 self.shared
                     .written
-                    .fetch_add(batch.entries.len() as u64, Ordering::Relaxed);
+                    .store(self.cutter.lines_cut(), Ordering::Relaxed);
                 if self.options.stream {
                     let size = gzip.get_ref().metadata().map_err(io)?.len();
                     if size - self.sent >= PART_SIZE {
@@ -220,7 +220,7 @@ impl Writer {
                     }
                 }
             }
-            if closing && self.buffer.stats().waiting == 0 {
+            if closing && self.buffer.is_empty() && self.cutter.is_empty() {
                 break;
             }
         }
