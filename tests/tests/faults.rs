@@ -469,6 +469,82 @@ fn docker_pushes_are_tried_again_through_registry_faults() {
     report("docker push", injected, survived, 1, lost + lost2);
 }
 
+#[test]
+fn docker_pulls_of_the_build_image_are_tried_again_through_registry_faults() {
+    let registry = services::registry();
+    let repo = unique("buildagent-test/faults-pull");
+    push_base(&registry, &repo);
+    let s = Sandbox::new();
+    s.write(
+        "buildspec.yml",
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - echo ran-in-the-pulled-image\n",
+    );
+    // Every manifest request, HEAD included: the engine resolves a tag with HEAD, and may have
+    // the manifest itself already (its content store keeps blobs by digest).
+    let manifests = format!("/v2/{repo}/manifests/");
+    let build = |image: &str| {
+        Run::from(
+            s.command(["run", "-m", "--log-format", "codebuild", "-i", image])
+                .env("BUILDAGENT_NETWORK_TIMEOUT", TIMEOUT)
+                .output()
+                .unwrap(),
+        )
+    };
+    // The engine pulls from the proxy's loopback address (an insecure registry by default); a
+    // manifest request it is refused or cut off on fails its pull, which the agent tries again.
+    let proxy = FaultProxy::start_schedules(
+        &registry,
+        vec![(
+            Some(&manifests),
+            vec![
+                once(Fault::registry_error(503, "UNAVAILABLE")),
+                once(Fault::Reset),
+            ],
+        )],
+    );
+    let image = format!("{}/{repo}:latest", proxy.addr());
+    let _cleanup = RemoveImages(vec![image.clone()]);
+    let run = build(&image);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains("ran-in-the-pulled-image"),
+        "{}",
+        run.stdout
+    );
+    assert!(proxy.faults_over(), "not every fault was injected: {run:?}");
+    let mut injected = proxy.stats().injected();
+    // The engine may ride these out itself (it falls back from HEAD to GET); either way the
+    // build ran in the image.
+    assert_eq!(injected, 2);
+
+    // Refused for good: exit status 3 after 4 tries, the build never started; then it works.
+    drop(_cleanup);
+    let proxy = FaultProxy::start_schedules(
+        &registry,
+        vec![(
+            Some(&manifests),
+            vec![always(Fault::registry_error(503, "UNAVAILABLE"))],
+        )],
+    );
+    let image = format!("{}/{repo}:latest", proxy.addr());
+    let _cleanup2 = RemoveImages(vec![image.clone()]);
+    let failed = build(&image);
+    failed.expect_code(3);
+    let all = format!("{}{}", failed.stdout, failed.stderr);
+    assert!(all.contains("(attempt 4 of 4)"), "{all}");
+    assert!(!failed.stdout.contains("ran-in-the-pulled-image"));
+    injected += proxy.stats().injected();
+    proxy.stop_faults();
+    let run = build(&image);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains("ran-in-the-pulled-image"),
+        "{}",
+        run.stdout
+    );
+    report("docker pull", injected, 1, 1, 0);
+}
+
 /// moto's default account, which its ECR token is for.
 const ACCOUNT: &str = "123456789012";
 

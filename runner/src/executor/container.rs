@@ -375,7 +375,69 @@ async fn pull(
         .from_image(name)
         .tag(tag)
         .build();
-    let mut stream = docker.create_image(Some(options), None, credentials);
+    // The engine retries a layer download itself; a pull it gives up on (a manifest request
+    // answered 5xx, a connection reset, a registry not answering) is tried again here, as the
+    // daemonless client retries its requests. A refusal that will not change (no such image,
+    // credentials refused) is not.
+    let mut attempt = 1;
+    loop {
+        let stream = docker.create_image(Some(options.clone()), None, credentials.clone());
+        match pull_stream(stream, image, progress).await {
+            Err(e) if attempt < PULL_ATTEMPTS && is_transient(&e.0) => {
+                let wait = PULL_BACKOFF * 2u32.pow(attempt - 1);
+                attempt += 1;
+                progress(StartProgress::PullStatus(format!(
+                    "{e}; trying again in {} s (attempt {attempt} of {PULL_ATTEMPTS})",
+                    wait.as_secs()
+                )));
+                tokio::time::sleep(wait).await;
+            }
+            result => break result?,
+        }
+    }
+    if let Some(routed) = routed {
+        let (repo, tag) = split_tag(image);
+        let options = TagImageOptionsBuilder::new().repo(repo).tag(tag).build();
+        docker
+            .tag_image(&routed, Some(options))
+            .await
+            .map_err(|e| EngineError(format!("cannot tag {routed} as {image}: {e}")))?;
+        let options = RemoveImageOptionsBuilder::new().noprune(true).build();
+        let _ = docker.remove_image(&routed, Some(options), None).await;
+    }
+    Ok(())
+}
+
+/// How many times a pull the engine gave up on is tried in all.
+const PULL_ATTEMPTS: u32 = 4;
+/// The wait before the second try, doubled for each further one.
+const PULL_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Whether a failed pull may succeed if tried again: anything but a refusal that names the image
+/// or the credentials.
+fn is_transient(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    ![
+        "not found",
+        "manifest unknown",
+        "does not exist",
+        "unauthorized",
+        "denied",
+        "authentication required",
+        "no basic auth credentials",
+        "invalid reference",
+    ]
+    .iter()
+    .any(|refusal| message.contains(refusal))
+}
+
+/// Follows one pull's progress stream to its end, passing its lines on.
+async fn pull_stream(
+    mut stream: impl futures::Stream<Item = Result<bollard::models::CreateImageInfo, bollard::errors::Error>>
+        + Unpin,
+    image: &str,
+    progress: &mut (dyn FnMut(StartProgress) + Send),
+) -> Result<(), EngineError> {
     while let Some(item) = stream.next().await {
         let info = item.map_err(|e| EngineError(format!("cannot pull {image}: {e}")))?;
         if let Some(error) = info.error_detail.and_then(|d| d.message) {
@@ -395,16 +457,6 @@ async fn pull(
         if !line.is_empty() {
             progress(StartProgress::PullStatus(line));
         }
-    }
-    if let Some(routed) = routed {
-        let (repo, tag) = split_tag(image);
-        let options = TagImageOptionsBuilder::new().repo(repo).tag(tag).build();
-        docker
-            .tag_image(&routed, Some(options))
-            .await
-            .map_err(|e| EngineError(format!("cannot tag {routed} as {image}: {e}")))?;
-        let options = RemoveImageOptionsBuilder::new().noprune(true).build();
-        let _ = docker.remove_image(&routed, Some(options), None).await;
     }
     Ok(())
 }
