@@ -11,6 +11,7 @@ use std::process::{Command, Output};
 pub mod fault_proxy;
 pub mod git_server;
 pub mod images;
+pub mod s3_bucket;
 pub mod services;
 
 /// The path of the `buildagent` binary next to the running test executable.

@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use buildagent_tests::fault_proxy::{Fault, FaultProxy, Until};
 use buildagent_tests::images::{docker, RemoveImages};
-use buildagent_tests::{services, Run, Sandbox};
+use buildagent_tests::{s3_bucket, services, Run, Sandbox};
 
 /// The agent's network timeout in these tests (`BUILDAGENT_NETWORK_TIMEOUT`), in seconds.
 const TIMEOUT: &str = "3";
@@ -655,44 +655,19 @@ fn a_refused_ecr_token_is_fetched_again_once_on_the_docker_path() {
 // S3
 
 /// A fresh bucket on moto, and an SDK client (straight to moto) to look into it.
-struct Bucket {
-    name: String,
-    client: aws_sdk_s3::Client,
-    runtime: tokio::runtime::Runtime,
-    aws: services::Aws,
+struct Bucket(s3_bucket::Bucket);
+
+impl std::ops::Deref for Bucket {
+    type Target = s3_bucket::Bucket;
+
+    fn deref(&self) -> &s3_bucket::Bucket {
+        &self.0
+    }
 }
 
 impl Bucket {
     fn new(test: &str) -> Bucket {
-        let aws = services::aws();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .endpoint_url(&aws.endpoint)
-            .region(aws_sdk_s3::config::Region::new(aws.region.clone()))
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                &aws.access_key_id,
-                &aws.secret_access_key,
-                None,
-                None,
-                "test",
-            ))
-            .force_path_style(true)
-            .build();
-        let client = aws_sdk_s3::Client::from_conf(config);
-        let name = unique(test);
-        runtime
-            .block_on(client.create_bucket().bucket(&name).send())
-            .expect("create a bucket");
-        Bucket {
-            name,
-            client,
-            runtime,
-            aws,
-        }
+        Bucket(s3_bucket::Bucket::new(test))
     }
 
     /// Every object under `prefix`: key -> size.

@@ -6,54 +6,23 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use buildagent_tests::services::{self, Aws};
+use buildagent_tests::s3_bucket;
 use buildagent_tests::{Run, Sandbox};
 
 /// A fresh bucket on the test server, and an SDK client to look into it.
-struct Bucket {
-    name: String,
-    client: aws_sdk_s3::Client,
-    runtime: tokio::runtime::Runtime,
-    aws: Aws,
+struct Bucket(s3_bucket::Bucket);
+
+impl std::ops::Deref for Bucket {
+    type Target = s3_bucket::Bucket;
+
+    fn deref(&self) -> &s3_bucket::Bucket {
+        &self.0
+    }
 }
 
 impl Bucket {
     fn new(test: &str) -> Bucket {
-        let aws = services::aws();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .endpoint_url(&aws.endpoint)
-            .region(aws_sdk_s3::config::Region::new(aws.region.clone()))
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                &aws.access_key_id,
-                &aws.secret_access_key,
-                None,
-                None,
-                "test",
-            ))
-            .force_path_style(true)
-            .build();
-        let client = aws_sdk_s3::Client::from_conf(config);
-        let name = format!(
-            "{test}-{}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        );
-        runtime
-            .block_on(client.create_bucket().bucket(&name).send())
-            .expect("create a bucket");
-        Bucket {
-            name,
-            client,
-            runtime,
-            aws,
-        }
+        Bucket(s3_bucket::Bucket::new(test))
     }
 
     /// Every object: key -> size.
