@@ -513,6 +513,30 @@ impl Client {
         Ok(())
     }
 
+    /// [`Self::backoff`], or, when the retries are used up, the error that `request` to
+    /// `registry` failed after its last attempt.
+    async fn backoff_or_give_up(
+        &self,
+        registry: &str,
+        request: &str,
+        attempt: &mut u32,
+        reason: &str,
+        retry_after: Option<Duration>,
+    ) -> Result<(), OciError> {
+        if self
+            .backoff(request, attempt, reason, retry_after)
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        Err(registry_error(
+            registry,
+            None,
+            format!("{request} failed after {attempt} attempts: {reason}"),
+        ))
+    }
+
     /// The `Authorization` value for `scope` on `registry` (`None`: anonymous).
     async fn authorization(
         &self,
@@ -828,17 +852,8 @@ impl Client {
                 Err(Failure::Transient(reason)) => {
                     let (reason, retry_after) = split_retry_after(&reason);
                     let request = format!("{method} {}", url.path());
-                    if self
-                        .backoff(&request, &mut attempt, &reason, retry_after)
-                        .await
-                        .is_err()
-                    {
-                        return Err(registry_error(
-                            registry,
-                            None,
-                            format!("{request} failed after {attempt} attempts: {reason}"),
-                        ));
-                    }
+                    self.backoff_or_give_up(registry, &request, &mut attempt, &reason, retry_after)
+                        .await?;
                 }
             }
         }
@@ -877,17 +892,8 @@ impl Client {
                 Err(e) => {
                     let reason = transport_text(&e);
                     let request = format!("GET {}", url.path());
-                    if self
-                        .backoff(&request, &mut attempt, &reason, None)
-                        .await
-                        .is_err()
-                    {
-                        return Err(registry_error(
-                            registry,
-                            None,
-                            format!("{request} failed after {attempt} attempts: {reason}"),
-                        ));
-                    }
+                    self.backoff_or_give_up(registry, &request, &mut attempt, &reason, None)
+                        .await?;
                 }
             }
         }
@@ -1242,17 +1248,8 @@ impl Client {
                 Err(Failure::Transient(reason)) => {
                     let (reason, retry_after) = split_retry_after(&reason);
                     let request = format!("upload of {digest} to {repository}");
-                    if self
-                        .backoff(&request, &mut attempt, &reason, retry_after)
-                        .await
-                        .is_err()
-                    {
-                        return Err(registry_error(
-                            registry,
-                            None,
-                            format!("{request} failed after {attempt} attempts: {reason}"),
-                        ));
-                    }
+                    self.backoff_or_give_up(registry, &request, &mut attempt, &reason, retry_after)
+                        .await?;
                 }
             }
         }
