@@ -164,12 +164,15 @@ impl HostExecutor {
     /// An executor with no processes yet.
     pub fn new() -> HostExecutor {
         let me = os::getpid();
-        let baseline = match os::scan_processes() {
-            Ok(procs) => descendants(&procs, &[me])
+        let cgroup = BuildCgroup::create();
+        // The process table is read only without a cgroup: with one, nothing made before the
+        // executor is in it, so there is no baseline to keep.
+        let baseline = match cgroup.is_none().then(os::scan_processes) {
+            Some(Ok(procs)) => descendants(&procs, &[me])
                 .into_iter()
                 .map(|p| (p.pid, p.start_time))
                 .collect(),
-            Err(_) => HashSet::new(),
+            _ => HashSet::new(),
         };
         HostExecutor {
             shared: Mutex::new(Shared::default()),
@@ -177,7 +180,7 @@ impl HostExecutor {
             my_session: os::getsid(),
             baseline,
             daemons: true,
-            cgroup: BuildCgroup::create(),
+            cgroup,
         }
     }
 
