@@ -163,27 +163,38 @@ fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
 
 /// A duration as the worker's flags (`30m`, `1h30m`, `90s`, `45`) and systemd (`35min`, `2100`)
 /// write them.
-fn duration(text: &str) -> Duration {
+fn duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
+    if text.is_empty() {
+        return Err("an empty duration".into());
+    }
     let mut total = 0u64;
     let mut rest = text;
-    assert!(!rest.is_empty(), "an empty duration");
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        assert!(digits > 0, "`{text}`: a number was expected at `{rest}`");
-        let n: u64 = rest[..digits].parse().expect("digits");
-        rest = &rest[digits..];
+        if digits == 0 {
+            return Err(format!("`{text}`: a number was expected at `{rest}`"));
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("`{text}`: too large"))?;
+        rest = rest[digits..].trim_start();
         let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
         let unit = match &rest[..unit_len] {
             "" | "s" | "sec" => 1,
             "m" | "min" => 60,
             "h" | "hr" => 3600,
-            other => panic!("`{text}`: unknown unit `{other}`"),
+            other => return Err(format!("`{text}`: unknown unit `{other}`")),
         };
-        rest = &rest[unit_len..];
+        rest = rest[unit_len..].trim_start();
         total += n * unit;
     }
-    Duration::from_secs(total)
+    Ok(Duration::from_secs(total))
+}
+
+/// [`duration`], failing the test with `what` named.
+fn duration_of(what: &str, text: &str) -> Duration {
+    duration(text).unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
 /// The worker's default `--drain-timeout` (the fleet contract).
@@ -282,7 +293,9 @@ fn check_worker_deployment(d: &Manifest) -> Worker {
     }
 
     // Kubernetes' SIGKILL comes after the drain, never during it.
-    let drain = flag(&args, "--drain-timeout").map_or(DEFAULT_DRAIN, duration);
+    let drain = flag(&args, "--drain-timeout").map_or(DEFAULT_DRAIN, |t| {
+        duration_of(&format!("{}: --drain-timeout", d.file), t)
+    });
     let grace = Duration::from_secs(d.u64("spec.template.spec.terminationGracePeriodSeconds"));
     assert!(
         grace > drain,
@@ -756,8 +769,10 @@ fn the_systemd_unit_drains_on_sigterm_and_delegates_cgroups() {
         flag(&args, "--idle-exit").is_none(),
         "--idle-exit with Restart=on-failure: an idle worker would leave for good"
     );
-    let drain = flag(&args, "--drain-timeout").map_or(DEFAULT_DRAIN, duration);
-    let stop = duration(one("TimeoutStopSec"));
+    let drain = flag(&args, "--drain-timeout").map_or(DEFAULT_DRAIN, |t| {
+        duration_of("ExecStart --drain-timeout", t)
+    });
+    let stop = duration_of("TimeoutStopSec", one("TimeoutStopSec"));
     assert!(
         stop > drain,
         "TimeoutStopSec ({stop:?}) must be longer than --drain-timeout ({drain:?})"
@@ -796,10 +811,16 @@ fn the_systemd_unit_drains_on_sigterm_and_delegates_cgroups() {
 
 #[test]
 fn durations_read_as_the_worker_and_systemd_write_them() {
-    assert_eq!(duration("30m"), Duration::from_secs(1800));
-    assert_eq!(duration("35min"), Duration::from_secs(2100));
-    assert_eq!(duration("1h30m"), Duration::from_secs(5400));
-    assert_eq!(duration("2100"), Duration::from_secs(2100));
-    assert_eq!(duration("90s"), Duration::from_secs(90));
-    assert!(std::panic::catch_unwind(|| duration("5 fortnights")).is_err());
+    assert_eq!(duration("30m"), Ok(Duration::from_secs(1800)));
+    assert_eq!(duration("35min"), Ok(Duration::from_secs(2100)));
+    assert_eq!(duration("1h30m"), Ok(Duration::from_secs(5400)));
+    assert_eq!(duration("1h 30min"), Ok(Duration::from_secs(5400)));
+    assert_eq!(duration("2100"), Ok(Duration::from_secs(2100)));
+    assert_eq!(duration("90s"), Ok(Duration::from_secs(90)));
+    assert_eq!(
+        duration("5 fortnights"),
+        Err("`5 fortnights`: unknown unit `fortnights`".to_string())
+    );
+    assert!(duration("").is_err());
+    assert!(duration("m").is_err());
 }
