@@ -6,9 +6,11 @@
 //! - [`queue`]: the SQS queue of jobs ([`queue::JobQueue`]).
 //! - [`record`]: the builds' records in DynamoDB ([`record::RecordStore`]), with the conditional
 //!   claim that makes each build run once.
+//! - [`setup`]: `fleet init`, the queue, dead-letter queue, table, bucket and log group.
 
 #![deny(missing_docs)]
 
 pub mod job;
 pub mod queue;
 pub mod record;
+pub mod setup;
