@@ -628,6 +628,9 @@ pub enum RecordError {
         /// What the service (or the connection) said.
         message: String,
     },
+    /// The table does not exist.
+    #[error("table {0} does not exist (`buildagent fleet init` creates it)")]
+    NoTable(String),
     /// An item of the table is not a build record this version can read.
     #[error("table {table}: item `{id}` is not a valid build record: {message}")]
     Corrupt {
@@ -676,6 +679,9 @@ impl RecordStore {
         id: &str,
         e: impl ProvideErrorMetadata + std::error::Error,
     ) -> RecordError {
+        if e.code() == Some(NO_TABLE) {
+            return RecordError::NoTable(self.table.clone());
+        }
         RecordError::Service {
             op: format!("{op} of `{id}` in table {}", self.table),
             message: describe(&e),
@@ -867,9 +873,15 @@ impl RecordStore {
                 .consistent_read(true)
                 .send()
                 .await
-                .map_err(|e| RecordError::Service {
-                    op: format!("list of the builds in table {}", self.table),
-                    message: describe(&e.into_service_error()),
+                .map_err(|e| {
+                    let e = e.into_service_error();
+                    if e.code() == Some(NO_TABLE) {
+                        return RecordError::NoTable(self.table.clone());
+                    }
+                    RecordError::Service {
+                        op: format!("list of the builds in table {}", self.table),
+                        message: describe(&e),
+                    }
                 })?;
             for item in out.items() {
                 let id = item
@@ -1259,6 +1271,7 @@ impl RecordStore {
 }
 
 const CONDITION_FAILED: &str = "ConditionalCheckFailedException";
+const NO_TABLE: &str = "ResourceNotFoundException";
 
 /// The attribute names of the `#name` placeholders in `expressions`: every attribute is named
 /// through one, because DynamoDB reserves many plain words (`project`, `status`, ...), and it

@@ -462,3 +462,20 @@ async fn records_have_batch_get_builds_shape() {
     assert_eq!(json["buildagent"]["statusReason"], "BUILD failed");
     assert_eq!(json["buildagent"]["worker"], "w1");
 }
+
+#[tokio::test]
+async fn a_missing_table_is_named() {
+    let client = aws_sdk_dynamodb::Client::new(&common::sdk_config());
+    let table = common::unique("missing");
+    let store = RecordStore::new(client, table.clone());
+    assert_eq!(
+        store.get("app:x").await,
+        Err(RecordError::NoTable(table.clone()))
+    );
+    assert_eq!(
+        store.list(None, None).await,
+        Err(RecordError::NoTable(table.clone()))
+    );
+    let err = store.next_build_number("app").await.unwrap_err();
+    assert!(err.to_string().contains(&table), "{err}");
+}
