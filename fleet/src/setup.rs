@@ -86,6 +86,68 @@ impl FleetSpec {
     pub fn dead_letter_queue(&self) -> String {
         format!("{}-dlq", self.queue)
     }
+
+    /// Checks the names and numbers before anything is made (as AWS would refuse them).
+    pub fn check(&self) -> Result<(), SetupError> {
+        let spec = self;
+        let bad = |resource: String, message: &str| {
+            Err(SetupError {
+                resource,
+                message: message.to_string(),
+            })
+        };
+        let queue_ok = |name: &str| {
+            !name.is_empty()
+                && name.len() <= 80
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
+        // The dead-letter queue's name is 4 longer.
+        if !queue_ok(&spec.queue) || spec.queue.len() > 76 {
+            return bad(
+                format!("queue {}", spec.queue),
+                "a queue name is 1 to 76 letters, digits, `-` and `_` (SQS allows 80; `-dlq` is added for the dead-letter queue)",
+            );
+        }
+        if spec.table.len() < 3
+            || spec.table.len() > 255
+            || !spec
+                .table
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return bad(
+                format!("table {}", spec.table),
+                "a table name is 3 to 255 letters, digits, `-`, `_` and `.`",
+            );
+        }
+        if spec.bucket.len() < 3
+            || spec.bucket.len() > 63
+            || !spec
+                .bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        {
+            return bad(
+                format!("bucket {}", spec.bucket),
+                "a bucket name is 3 to 63 lower-case letters, digits, `-` and `.`",
+            );
+        }
+        if !(1..=1000).contains(&spec.max_receive_count) {
+            return bad(
+                format!("queue {}", spec.queue),
+                "the receive count before the dead-letter queue is 1 to 1000",
+            );
+        }
+        if spec.visibility_timeout > Duration::from_secs(43_200) {
+            return bad(
+                format!("queue {}", spec.queue),
+                "the visibility timeout is at most 12h",
+            );
+        }
+        Ok(())
+    }
 }
 
 /// What `fleet init` made (or found).
@@ -131,7 +193,7 @@ const DEAD_LETTER_RETENTION: &str = "1209600";
 
 /// Creates (or keeps) every resource of `spec`.
 pub async fn init(clients: &Clients, spec: &FleetSpec) -> Result<Fleet, SetupError> {
-    check_names(spec)?;
+    spec.check()?;
     let mut actions = Vec::new();
     let dlq_name = spec.dead_letter_queue();
     let (dead_letter_url, made) = queue(
@@ -193,66 +255,6 @@ pub async fn init(clients: &Clients, spec: &FleetSpec) -> Result<Fleet, SetupErr
 
 fn action(made: bool, what: &str, name: &str) -> String {
     format!("{} {what} {name}", if made { "created" } else { "kept" })
-}
-
-fn check_names(spec: &FleetSpec) -> Result<(), SetupError> {
-    let bad = |resource: String, message: &str| {
-        Err(SetupError {
-            resource,
-            message: message.to_string(),
-        })
-    };
-    let queue_ok = |name: &str| {
-        !name.is_empty()
-            && name.len() <= 80
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    };
-    // The dead-letter queue's name is 4 longer.
-    if !queue_ok(&spec.queue) || spec.queue.len() > 76 {
-        return bad(
-            format!("queue {}", spec.queue),
-            "a queue name is 1 to 76 letters, digits, `-` and `_` (SQS allows 80; `-dlq` is added for the dead-letter queue)",
-        );
-    }
-    if spec.table.len() < 3
-        || spec.table.len() > 255
-        || !spec
-            .table
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        return bad(
-            format!("table {}", spec.table),
-            "a table name is 3 to 255 letters, digits, `-`, `_` and `.`",
-        );
-    }
-    if spec.bucket.len() < 3
-        || spec.bucket.len() > 63
-        || !spec
-            .bucket
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-    {
-        return bad(
-            format!("bucket {}", spec.bucket),
-            "a bucket name is 3 to 63 lower-case letters, digits, `-` and `.`",
-        );
-    }
-    if !(1..=1000).contains(&spec.max_receive_count) {
-        return bad(
-            format!("queue {}", spec.queue),
-            "the receive count before the dead-letter queue is 1 to 1000",
-        );
-    }
-    if spec.visibility_timeout > Duration::from_secs(43_200) {
-        return bad(
-            format!("queue {}", spec.queue),
-            "the visibility timeout is at most 12h",
-        );
-    }
-    Ok(())
 }
 
 /// The queue `name`, created with `attributes` when missing, else given them; its URL, and
