@@ -505,10 +505,10 @@ fn list_filters_by_project_and_status() {
     };
     assert_eq!(ids(&[]), [b1.clone(), a2.clone(), a1.clone()]);
     assert_eq!(ids(&["--project", "alpha"]), [a2.clone(), a1.clone()]);
-    assert_eq!(ids(&["--status", "STOPPED"]), [a1.clone()]);
+    assert_eq!(ids(&["--status", "STOPPED"]), std::slice::from_ref(&a1));
     assert_eq!(
         ids(&["--status", "queued", "--project", "beta"]),
-        [b1.clone()]
+        std::slice::from_ref(&b1)
     );
     assert!(ids(&["--project", "gamma"]).is_empty());
     let table = fleet.run(&["list", "--table", &fleet.name, "--project", "alpha"]);
