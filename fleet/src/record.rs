@@ -754,7 +754,9 @@ impl RecordStore {
             .await
             .map_err(|e| self.service("read", id, e.into_service_error()))?;
         match out.item() {
+            // A counter is no build.
             None => Ok(None),
+            Some(item) if !item.contains_key("buildStatus") => Ok(None),
             Some(item) => BuildRecord::from_item(item)
                 .map(Some)
                 .map_err(|m| self.corrupt(id, m)),
@@ -817,6 +819,7 @@ impl RecordStore {
                     .and_then(|r| r.get(&self.table))
                     .into_iter()
                     .flatten()
+                    .filter(|item| item.contains_key("buildStatus"))
                 {
                     let id = item
                         .get("id")

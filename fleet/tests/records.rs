@@ -333,6 +333,13 @@ async fn get_many_returns_the_existing_in_order() {
     let ids: Vec<_> = got.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, [b.id.as_str(), a.id.as_str()]);
     assert!(store.get_many(&[]).await.unwrap().is_empty());
+    // The per-project counters are no builds.
+    assert_eq!(store.get("counter#a").await.unwrap(), None);
+    assert!(store
+        .get_many(&["counter#a".into()])
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(store.get("x:missing").await.unwrap(), None);
 }
 

@@ -366,6 +366,56 @@ fn submit_uploads_the_source_records_it_queued_and_sends_the_job() {
         .find(|j| j.id == second)
         .unwrap();
     assert!(job.inline_buildspec().unwrap().contains("echo ci"));
+
+    // A secondary directory is uploaded too; a Git URL travels without its credentials.
+    fleet.sandbox.write("lib/lib.txt", "lib\n");
+    let third = fleet.submit("myapp", &["-s", "LIB:lib"]);
+    let fourth = Run::from(
+        fleet
+            .command(&[
+                "submit",
+                "--queue",
+                &fleet.name,
+                "--table",
+                &fleet.name,
+                "-s",
+                "https://user:s3cret@git.example.com/org/tool.git",
+            ])
+            .output()
+            .unwrap(),
+    );
+    fourth.expect_code(0);
+    let fourth = fourth.stdout.trim().to_string();
+    assert!(fourth.starts_with("tool:"), "{fourth}");
+    let jobs: Vec<Job> = fleet
+        .messages()
+        .iter()
+        .map(|b| Job::parse(b).unwrap().job)
+        .collect();
+    let job = jobs.iter().find(|j| j.id == third).unwrap();
+    let lib_key = format!("sources/myapp/{}-LIB.zip", uuid_of(&third));
+    assert_eq!(job.secondary_sources_override[0].source_identifier, "LIB");
+    assert_eq!(
+        job.secondary_sources_override[0].location,
+        format!("s3://{}/{lib_key}", fleet.name)
+    );
+    fleet
+        .runtime
+        .block_on(
+            fleet
+                .s3
+                .head_object()
+                .bucket(&fleet.name)
+                .key(&lib_key)
+                .send(),
+        )
+        .unwrap();
+    let job = jobs.iter().find(|j| j.id == fourth).unwrap();
+    assert_eq!(
+        job.source_location_override.as_deref(),
+        Some("https://git.example.com/org/tool.git")
+    );
+    assert!(!fleet.messages().iter().any(|b| b.contains("s3cret")));
 }
 
 #[test]

@@ -335,8 +335,8 @@ fn buildspec(path: &Path) -> anyhow::Result<String> {
     Ok(text)
 }
 
-/// Zips the directory as `run` would see it (a Git work tree's tracked and untracked files,
-/// not what it ignores) and uploads the zip to `s3://bucket/key`.
+/// Zips the directory as `run` copies it (a Git work tree's tracked and untracked files and
+/// `.git`, not what it ignores) and uploads the zip to `s3://bucket/key`.
 async fn upload_dir(
     s3: &buildagent_runner::s3::S3Client,
     dir: &Path,
