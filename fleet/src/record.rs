@@ -19,10 +19,12 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
 use serde_json::{json, Value};
+
+use crate::describe;
 
 /// The status of a build, CodeBuild's names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -1307,14 +1309,6 @@ impl Named for UpdateItemFluentBuilder {
             self.get_condition_expression(),
         ]);
         self.set_expression_attribute_names(names)
-    }
-}
-
-fn describe(error: &(impl ProvideErrorMetadata + std::error::Error)) -> String {
-    match (error.code(), error.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_string(),
-        _ => DisplayErrorContext(error).to_string(),
     }
 }
 

@@ -20,6 +20,8 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
+use crate::describe;
+
 /// The SDK clients of a fleet's services.
 #[derive(Clone, Debug)]
 pub struct Clients {
@@ -177,14 +179,6 @@ pub struct SetupError {
     pub resource: String,
     /// What went wrong.
     pub message: String,
-}
-
-fn describe(error: &(impl aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error)) -> String {
-    match (error.code(), error.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_string(),
-        _ => aws_sdk_sqs::error::DisplayErrorContext(error).to_string(),
-    }
 }
 
 /// SQS's 14 days, the longest retention: what is in the dead-letter queue is for people to look
