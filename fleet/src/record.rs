@@ -630,6 +630,15 @@ pub enum RecordError {
         /// What the service (or the connection) said.
         message: String,
     },
+    /// An idempotency token used within its validity for a different request (CodeBuild's
+    /// parameter mismatch).
+    #[error("idempotency token `{token}` was used for build `{build}` with other parameters")]
+    TokenMismatch {
+        /// The token.
+        token: String,
+        /// The build it was used for.
+        build: String,
+    },
     /// The table does not exist.
     #[error("table {0} does not exist (`buildagent fleet init` creates it)")]
     NoTable(String),
@@ -1212,6 +1221,71 @@ impl RecordStore {
                 }
             }
         }
+    }
+
+    /// An idempotency token, as CodeBuild's `StartBuild` treats it: the first request with
+    /// `token` reserves it for build `id` for `valid` (CodeBuild: 5 minutes) and gets `None`; a
+    /// repeat within that time gets the first build's id when `fingerprint` (the request without
+    /// its build id) is the same, else [`RecordError::TokenMismatch`]. The reservation is the
+    /// item `token#<token>`, written conditionally so that of two requests at once one wins.
+    pub async fn reserve_token(
+        &self,
+        token: &str,
+        id: &str,
+        fingerprint: &str,
+        valid: Duration,
+    ) -> Result<Option<String>, RecordError> {
+        let key = format!("token#{token}");
+        for _ in 0..RACE_RETRIES {
+            let now = SystemTime::now();
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .item("id", s(&key))
+                .item("build", s(id))
+                .item("fingerprint", s(fingerprint))
+                .item("expiresAt", ms(now + valid))
+                .condition_expression("attribute_not_exists(#id) OR #expiresAt < :now")
+                .expression_attribute_names("#id", "id")
+                .expression_attribute_names("#expiresAt", "expiresAt")
+                .expression_attribute_values(":now", ms(now))
+                .send()
+                .await;
+            match put {
+                Ok(_) => return Ok(None),
+                Err(e) => {
+                    let e = e.into_service_error();
+                    if e.code() != Some(CONDITION_FAILED) {
+                        return Err(self.service("idempotency token", &key, e));
+                    }
+                }
+            }
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key("id", s(&key))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| self.service("idempotency token", &key, e.into_service_error()))?;
+            // Expired between the write and the read: try again.
+            let Some(item) = out.item() else { continue };
+            let field = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+            let build = field("build").unwrap_or_default();
+            if field("fingerprint").as_deref() == Some(fingerprint) {
+                return Ok(Some(build));
+            }
+            return Err(RecordError::TokenMismatch {
+                token: token.to_string(),
+                build,
+            });
+        }
+        Err(RecordError::Service {
+            op: format!("idempotency token `{token}` in table {}", self.table),
+            message: format!("the token changed {RACE_RETRIES} times while it was reserved"),
+        })
     }
 
     /// `stop`: a queued build is `STOPPED` at once (reason "stopped by request", end time

@@ -486,3 +486,39 @@ async fn a_missing_table_is_named() {
     let err = store.next_build_number("app").await.unwrap_err();
     assert!(err.to_string().contains(&table), "{err}");
 }
+
+#[tokio::test]
+async fn idempotency_tokens_give_the_first_build_or_a_mismatch() {
+    let store = common::store().await;
+    let valid = Duration::from_secs(300);
+    assert_eq!(
+        store.reserve_token("t1", "app:1", "request", valid).await,
+        Ok(None)
+    );
+    assert_eq!(
+        store.reserve_token("t1", "app:2", "request", valid).await,
+        Ok(Some("app:1".into()))
+    );
+    assert_eq!(
+        store.reserve_token("t1", "app:3", "other", valid).await,
+        Err(RecordError::TokenMismatch {
+            token: "t1".into(),
+            build: "app:1".into()
+        })
+    );
+    // Expired: the token is free again.
+    assert_eq!(
+        store
+            .reserve_token("t2", "app:4", "a", Duration::ZERO)
+            .await,
+        Ok(None)
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        store.reserve_token("t2", "app:5", "b", valid).await,
+        Ok(None)
+    );
+    // Tokens are no builds.
+    assert!(store.list(None, None).await.unwrap().is_empty());
+    assert_eq!(store.get("token#t1").await.unwrap(), None);
+}

@@ -890,3 +890,43 @@ fn submit_follow_prints_the_log_and_exits_with_the_status() {
         assert_eq!(logs.stdout, "line one\nline two\n");
     }
 }
+
+#[test]
+fn an_idempotency_token_gives_the_first_build_again() {
+    let fleet = Fleet::new("fleet-token");
+    fleet.init().expect_code(0);
+    fleet.project("app");
+    let first = fleet.submit("app", &["--idempotency-token", "tok-1"]);
+    let again = fleet.submit("app", &["--idempotency-token", "tok-1"]);
+    assert_eq!(again, first);
+    assert_eq!(fleet.messages().len(), 1);
+    let other = fleet.run(&[
+        "submit",
+        "--queue",
+        &fleet.name,
+        "--table",
+        &fleet.name,
+        "--source-bucket",
+        &fleet.name,
+        "-s",
+        "app",
+        "--idempotency-token",
+        "tok-1",
+        "--env-var",
+        "A=2",
+    ]);
+    other.expect_code(2);
+    assert!(
+        other.stderr.contains(&format!(
+            "idempotency token `tok-1` was used for build `{first}` with other parameters"
+        )),
+        "{}",
+        other.stderr
+    );
+    let list = fleet.run(&["list", "--table", &fleet.name, "--format", "json"]);
+    let json: Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(json["builds"].as_array().unwrap().len(), 1);
+    // Another token: another build.
+    let second = fleet.submit("app", &["--idempotency-token", "tok-2"]);
+    assert_ne!(second, first);
+}

@@ -164,7 +164,8 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "BUCKET/PREFIX")]
     pub s3_logs: Option<String>,
 
-    /// The idempotency token, kept with the job.
+    /// An idempotency token: a repeat of the same submit within 5 minutes prints the first
+    /// build's id and starts nothing; with other parameters it is refused (CodeBuild's rule).
     #[arg(long, value_name = "TOKEN")]
     pub idempotency_token: Option<String>,
 }

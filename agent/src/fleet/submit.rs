@@ -14,7 +14,7 @@ use buildagent_fleet::job::{
     Artifacts, CloudWatchLogsConfig, EnvironmentVariable, GitSubmodulesConfig, Job, LogsConfig,
     S3LogsConfig, SecondarySource, SecondaryVersion, VariableType, TIMEOUT_MINUTES,
 };
-use buildagent_fleet::record::BuildRecord;
+use buildagent_fleet::record::{BuildRecord, RecordError, RecordStore};
 use buildagent_fleet::setup::Clients;
 use buildagent_runner::artifacts::{Entry, EntryKind};
 use buildagent_runner::fetch::SourceLocation;
@@ -31,6 +31,9 @@ struct Source {
     upload: Option<PathBuf>,
 }
 
+/// How long an idempotency token names its build (CodeBuild's 5 minutes).
+const TOKEN_VALIDITY: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// A local directory to upload: `None` for the primary source, else the secondary source's id.
 type Upload = (Option<String>, PathBuf);
 
@@ -44,6 +47,26 @@ pub fn run(args: &SubmitArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
         let clients = Clients::from_env(super::DEFAULT_REGION).await;
         let queue = super::open_queue(&clients, &queue).await?;
         let store = super::store(&clients, &table);
+        if let Some(token) = &job.idempotency_token {
+            // The request without its new build id: what a repeat must match.
+            let fingerprint = Job {
+                id: String::new(),
+                ..job.clone()
+            }
+            .to_json();
+            let first = store
+                .reserve_token(token, &job.id, &fingerprint, TOKEN_VALIDITY)
+                .await
+                .map_err(|e| match e {
+                    RecordError::TokenMismatch { .. } => invalid(e.to_string()),
+                    other => super::record_error(other),
+                })?;
+            if let Some(id) = first {
+                // CodeBuild's answer to a repeated StartBuild: the build it started.
+                println!("{id}");
+                return follow(args, &clients, &store, &id, color).await;
+            }
+        }
         let number = store
             .next_build_number(&job.project_name)
             .await
@@ -90,29 +113,37 @@ pub fn run(args: &SubmitArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
             return Err(anyhow::Error::new(e));
         }
         println!("{}", job.id);
-        if !args.follow {
-            return Ok(ExitCode::SUCCESS);
-        }
-        let last = super::follow::print_log(&clients.logs, &store, &job.id, true, color).await?;
-        Ok(
-            match last.and_then(|r| r.status.finished().map(|s| (r, s))) {
-                Some((record, status)) => {
-                    match &record.status_reason {
-                        Some(reason) => eprintln!("build {}: {status}: {reason}", record.id),
-                        None => eprintln!("build {}: {status}", record.id),
-                    }
-                    crate::run::exit_code(status)
-                }
-                None => {
-                    eprintln!(
-                        "stopped following; the build goes on (`buildagent stop {}` stops it)",
-                        job.id
-                    );
-                    ExitCode::from(130)
-                }
-            },
-        )
+        follow(args, &clients, &store, &job.id, color).await
     })
+}
+
+/// With `--follow`, prints the build's log until it ends and gives its exit status.
+async fn follow(
+    args: &SubmitArgs,
+    clients: &Clients,
+    store: &RecordStore,
+    id: &str,
+    color: bool,
+) -> anyhow::Result<ExitCode> {
+    if !args.follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let last = super::follow::print_log(&clients.logs, store, id, true, color).await?;
+    Ok(
+        match last.and_then(|r| r.status.finished().map(|s| (r, s))) {
+            Some((record, status)) => {
+                match &record.status_reason {
+                    Some(reason) => eprintln!("build {}: {status}: {reason}", record.id),
+                    None => eprintln!("build {}: {status}", record.id),
+                }
+                crate::run::exit_code(status)
+            }
+            None => {
+                eprintln!("stopped following; the build goes on (`buildagent stop {id}` stops it)");
+                ExitCode::from(130)
+            }
+        },
+    )
 }
 
 /// The job the arguments describe, and the local directories to upload (`None`: the primary
