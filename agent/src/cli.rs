@@ -55,6 +55,8 @@ pub enum Command {
     Status(crate::fleet::StatusArgs),
     /// Stop a fleet build: a queued one at once, a running one through its worker (within
     /// seconds; SIGTERM, grace, SIGKILL), as STOPPED.
+    ///
+    /// Exit status 1 when the build has already finished.
     Stop(crate::fleet::StopArgs),
     /// List a fleet's builds, newest first.
     List(crate::fleet::ListArgs),

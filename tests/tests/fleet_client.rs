@@ -304,7 +304,7 @@ fn submit_uploads_the_source_records_it_queued_and_sends_the_job() {
     uuid_of(&id).parse::<String>().unwrap();
 
     // The zip, with the project's files.
-    let key = format!("sources/myapp/{}.zip", uuid_of(&id));
+    let key = format!("sources/{}.zip", uuid_of(&id));
     let object = fleet
         .runtime
         .block_on(fleet.s3.get_object().bucket(&fleet.name).key(&key).send())
@@ -393,7 +393,7 @@ fn submit_uploads_the_source_records_it_queued_and_sends_the_job() {
         .map(|b| Job::parse(b).unwrap().job)
         .collect();
     let job = jobs.iter().find(|j| j.id == third).unwrap();
-    let lib_key = format!("sources/myapp/{}-LIB.zip", uuid_of(&third));
+    let lib_key = format!("sources/{}-LIB.zip", uuid_of(&third));
     assert_eq!(job.secondary_sources_override[0].source_identifier, "LIB");
     assert_eq!(
         job.secondary_sources_override[0].location,
@@ -497,10 +497,14 @@ fn stop_of_a_queued_build_stops_it_at_once() {
     assert_eq!(build["buildComplete"], true);
     assert_eq!(build["buildagent"]["statusReason"], "stopped by request");
     assert!(build["endTime"].is_string());
-    // Again: nothing to do, as CodeBuild's StopBuild.
+    // Again: an error naming the status; nothing changes.
     let again = fleet.run(&["stop", "--table", &fleet.name, &id]);
-    again.expect_code(0);
-    assert_eq!(again.stdout, format!("{id}: already finished (STOPPED)\n"));
+    again.expect_code(1);
+    assert!(again.stdout.is_empty());
+    assert_eq!(
+        again.stderr,
+        format!("error: build `{id}` has already finished (STOPPED)\n")
+    );
     // A running build: the flag its worker reads.
     let running = fleet.submit("app", &[]);
     fleet

@@ -79,7 +79,7 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "NAME", env = "BUILDAGENT_TABLE")]
     pub table: Option<String>,
 
-    /// Where a local source directory is uploaded, as `s3://BUCKET/sources/<project>/<uuid>.zip`.
+    /// Where a local source directory is uploaded, as `s3://BUCKET/sources/<uuid>.zip`.
     #[arg(long, value_name = "BUCKET")]
     pub source_bucket: Option<String>,
 

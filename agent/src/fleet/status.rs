@@ -54,7 +54,8 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Stops a build: at once when it is queued, through its worker when it runs.
+/// Stops a build: at once when it is queued, through its worker when it runs; a finished one is
+/// an error naming its status (exit status 1).
 pub fn stop(args: &StopArgs) -> anyhow::Result<ExitCode> {
     let table = super::table(&args.table)?;
     let outcome = super::runtime()?.block_on(async {
@@ -67,9 +68,10 @@ pub fn stop(args: &StopArgs) -> anyhow::Result<ExitCode> {
         Ok(StopOutcome::Requested) => {
             println!("{id}: stop requested; its worker stops the build within seconds")
         }
-        // As CodeBuild's StopBuild: stopping a finished build changes nothing and is no error.
-        Err(RecordError::AlreadyFinished { status, .. }) => {
-            println!("{id}: already finished ({status})")
+        // Nothing is changed; an error, so that a script learns the build was not stopped.
+        Err(e @ RecordError::AlreadyFinished { .. }) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
         }
         Err(RecordError::NotFound(_)) => {
             return Err(invalid(format!("no build `{id}` in table {table}")))

@@ -79,8 +79,8 @@ pub fn run(args: &SubmitArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
                 .as_deref()
                 .expect("checked: local sources have a bucket");
             let key = match which {
-                None => format!("sources/{}/{}.zip", job.project_name, job.uuid()),
-                Some(id) => format!("sources/{}/{}-{id}.zip", job.project_name, job.uuid()),
+                None => format!("sources/{}.zip", job.uuid()),
+                Some(id) => format!("sources/{}-{id}.zip", job.uuid()),
             };
             upload_dir(&s3, dir, bucket, &key).await?;
             let url = format!("s3://{bucket}/{key}");
