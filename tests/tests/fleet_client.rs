@@ -611,6 +611,7 @@ fn bad_input_is_refused_clearly_and_sends_nothing() {
     fleet.init().expect_code(0);
     fleet.project("app");
     let q = fleet.name.as_str();
+    let missing_url = fleet.queue_url().replace(q, "no-such-queue-y");
     let cases: &[(&[&str], &str)] = &[
         (
             &["submit", "--table", q, "--source-bucket", q, "-s", "app"],
@@ -715,6 +716,20 @@ fn bad_input_is_refused_clearly_and_sends_nothing() {
                 "app",
             ],
             "queue `no-such-queue-x` does not exist",
+        ),
+        (
+            &[
+                "submit",
+                "--queue",
+                &missing_url,
+                "--table",
+                q,
+                "--source-bucket",
+                q,
+                "-s",
+                "app",
+            ],
+            "does not exist (`buildagent fleet init --queue NAME ...` creates it)",
         ),
         (
             &[

@@ -301,14 +301,20 @@ pub fn store(clients: &Clients, table: &str) -> RecordStore {
     RecordStore::new(clients.dynamodb.clone(), table)
 }
 
-/// The queue `name_or_url`; a queue that does not exist is bad input.
+/// The queue `name_or_url`, checked to exist (a URL too, before anything is written); a queue
+/// that does not exist is bad input.
 pub async fn open_queue(clients: &Clients, name_or_url: &str) -> anyhow::Result<JobQueue> {
-    JobQueue::open(clients.sqs.clone(), name_or_url)
+    let missing = |e: QueueError| match e {
+        QueueError::NotFound(_) => invalid(format!(
+            "{e} (`buildagent fleet init --queue NAME ...` creates it)"
+        )),
+        other => anyhow::Error::new(other),
+    };
+    let queue = JobQueue::open(clients.sqs.clone(), name_or_url)
         .await
-        .map_err(|e| match e {
-            QueueError::NotFound(_) => invalid(format!(
-                "{e} (`buildagent fleet init --queue NAME ...` creates it)"
-            )),
-            other => anyhow::Error::new(other),
-        })
+        .map_err(missing)?;
+    if name_or_url.contains("://") {
+        queue.visibility_timeout().await.map_err(missing)?;
+    }
+    Ok(queue)
 }
