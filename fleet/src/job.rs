@@ -336,9 +336,11 @@ impl Job {
                         "`artifactsOverride.location`: an S3 artifact needs the bucket".into(),
                     )
                 }
-                other => return invalid(format!(
+                other => {
+                    return invalid(format!(
                     "`artifactsOverride.type` `{other}`: this worker writes `S3` or `NO_ARTIFACTS`"
-                )),
+                ))
+                }
             }
             one_of(
                 "artifactsOverride.namespaceType",

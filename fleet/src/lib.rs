@@ -3,7 +3,12 @@
 //! record in a DynamoDB table that any client reads.
 //!
 //! - [`job`]: the message, shaped like CodeBuild's `StartBuild` request, and its JSON Schema.
+//! - [`queue`]: the SQS queue of jobs ([`queue::JobQueue`]).
+//! - [`record`]: the builds' records in DynamoDB ([`record::RecordStore`]), with the conditional
+//!   claim that makes each build run once.
 
 #![deny(missing_docs)]
 
 pub mod job;
+pub mod queue;
+pub mod record;
