@@ -49,6 +49,12 @@ pub enum Command {
     /// `buildagent man | man -l -` shows it; `buildagent man --out-dir /usr/local/share/man/man1`
     /// installs buildagent.1, buildagent-run.1 and the others.
     Man(ManArgs),
+    /// Run builds from the fleet's job queue: claim each in the table of records, run it as
+    /// `run` does (several at once with --slots), keep its record current.
+    ///
+    /// The first SIGTERM or SIGINT drains (no new builds; running ones finish, up to
+    /// --drain-timeout); the second stops them and puts them back on the queue.
+    Worker(Box<crate::fleet::worker::WorkerArgs>),
 }
 
 /// `buildagent logs`.

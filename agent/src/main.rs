@@ -11,6 +11,7 @@ mod batch_render;
 mod cli;
 mod color;
 mod dry_run;
+mod fleet;
 mod hash_files;
 mod image;
 mod log_sinks;
@@ -49,6 +50,7 @@ fn main() -> ExitCode {
         cli::Command::Logs(args) => logs::run(&args, cli.color),
         cli::Command::Completions(args) => manual::completions(args.shell),
         cli::Command::Man(args) => manual::man(args.out_dir.as_deref()),
+        cli::Command::Worker(args) => fleet::worker::run(&args),
     };
     match status {
         Ok(code) => code,

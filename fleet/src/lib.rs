@@ -6,9 +6,12 @@
 //! - [`queue`]: the SQS queue of jobs ([`queue::JobQueue`]).
 //! - [`record`]: the builds' records in DynamoDB ([`record::RecordStore`]), with the conditional
 //!   claim that makes each build run once.
+//! - [`worker`]: the worker that takes jobs, claims and runs their builds, and keeps their
+//!   records ([`worker::Worker`]).
 
 #![deny(missing_docs)]
 
 pub mod job;
 pub mod queue;
 pub mod record;
+pub mod worker;

@@ -1,0 +1,3 @@
+//! The fleet's commands (see `buildagent_fleet`).
+
+pub mod worker;
