@@ -372,19 +372,25 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
             StartProgress::PullStatus(line) => eprintln!("  {line}"),
             StartProgress::Created { .. } => {}
         };
-        let result = execute(launch, stop, kill_now, &mut show_pull, move |event: &Event| {
-            for (index, r) in reporters.iter_mut().enumerate() {
-                if let Err(e) = r.report(event) {
-                    // A closed stdout (`| head`) or a full disk under --log-file stops
-                    // the build: its log would be incomplete. It still cleans up.
-                    let mut slot = errors.lock().unwrap_or_else(|p| p.into_inner());
-                    if slot.is_none() {
-                        *slot = Some((index, e));
-                        stop_on_error.request(CancelReason::Signal);
+        let result = execute(
+            launch,
+            stop,
+            kill_now,
+            &mut show_pull,
+            move |event: &Event| {
+                for (index, r) in reporters.iter_mut().enumerate() {
+                    if let Err(e) = r.report(event) {
+                        // A closed stdout (`| head`) or a full disk under --log-file stops
+                        // the build: its log would be incomplete. It still cleans up.
+                        let mut slot = errors.lock().unwrap_or_else(|p| p.into_inner());
+                        if slot.is_none() {
+                            *slot = Some((index, e));
+                            stop_on_error.request(CancelReason::Signal);
+                        }
                     }
                 }
-            }
-        })
+            },
+        )
         .await;
         signals.abort();
         result
@@ -444,7 +450,9 @@ pub async fn execute(
         host,
     } = launch;
     let container = match &image {
-        Some(container_options) => Some(Arc::new(start_container(container_options, progress).await?)),
+        Some(container_options) => Some(Arc::new(
+            start_container(container_options, progress).await?,
+        )),
         None => None,
     };
     let executor: Arc<dyn buildagent_runner::executor::Executor> = match &container {

@@ -129,7 +129,10 @@ impl Fleet {
         let mut job = Job::new(project);
         let mut yaml = "version: 0.2\nphases:\n  build:\n    commands:\n".to_string();
         for command in commands {
-            yaml.push_str(&format!("      - {}\n", serde_json::to_string(command).unwrap()));
+            yaml.push_str(&format!(
+                "      - {}\n",
+                serde_json::to_string(command).unwrap()
+            ));
         }
         job.buildspec_override = Some(yaml);
         self.submit_job(&job);
@@ -221,14 +224,18 @@ impl Fleet {
             log,
             addr: String::new(),
         };
-        wait_for("the worker's listening line", Duration::from_secs(20), || {
-            worker.addr = worker
-                .stderr()
-                .lines()
-                .find_map(|l| l.strip_prefix("listening on http://").map(str::to_string))
-                .unwrap_or_default();
-            !worker.addr.is_empty()
-        });
+        wait_for(
+            "the worker's listening line",
+            Duration::from_secs(20),
+            || {
+                worker.addr = worker
+                    .stderr()
+                    .lines()
+                    .find_map(|l| l.strip_prefix("listening on http://").map(str::to_string))
+                    .unwrap_or_default();
+                !worker.addr.is_empty()
+            },
+        );
         worker
     }
 
@@ -326,7 +333,7 @@ fn lines(path: &Path) -> Vec<String> {
 /// A command that appends `<word> <epoch seconds.nanoseconds>` to the build's file.
 fn mark(fleet: &Fleet, word: &str) -> String {
     format!(
-        "echo \"{word} $(date +%s.%N)\" >> {}/$CODEBUILD_BUILD_UUID",
+        "echo \"{word} $(date +%s.%N)\" >> {}/${{CODEBUILD_BUILD_ID#*:}}",
         fleet.marks().display()
     )
 }
@@ -347,7 +354,10 @@ fn two_workers_with_two_slots_run_twenty_builds_each_exactly_once_with_records_a
         .map(|i| {
             fleet.submit(
                 "twenty",
-                &[mark(&fleet, "ran"), format!("echo build number {i} says hello")],
+                &[
+                    mark(&fleet, "ran"),
+                    format!("echo build number {i} says hello"),
+                ],
             )
         })
         .collect();
@@ -366,7 +376,10 @@ fn two_workers_with_two_slots_run_twenty_builds_each_exactly_once_with_records_a
             .find(|p| p.phase_type == "BUILD")
             .expect("a BUILD phase");
         assert_eq!(build.phase_status.as_deref(), Some("SUCCEEDED"));
-        let logs = record.logs.as_ref().expect("the record says where the log is");
+        let logs = record
+            .logs
+            .as_ref()
+            .expect("the record says where the log is");
         assert_eq!(logs.group_name, "/aws/codebuild/twenty");
         assert_eq!(logs.stream_name, job.uuid());
     }
@@ -399,7 +412,10 @@ fn a_killed_workers_build_is_taken_over_as_attempt_2_and_never_runs_twice_at_onc
     let job = fleet.submit(
         "takeover",
         &[
-            format!("echo $$ > {}/pid-$CODEBUILD_BUILD_UUID", fleet.marks().display()),
+            format!(
+                "echo $$ > {}/pid-${{CODEBUILD_BUILD_ID#*:}}",
+                fleet.marks().display()
+            ),
             mark(&fleet, "start"),
             "sleep 4".into(),
             mark(&fleet, "end"),
@@ -474,14 +490,21 @@ fn drain_under_load_finishes_running_builds_and_leaves_the_rest_queued() {
     let fleet = Fleet::new("drain", 30);
     let mut a = fleet.worker("a", &["--slots", "2"]);
     let jobs: Vec<Job> = (0..6)
-        .map(|_| fleet.submit("drain", &[mark(&fleet, "start"), "sleep 2".into(), mark(&fleet, "end")]))
+        .map(|_| {
+            fleet.submit(
+                "drain",
+                &[mark(&fleet, "start"), "sleep 2".into(), mark(&fleet, "end")],
+            )
+        })
         .collect();
     let started = |fleet: &Fleet| {
         jobs.iter()
             .filter(|j| fleet.marks().join(j.uuid()).exists())
             .count()
     };
-    wait_for("two running builds", Duration::from_secs(30), || started(&fleet) == 2);
+    wait_for("two running builds", Duration::from_secs(30), || {
+        started(&fleet) == 2
+    });
     assert_eq!(a.get("/readyz"), (200, "ready\n".into()));
     a.signal(nix::sys::signal::Signal::SIGTERM);
     wait_for("readyz to say draining", Duration::from_secs(1), || {
@@ -521,9 +544,18 @@ fn drain_under_load_finishes_running_builds_and_leaves_the_rest_queued() {
 fn a_second_signal_stops_running_builds_and_puts_them_back_on_the_queue() {
     let fleet = Fleet::new("force", 30);
     let mut a = fleet.worker("a", &[]);
-    let job = fleet.submit("force", &[mark(&fleet, "start"), "sleep 30".into(), mark(&fleet, "end")]);
+    let job = fleet.submit(
+        "force",
+        &[
+            mark(&fleet, "start"),
+            "sleep 30".into(),
+            mark(&fleet, "end"),
+        ],
+    );
     let file = fleet.marks().join(job.uuid());
-    wait_for("the build's start", Duration::from_secs(30), || file.exists());
+    wait_for("the build's start", Duration::from_secs(30), || {
+        file.exists()
+    });
     a.signal(nix::sys::signal::Signal::SIGTERM);
     std::thread::sleep(Duration::from_millis(300));
     a.signal(nix::sys::signal::Signal::SIGTERM);
@@ -531,7 +563,9 @@ fn a_second_signal_stops_running_builds_and_puts_them_back_on_the_queue() {
     let record = fleet.record(&job.id);
     assert_eq!(record.status, BuildStatus::Queued, "{record:?}");
     assert!(
-        record.history[0].outcome.contains("interrupted by shutdown"),
+        record.history[0]
+            .outcome
+            .contains("interrupted by shutdown"),
         "{record:?}"
     );
     assert_eq!(fleet.queue_depth(), (1, 0));
@@ -543,7 +577,10 @@ fn a_second_signal_stops_running_builds_and_puts_them_back_on_the_queue() {
     assert_eq!(record.status, BuildStatus::Succeeded, "{record:?}");
     assert_eq!(record.attempt, 2, "{record:?}");
     let marks = lines(&file);
-    assert_eq!((times(&marks, "start").len(), times(&marks, "end").len()), (2, 1));
+    assert_eq!(
+        (times(&marks, "start").len(), times(&marks, "end").len()),
+        (2, 1)
+    );
 }
 
 #[test]
@@ -553,15 +590,25 @@ fn stop_ends_a_running_build_as_stopped_with_no_process_left() {
     let pid_file = fleet.marks().join("sleep-pid");
     let job = fleet.submit(
         "stop",
-        &[format!("sleep 300 & echo $! > {}; wait", pid_file.display())],
+        &[format!(
+            "sleep 300 & echo $! > {}; wait",
+            pid_file.display()
+        )],
     );
     wait_for("the build's sleep", Duration::from_secs(30), || {
         fs::read_to_string(&pid_file).is_ok_and(|t| t.ends_with('\n'))
     });
-    let sleep: i32 = fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let sleep: i32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(alive(sleep));
     let asked = Instant::now();
-    fleet.runtime.block_on(fleet.records.request_stop(&job.id)).unwrap();
+    fleet
+        .runtime
+        .block_on(fleet.records.request_stop(&job.id))
+        .unwrap();
     let record = fleet
         .wait_finished(std::slice::from_ref(&job.id), Duration::from_secs(30))
         .remove(0);
@@ -570,7 +617,10 @@ fn stop_ends_a_running_build_as_stopped_with_no_process_left() {
     assert_eq!(record.status_reason.as_deref(), Some("stopped by request"));
     assert!(!alive(sleep), "the build's sleep {sleep} outlived it");
     assert!(took < Duration::from_secs(15), "{took:?}");
-    assert_eq!(a.metric("buildagent_worker_builds_total{status=\"STOPPED\"}"), 1.0);
+    assert_eq!(
+        a.metric("buildagent_worker_builds_total{status=\"STOPPED\"}"),
+        1.0
+    );
     assert_eq!(fleet.queue_depth(), (0, 0));
 }
 
@@ -598,7 +648,11 @@ fn a_malformed_message_fails_its_record_with_the_reason_and_is_removed() {
         fleet.queue_depth() == (0, 0)
     });
     assert_eq!(a.metric("buildagent_worker_messages_invalid_total"), 2.0);
-    assert!(a.stderr().contains(&format!("invalid job {id}")), "{}", a.stderr());
+    assert!(
+        a.stderr().contains(&format!("invalid job {id}")),
+        "{}",
+        a.stderr()
+    );
 }
 
 #[test]
@@ -610,7 +664,10 @@ fn once_runs_one_build_and_exits_with_its_status_and_idle_exit_exits_when_idle()
     assert_eq!(fleet.record(&job.id).status, BuildStatus::Failed);
     let stderr = a.stderr();
     assert!(stderr.contains(&format!("started {}", job.id)), "{stderr}");
-    assert!(stderr.contains(&format!("finished {} FAILED in ", job.id)), "{stderr}");
+    assert!(
+        stderr.contains(&format!("finished {} FAILED in ", job.id)),
+        "{stderr}"
+    );
     let mut b = fleet.worker("b", &["--idle-exit", "2s"]);
     assert_eq!(b.wait_exit(Duration::from_secs(15)), 0, "{}", b.stderr());
 }

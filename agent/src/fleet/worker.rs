@@ -342,12 +342,14 @@ impl AgentLauncher {
             argv.push(flag.to_string());
             argv.push(value);
         }
-        let remote = |field: &str, text: &str| match SourceLocation::parse(text) {
+        let remote = |field: &str, text: &str| {
+            match SourceLocation::parse(text) {
             Ok(SourceLocation::Dir(_)) => Err(invalid(format!(
                 "`{field}` `{text}`: the worker fetches s3:// and Git sources, not a path on its machine"
             ))),
             Ok(_) => Ok(()),
             Err(e) => Err(invalid(format!("`{field}`: {e}"))),
+        }
         };
         let primary = job
             .source_location_override
@@ -404,9 +406,11 @@ impl AgentLauncher {
         for variable in &job.environment_variables_override {
             let spanned = |v: &str| Spanned::new(v.to_string(), Span::default());
             match variable.kind {
-                VariableType::Plaintext => {
-                    push(&mut argv, "--env-var", format!("{}={}", variable.name, variable.value))
-                }
+                VariableType::Plaintext => push(
+                    &mut argv,
+                    "--env-var",
+                    format!("{}={}", variable.name, variable.value),
+                ),
                 VariableType::ParameterStore => parameters.push(ParameterVariable {
                     name: spanned(&variable.name),
                     parameter: spanned(&variable.value),
@@ -431,12 +435,17 @@ impl AgentLauncher {
                 secrets_manager: secrets,
                 ..Env::default()
             };
-            let resolved = buildagent_runner::secrets::resolve(&env, &OfflineValues::new(), &self.region)
-                .await
-                .map_err(|e| invalid(format!("`environmentVariablesOverride`: {e}")))?;
+            let resolved =
+                buildagent_runner::secrets::resolve(&env, &OfflineValues::new(), &self.region)
+                    .await
+                    .map_err(|e| invalid(format!("`environmentVariablesOverride`: {e}")))?;
             for value in resolved {
                 // Masked in the log, as CodeBuild masks them.
-                push(&mut argv, "--secret", format!("{}={}", value.name, value.value));
+                push(
+                    &mut argv,
+                    "--secret",
+                    format!("{}={}", value.name, value.value),
+                );
             }
         }
         match (&job.image_override, self.docker) {
@@ -455,7 +464,11 @@ impl AgentLauncher {
         push(&mut argv, "--timeout", format!("{minutes}m"));
         if let Some(artifacts) = job.artifacts_override.as_ref().filter(|a| a.kind == "S3") {
             let bucket = artifacts.location.as_deref().unwrap_or_default();
-            let path = artifacts.path.as_deref().unwrap_or_default().trim_matches('/');
+            let path = artifacts
+                .path
+                .as_deref()
+                .unwrap_or_default()
+                .trim_matches('/');
             push(
                 &mut argv,
                 "-a",

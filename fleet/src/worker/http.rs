@@ -67,7 +67,10 @@ impl Health {
         let failures = self.failures.load(Ordering::Relaxed);
         if failures >= UNHEALTHY_AFTER {
             let error = self.last_error();
-            return (503, format!("{failures} queue calls failed in a row: {error}"));
+            return (
+                503,
+                format!("{failures} queue calls failed in a row: {error}"),
+            );
         }
         (200, "ok".into())
     }
@@ -141,7 +144,11 @@ async fn answer(mut stream: TcpStream, health: &Health) -> std::io::Result<()> {
         }
         ("GET" | "HEAD", "/metrics") => (200, CONTENT_TYPE, health.metrics.render()),
         ("GET" | "HEAD", _) => (404, "text/plain; charset=utf-8", "not found".into()),
-        _ => (405, "text/plain; charset=utf-8", "method not allowed".into()),
+        _ => (
+            405,
+            "text/plain; charset=utf-8",
+            "method not allowed".into(),
+        ),
     };
     let reason = match status {
         200 => "OK",

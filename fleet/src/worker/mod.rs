@@ -312,11 +312,9 @@ impl Worker {
         let ctx = self.ctx;
         let visibility = ctx.queue.visibility_timeout().await?;
         *lock(&ctx.visibility) = visibility;
-        std::fs::create_dir_all(&ctx.options.work_dir).map_err(|source| {
-            WorkerError::WorkDir {
-                path: ctx.options.work_dir.clone(),
-                source,
-            }
+        std::fs::create_dir_all(&ctx.options.work_dir).map_err(|source| WorkerError::WorkDir {
+            path: ctx.options.work_dir.clone(),
+            source,
         })?;
         let slots = ctx.options.slots.max(1);
         let permits = Arc::new(Semaphore::new(slots));
@@ -354,9 +352,7 @@ impl Worker {
             }
             let max = if ctx.options.once { 1 } else { free.min(10) };
             metrics.receive_call();
-            let poll = ctx
-                .queue
-                .receive(i32::try_from(max).unwrap_or(10), wait);
+            let poll = ctx.queue.receive(i32::try_from(max).unwrap_or(10), wait);
             tokio::pin!(poll);
             let (received, drained_meanwhile) = tokio::select! {
                 result = &mut poll => (result, false),
@@ -589,7 +585,9 @@ async fn run_build(ctx: &Arc<Ctx>, job: Job, attempt: u32, message: Received) {
     let claimed_at = Instant::now();
     let record = ctx.records.get(&id).await.ok().flatten();
     let build_number = record.as_ref().map_or(1, |r| r.build_number);
-    let queued_at = record.as_ref().map_or_else(SystemTime::now, |r| r.queued_at);
+    let queued_at = record
+        .as_ref()
+        .map_or_else(SystemTime::now, |r| r.queued_at);
     let now = SystemTime::now();
     // CodeBuild's first phases, which happen before the engine's.
     let mut phases = vec![
@@ -670,6 +668,15 @@ async fn run_build(ctx: &Arc<Ctx>, job: Job, attempt: u32, message: Received) {
             loop {
                 tokio::select! {
                     result = &mut done_rx => {
+                        // The events sent before the end are in the channel still: the final
+                        // record's phases need them (the last updates are the final write's).
+                        while let Ok(event) = events_rx.try_recv() {
+                            if let EventKind::Logs { cloudwatch: Some(cw), s3 } = &event.kind {
+                                let _ = ctx.records.set_logs(&id, &me, &logs_record(cw, s3)).await;
+                            } else {
+                                apply_phase(&mut phases, &event);
+                            }
+                        }
                         break result.unwrap_or_else(|_| {
                             Err(LaunchError::Fault("the build's thread panicked".into()))
                         });
@@ -677,10 +684,7 @@ async fn run_build(ctx: &Arc<Ctx>, job: Job, attempt: u32, message: Received) {
                     Some(event) = events_rx.recv() => {
                         let update = match &event.kind {
                             EventKind::Logs { cloudwatch: Some(cw), s3 } => {
-                                let mut logs = LogsRecord::cloudwatch(&cw.region, &cw.group, &cw.stream);
-                                logs.deep_link = cw.url.clone();
-                                logs.s3_deep_link = s3.clone();
-                                ctx.records.set_logs(&id, &me, &logs).await
+                                ctx.records.set_logs(&id, &me, &logs_record(cw, s3)).await
                             }
                             EventKind::Logs { .. } => Ok(()),
                             _ => {
@@ -749,7 +753,14 @@ async fn run_build(ctx: &Arc<Ctx>, job: Job, attempt: u32, message: Received) {
         // The build never started: PROVISIONING is where it ended.
         if let Some(last) = phases.last_mut() {
             last.end_time = Some(SystemTime::now());
-            last.phase_status = Some(if status == BuildStatus::Fault { "FAULT" } else { "CLIENT_ERROR" }.into());
+            last.phase_status = Some(
+                if status == BuildStatus::Fault {
+                    "FAULT"
+                } else {
+                    "CLIENT_ERROR"
+                }
+                .into(),
+            );
             if let Some(reason) = &reason {
                 last.contexts.push(("CLIENT_ERROR".into(), reason.clone()));
             }
@@ -815,6 +826,16 @@ async fn run_build(ctx: &Arc<Ctx>, job: Job, attempt: u32, message: Received) {
             (ctx.notify)(Notice::Problem(format!("writing {id}'s final record: {e}")));
         }
     }
+}
+
+fn logs_record(
+    cw: &buildagent_runner::events::CloudWatchLogsLocation,
+    s3: &Option<String>,
+) -> LogsRecord {
+    let mut logs = LogsRecord::cloudwatch(&cw.region, &cw.group, &cw.stream);
+    logs.deep_link = cw.url.clone();
+    logs.s3_deep_link = s3.clone();
+    logs
 }
 
 fn done_phase(kind: &str, start: SystemTime, end: SystemTime) -> PhaseRecord {
@@ -961,4 +982,3 @@ async fn requeue(ctx: &Ctx, id: &str, attempt: u32) -> Result<(), RecordError> {
         })?;
     Ok(())
 }
-

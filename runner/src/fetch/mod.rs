@@ -416,7 +416,11 @@ fn load_buildspec(
     };
     if let Some(name) = name {
         // A path that climbs out of the source is refused: it would read the worker's files.
-        if name.is_absolute() || name.components().any(|c| c == std::path::Component::ParentDir) {
+        if name.is_absolute()
+            || name
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+        {
             return Err(yaml_error(format!(
                 "buildspec `{}`: the path must stay inside the source",
                 name.display()
@@ -435,13 +439,11 @@ fn load_buildspec(
                 "YAML file does not exist: {} in the source",
                 name.display()
             )),
-            None => {
-            yaml_error(
+            None => yaml_error(
                 "YAML file does not exist: no buildspec.yml or buildspec.yaml in the source \
                  (name one with -b FILE)"
                     .to_string(),
-            )
-            }
+            ),
         })?;
     options.buildspec_path = path.clone();
     let (text, parsed) = buildagent_spec::parse_file(&path, parse_options)
