@@ -685,3 +685,108 @@ fn uuid_v4() -> String {
         &h[20..32]
     )
 }
+
+#[test]
+fn a_jobs_source_buildspec_path_variables_and_artifacts_reach_the_build() {
+    use buildagent_fleet::job::{Artifacts, EnvironmentVariable, VariableType};
+    let fleet = Fleet::new("job", 30);
+    let bucket = buildagent_tests::s3_bucket::Bucket::new("fleet-job");
+    let spec = "version: 0.2\nenv:\n  exported-variables:\n    - OUT\nphases:\n  build:\n    commands:\n\
+\x20     - echo \"marker=$(cat marker.txt)\"\n\
+\x20     - echo \"plain=$PLAIN secret=$SECRET\"\n\
+\x20     - export OUT=done-$PLAIN\n\
+artifacts:\n  files:\n    - marker.txt\n";
+    let zip = {
+        use std::io::Write;
+        let mut out = std::io::Cursor::new(Vec::new());
+        let mut w = zip::ZipWriter::new(&mut out);
+        let options = zip::write::SimpleFileOptions::default();
+        w.start_file("ci/spec.yml", options).unwrap();
+        w.write_all(spec.as_bytes()).unwrap();
+        w.start_file("marker.txt", options).unwrap();
+        w.write_all(b"from-the-zip").unwrap();
+        w.finish().unwrap();
+        out.into_inner()
+    };
+    bucket
+        .runtime
+        .block_on(
+            bucket
+                .client
+                .put_object()
+                .bucket(&bucket.name)
+                .key("src.zip")
+                .body(zip.into())
+                .send(),
+        )
+        .unwrap();
+    let parameter = format!("/fleet-job/{}", unique());
+    let secret = format!("s3cr3t-{}", unique());
+    fleet.runtime.block_on(async {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&fleet.aws.endpoint)
+            .region(aws_config::Region::new(fleet.aws.region.clone()))
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                &fleet.aws.access_key_id,
+                &fleet.aws.secret_access_key,
+                None,
+                None,
+                "test",
+            ))
+            .load()
+            .await;
+        aws_sdk_ssm::Client::new(&config)
+            .put_parameter()
+            .name(&parameter)
+            .value(&secret)
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .send()
+            .await
+            .unwrap();
+    });
+    let mut job = Job::new("job");
+    job.source_location_override = Some(format!("s3://{}/src.zip", bucket.name));
+    job.buildspec_override = Some("ci/spec.yml".into());
+    job.timeout_in_minutes_override = Some(5);
+    job.environment_variables_override = vec![
+        EnvironmentVariable {
+            name: "PLAIN".into(),
+            value: "hello".into(),
+            kind: VariableType::Plaintext,
+        },
+        EnvironmentVariable {
+            name: "SECRET".into(),
+            value: parameter.clone(),
+            kind: VariableType::ParameterStore,
+        },
+    ];
+    job.artifacts_override = Some(Artifacts {
+        kind: "S3".into(),
+        location: Some(bucket.name.clone()),
+        path: Some("out".into()),
+        namespace_type: Some("BUILD_ID".into()),
+        packaging: Some("NONE".into()),
+        ..Artifacts::default()
+    });
+    fleet.submit_job(&job);
+    let mut a = fleet.worker("a", &["--once"]);
+    assert_eq!(a.wait_exit(Duration::from_secs(60)), 0, "{}", a.stderr());
+    let record = fleet.record(&job.id);
+    assert_eq!(record.status, BuildStatus::Succeeded, "{record:?}");
+    assert_eq!(record.exported, vec![("OUT".to_string(), "done-hello".to_string())]);
+    assert_eq!(
+        record.artifacts.as_ref().unwrap()["location"],
+        format!("arn:aws:s3:::{}/out/{}", bucket.name, job.uuid()).as_str()
+    );
+    let log = fleet.log("/aws/codebuild/job", job.uuid()).join("");
+    assert!(log.contains("marker=from-the-zip"), "{log}");
+    assert!(log.contains("plain=hello secret=***"), "{log}");
+    assert!(!log.contains(&secret), "the secret is in the log: {log}");
+    let key = format!("out/{}/artifacts/marker.txt", job.uuid());
+    let object = bucket
+        .runtime
+        .block_on(bucket.client.get_object().bucket(&bucket.name).key(&key).send())
+        .unwrap_or_else(|e| panic!("{key}: {e:?}"));
+    let body = bucket.runtime.block_on(object.body.collect()).unwrap();
+    assert_eq!(body.into_bytes().as_ref(), b"from-the-zip");
+}
