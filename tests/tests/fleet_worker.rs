@@ -691,7 +691,8 @@ fn a_jobs_source_buildspec_path_variables_and_artifacts_reach_the_build() {
     use buildagent_fleet::job::{Artifacts, EnvironmentVariable, VariableType};
     let fleet = Fleet::new("job", 30);
     let bucket = buildagent_tests::s3_bucket::Bucket::new("fleet-job");
-    let spec = "version: 0.2\nenv:\n  exported-variables:\n    - OUT\nphases:\n  build:\n    commands:\n\
+    let spec =
+        "version: 0.2\nenv:\n  exported-variables:\n    - OUT\nphases:\n  build:\n    commands:\n\
 \x20     - echo \"marker=$(cat marker.txt)\"\n\
 \x20     - echo \"plain=$PLAIN secret=$SECRET\"\n\
 \x20     - export OUT=done-$PLAIN\n\
@@ -773,7 +774,10 @@ artifacts:\n  files:\n    - marker.txt\n";
     assert_eq!(a.wait_exit(Duration::from_secs(60)), 0, "{}", a.stderr());
     let record = fleet.record(&job.id);
     assert_eq!(record.status, BuildStatus::Succeeded, "{record:?}");
-    assert_eq!(record.exported, vec![("OUT".to_string(), "done-hello".to_string())]);
+    assert_eq!(
+        record.exported,
+        vec![("OUT".to_string(), "done-hello".to_string())]
+    );
     assert_eq!(
         record.artifacts.as_ref().unwrap()["location"],
         format!("arn:aws:s3:::{}/out/{}", bucket.name, job.uuid()).as_str()
@@ -785,8 +789,66 @@ artifacts:\n  files:\n    - marker.txt\n";
     let key = format!("out/{}/artifacts/marker.txt", job.uuid());
     let object = bucket
         .runtime
-        .block_on(bucket.client.get_object().bucket(&bucket.name).key(&key).send())
+        .block_on(
+            bucket
+                .client
+                .get_object()
+                .bucket(&bucket.name)
+                .key(&key)
+                .send(),
+        )
         .unwrap_or_else(|e| panic!("{key}: {e:?}"));
     let body = bucket.runtime.block_on(object.body.collect()).unwrap();
     assert_eq!(body.into_bytes().as_ref(), b"from-the-zip");
+}
+
+#[test]
+fn a_lost_lease_stops_the_build_and_leaves_the_record_to_its_new_owner() {
+    let fleet = Fleet::new("lost", 30);
+    let a = fleet.worker("a", &[]);
+    let pid_file = fleet.marks().join("sleep-pid");
+    let job = fleet.submit(
+        "lost",
+        &[format!(
+            "sleep 300 & echo $! > {}; wait",
+            pid_file.display()
+        )],
+    );
+    wait_for("the build's sleep", Duration::from_secs(30), || {
+        fs::read_to_string(&pid_file).is_ok_and(|t| t.ends_with('\n'))
+    });
+    let sleep: i32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Another worker took the build over (as a takeover's conditional write would).
+    fleet.runtime.block_on(async {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        fleet
+            .records
+            .client()
+            .update_item()
+            .table_name(fleet.records.table())
+            .key("id", AttributeValue::S(job.id.clone()))
+            .update_expression("SET #w = :other")
+            .expression_attribute_names("#w", "worker")
+            .expression_attribute_values(":other", AttributeValue::S("elsewhere:1:00000000".into()))
+            .send()
+            .await
+            .unwrap();
+    });
+    wait_for("the lease loss", Duration::from_secs(20), || {
+        a.metric("buildagent_worker_leases_lost_total") == 1.0
+            && a.metric("buildagent_worker_builds_running") == 0.0
+    });
+    assert!(!alive(sleep), "the build's sleep {sleep} outlived it");
+    let record = fleet.record(&job.id);
+    assert_eq!(record.status, BuildStatus::InProgress, "{record:?}");
+    assert_eq!(record.worker.as_deref(), Some("elsewhere:1:00000000"));
+    let stderr = a.stderr();
+    assert!(
+        stderr.contains(&format!("finished {} STOPPED", job.id)) && stderr.contains("lease lost"),
+        "{stderr}"
+    );
 }

@@ -461,6 +461,7 @@ async fn release(ctx: &Ctx, message: &Received) {
 
 /// One message: parse, claim, run, record, delete.
 async fn handle(ctx: &Arc<Ctx>, message: Received) {
+    let received_at = Instant::now();
     let metrics = &ctx.health.metrics;
     let job = match Job::parse(&message.body) {
         Ok(parsed) => parsed.job,
@@ -512,7 +513,7 @@ async fn handle(ctx: &Arc<Ctx>, message: Received) {
         id: job.id.clone(),
         attempt,
     });
-    run_build(ctx, job, attempt, message).await;
+    run_build(ctx, job, attempt, message, received_at).await;
     metrics.running_add(-1);
 }
 
@@ -578,7 +579,13 @@ enum Ended {
     Shutdown,
 }
 
-async fn run_build(ctx: &Arc<Ctx>, job: Job, attempt: u32, message: Received) {
+async fn run_build(
+    ctx: &Arc<Ctx>,
+    job: Job,
+    attempt: u32,
+    message: Received,
+    received_at: Instant,
+) {
     let me = ctx.options.worker_id.clone();
     let metrics = ctx.health.metrics.clone();
     let id = job.id.clone();
@@ -656,6 +663,10 @@ async fn run_build(ctx: &Arc<Ctx>, job: Job, attempt: u32, message: Received) {
             stop_poll.tick().await;
             tokio::pin!(done_rx);
             let force = ctx.shutdown.force.clone();
+            // Until when the message is hidden for sure: a failed extension is retried every
+            // second until then (a blip of the network is not a lost lease).
+            let mut hidden_until = received_at + visibility;
+            let mut retry_extend = false;
             let end = |why: Ended, ended: &mut Option<Ended>| {
                 if ended.is_none() {
                     if matches!(why, Ended::LeaseLost(_)) {
@@ -699,6 +710,9 @@ async fn run_build(ctx: &Arc<Ctx>, job: Job, attempt: u32, message: Received) {
                         }
                     }
                     _ = stop_poll.tick() => {
+                        if retry_extend {
+                            extend_lease(ctx, &message, &mut hidden_until, &mut retry_extend, &mut |why| end(why, &mut ended)).await;
+                        }
                         match ctx.records.get(&id).await {
                             Ok(Some(record)) if record.worker.as_deref() != Some(me.as_str())
                                 || record.status != record::BuildStatus::InProgress => {
@@ -710,10 +724,7 @@ async fn run_build(ctx: &Arc<Ctx>, job: Job, attempt: u32, message: Received) {
                         }
                     }
                     _ = lease.tick() => {
-                        match ctx.queue.extend(&message.receipt, visibility).await {
-                            Ok(()) => metrics.lease_extended(),
-                            Err(e) => end(Ended::LeaseLost(format!("the message's visibility could not be extended: {e}")), &mut ended),
-                        }
+                        extend_lease(ctx, &message, &mut hidden_until, &mut retry_extend, &mut |why| end(why, &mut ended)).await;
                         match ctx.records.heartbeat(&id, &me).await {
                             Ok(beat) if beat.stop_requested => end(Ended::StopRequested, &mut ended),
                             Ok(_) => {}
@@ -824,6 +835,40 @@ async fn run_build(ctx: &Arc<Ctx>, job: Job, attempt: u32, message: Received) {
         Err(e) => {
             // Not deleted: the message comes back and the build is taken over once stale.
             (ctx.notify)(Notice::Problem(format!("writing {id}'s final record: {e}")));
+        }
+    }
+}
+
+/// Hides the message for another visibility timeout. A failure is retried (the caller calls
+/// again a second later while `retry` is set) until the message may be visible again: then the
+/// lease is lost, and `lost` is told why.
+async fn extend_lease(
+    ctx: &Ctx,
+    message: &Received,
+    hidden_until: &mut Instant,
+    retry: &mut bool,
+    lost: &mut (dyn FnMut(Ended) + Send),
+) {
+    let visibility = *lock(&ctx.visibility);
+    let asked = Instant::now();
+    match ctx.queue.extend(&message.receipt, visibility).await {
+        Ok(()) => {
+            *hidden_until = asked + visibility;
+            *retry = false;
+            ctx.health.metrics.lease_extended();
+        }
+        Err(e) if Instant::now() + STOP_POLL >= *hidden_until => {
+            *retry = false;
+            lost(Ended::LeaseLost(format!(
+                "the message's visibility could not be extended: {e}"
+            )));
+        }
+        Err(e) => {
+            *retry = true;
+            (ctx.notify)(Notice::Problem(format!(
+                "extending {}'s lease (retrying): {e}",
+                message.message_id
+            )));
         }
     }
 }
