@@ -852,3 +852,32 @@ fn a_lost_lease_stops_the_build_and_leaves_the_record_to_its_new_owner() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_unreachable_queue_makes_the_worker_unready_then_unhealthy() {
+    let fleet = Fleet::new("health", 30);
+    let a = fleet.worker("a", &[]);
+    assert_eq!(a.get("/healthz"), (200, "ok\n".into()));
+    assert_eq!(a.get("/readyz"), (200, "ready\n".into()));
+    assert_eq!(a.get("/nothing").0, 404);
+    fleet
+        .runtime
+        .block_on(fleet.sqs.delete_queue().queue_url(fleet.queue.url()).send())
+        .unwrap();
+    // The long poll in flight ends; the next receive fails.
+    wait_for(
+        "readyz to say the queue is unreachable",
+        Duration::from_secs(30),
+        || {
+            let (status, body) = a.get("/readyz");
+            status == 503 && body.starts_with("queue unreachable: ")
+        },
+    );
+    wait_for(
+        "healthz to fail after three failed calls",
+        Duration::from_secs(30),
+        || a.get("/healthz").0 == 503,
+    );
+    let (_, body) = a.get("/healthz");
+    assert!(body.starts_with("3 queue calls failed in a row"), "{body}");
+}
