@@ -693,20 +693,33 @@ async fn run_build(
                         });
                     }
                     Some(event) = events_rx.recv() => {
-                        let update = match &event.kind {
-                            EventKind::Logs { cloudwatch: Some(cw), s3 } => {
-                                ctx.records.set_logs(&id, &me, &logs_record(cw, s3)).await
+                        // Phases that changed meanwhile are one write: a fast build's seven
+                        // phases pass in milliseconds, and the record needs only the latest.
+                        let mut pending = Some(event);
+                        let mut phases_changed = false;
+                        let mut updates = Vec::new();
+                        while let Some(event) = pending.take().or_else(|| events_rx.try_recv().ok()) {
+                            match &event.kind {
+                                EventKind::Logs { cloudwatch: Some(cw), s3 } => {
+                                    updates.push(ctx.records.set_logs(&id, &me, &logs_record(cw, s3)).await);
+                                }
+                                EventKind::Logs { .. } => {}
+                                _ => {
+                                    apply_phase(&mut phases, &event);
+                                    phases_changed = true;
+                                }
                             }
-                            EventKind::Logs { .. } => Ok(()),
-                            _ => {
-                                let current = apply_phase(&mut phases, &event);
-                                ctx.records.update_phases(&id, &me, &current, &phases).await
+                        }
+                        if phases_changed {
+                            let current = phases.last().map(|p| p.phase_type.clone()).unwrap_or_default();
+                            updates.push(ctx.records.update_phases(&id, &me, &current, &phases).await);
+                        }
+                        for update in updates {
+                            match update {
+                                Err(RecordError::LostClaim(_)) => end(Ended::LeaseLost("the record names another worker".into()), &mut ended),
+                                Err(e) => (ctx.notify)(Notice::Problem(format!("updating {id}: {e}"))),
+                                Ok(()) => {}
                             }
-                        };
-                        match update {
-                            Err(RecordError::LostClaim(_)) => end(Ended::LeaseLost("the record names another worker".into()), &mut ended),
-                            Err(e) => (ctx.notify)(Notice::Problem(format!("updating {id}: {e}"))),
-                            Ok(()) => {}
                         }
                     }
                     _ = stop_poll.tick() => {
