@@ -28,8 +28,9 @@ pub enum Command {
     ///
     /// Exits 0 when every file is valid (warnings allowed) and 2 otherwise.
     Validate(ValidateArgs),
-    /// Print a JSON Schema of the buildspec, for editors' YAML language servers.
-    Schema,
+    /// Print a JSON Schema of the buildspec, for editors' YAML language servers (with --job:
+    /// of a fleet's job message).
+    Schema(SchemaArgs),
     /// Run a buildspec on this machine with CodeBuild's semantics.
     ///
     /// Exit status: 0 SUCCEEDED, 1 FAILED, 2 invalid input, 3 FAULT, 124 TIMED_OUT, 130 STOPPED.
@@ -39,6 +40,32 @@ pub enum Command {
     /// Print a build's log from CloudWatch Logs (GROUP's latest stream unless STREAM is named),
     /// as the terminal shows it; with -f, follow it while the build runs.
     Logs(LogsArgs),
+    /// Fleet resources: `fleet init` creates the queue, dead-letter queue, table, bucket and log
+    /// group a fleet of workers needs.
+    Fleet(crate::fleet::FleetArgs),
+    /// Submit a build to a fleet's queue (its record QUEUED in the table); print its id. With
+    /// -f, print its log and exit with its status as `run` does.
+    ///
+    /// Exit status: 0 submitted (with -f: 0 SUCCEEDED, 1 FAILED, 3 FAULT, 124 TIMED_OUT, 130
+    /// STOPPED), 2 invalid input, 3 a service failed.
+    Submit(Box<crate::fleet::SubmitArgs>),
+    /// Print fleet builds' records: a table, or JSON shaped like CodeBuild's BatchGetBuilds.
+    ///
+    /// Exit status 1 when a build is not found.
+    Status(crate::fleet::StatusArgs),
+    /// Stop a fleet build: a queued one at once, a running one through its worker (within
+    /// seconds; SIGTERM, grace, SIGKILL), as STOPPED.
+    ///
+    /// Exit status 1 when the build has already finished.
+    Stop(crate::fleet::StopArgs),
+    /// List a fleet's builds, newest first.
+    List(crate::fleet::ListArgs),
+    /// Run builds from the fleet's job queue: claim each in the table of records, run it as
+    /// `run` does (several at once with --slots), keep its record current.
+    ///
+    /// The first SIGTERM or SIGINT drains (no new builds; running ones finish, up to
+    /// --drain-timeout); the second stops them and puts them back on the queue.
+    Worker(Box<crate::fleet::worker::WorkerArgs>),
     /// Print a completion script for a shell.
     ///
     /// bash: `buildagent completions bash > /etc/bash_completion.d/buildagent`; zsh: into a
@@ -49,24 +76,32 @@ pub enum Command {
     /// `buildagent man | man -l -` shows it; `buildagent man --out-dir /usr/local/share/man/man1`
     /// installs buildagent.1, buildagent-run.1 and the others.
     Man(ManArgs),
-    /// Run builds from the fleet's job queue: claim each in the table of records, run it as
-    /// `run` does (several at once with --slots), keep its record current.
-    ///
-    /// The first SIGTERM or SIGINT drains (no new builds; running ones finish, up to
-    /// --drain-timeout); the second stops them and puts them back on the queue.
-    Worker(Box<crate::fleet::worker::WorkerArgs>),
 }
 
 /// `buildagent logs`.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// The log group, and the stream (default: the group's stream with the latest event).
-    #[arg(value_name = "GROUP[:STREAM]")]
+    #[arg(value_name = "GROUP[:STREAM]|ID")]
     pub stream: String,
 
-    /// Keep printing new lines as they arrive, until interrupted.
+    /// Keep printing new lines as they arrive, until interrupted (a fleet build: until it ends).
     #[arg(short, long)]
     pub follow: bool,
+
+    /// A fleet's table: the argument is then a build id (`project:uuid`) whose record says where
+    /// its log is.
+    #[arg(long, value_name = "NAME", env = "BUILDAGENT_TABLE")]
+    pub table: Option<String>,
+}
+
+/// `buildagent schema`.
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// The schema of a fleet's job message (CodeBuild's StartBuild shape) instead of the
+    /// buildspec's.
+    #[arg(long)]
+    pub job: bool,
 }
 
 /// `buildagent completions`.

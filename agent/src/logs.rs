@@ -16,6 +16,11 @@ const POLL: Duration = Duration::from_secs(1);
 
 /// Prints the stream (following it with `-f` until interrupted).
 pub fn run(args: &LogsArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
+    if let Some(table) = args.table.as_deref().filter(|t| !t.is_empty()) {
+        if is_build_id(&args.stream) {
+            return crate::fleet::follow::logs(table, &args.stream, args.follow, color);
+        }
+    }
     let name: StreamName = args
         .stream
         .parse()
@@ -68,8 +73,19 @@ pub fn run(args: &LogsArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// A fleet build's id, `project:uuid` (a log group has a `/` or no uuid after its `:`).
+fn is_build_id(text: &str) -> bool {
+    text.split_once(':').is_some_and(|(project, uuid)| {
+        !project.is_empty()
+            && project
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && uuid::Uuid::parse_str(uuid).is_ok()
+    })
+}
+
 /// One event's message, as the terminal renderer draws it (the `[Container]` stamp dimmed).
-fn print(out: &mut impl Write, message: &str, color: bool) -> io::Result<()> {
+pub fn print(out: &mut impl Write, message: &str, color: bool) -> io::Result<()> {
     // `[Container] YYYY/MM/DD HH:MM:SS.ffffff` is 38 bytes.
     if color && message.starts_with("[Container] ") && message.is_char_boundary(38) {
         let (stamp, rest) = message.split_at(38);

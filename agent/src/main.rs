@@ -43,11 +43,18 @@ fn main() -> ExitCode {
     }
     let status = match cli.command {
         cli::Command::Validate(args) => validate::run(&args, cli.color),
-        cli::Command::Schema => print_schema(),
+        cli::Command::Schema(args) => print_schema(args.job),
         cli::Command::Run(args) if args.batch => batch::run(&args, cli.color),
         cli::Command::Run(args) => run::run(&args, cli.color),
         cli::Command::Image(args) => image::run(&args),
         cli::Command::Logs(args) => logs::run(&args, cli.color),
+        cli::Command::Fleet(args) => match &args.command {
+            fleet::FleetCommand::Init(args) => fleet::init::run(args),
+        },
+        cli::Command::Submit(args) => fleet::submit::run(&args, cli.color),
+        cli::Command::Status(args) => fleet::status::status(&args),
+        cli::Command::Stop(args) => fleet::status::stop(&args),
+        cli::Command::List(args) => fleet::status::list(&args),
         cli::Command::Completions(args) => manual::completions(args.shell),
         cli::Command::Man(args) => manual::man(args.out_dir.as_deref()),
         cli::Command::Worker(args) => fleet::worker::run(&args),
@@ -68,9 +75,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn print_schema() -> anyhow::Result<ExitCode> {
+fn print_schema(job: bool) -> anyhow::Result<ExitCode> {
     use std::io::Write;
-    let schema = buildagent_spec::schema::json_schema();
+    let schema = if job {
+        buildagent_fleet::job::json_schema()
+    } else {
+        buildagent_spec::schema::json_schema()
+    };
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, &schema)?;
     writeln!(out)?;

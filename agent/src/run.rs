@@ -561,7 +561,9 @@ pub async fn watch_signals(stop: StopRequest, kill_now: CancellationToken) {
 /// The primary source and the `ID:SOURCE` secondary ones. A value is `ID:SOURCE` when it has a
 /// `:` that is neither a URL's (`https://`, `s3://`) nor an scp-like Git address's
 /// (`git@host:path`), and is not an existing path.
-fn sources(args: &[String]) -> anyhow::Result<(SourceLocation, Vec<(String, SourceLocation)>)> {
+pub(crate) fn sources(
+    args: &[String],
+) -> anyhow::Result<(SourceLocation, Vec<(String, SourceLocation)>)> {
     let parse = |arg: &str, text: &str| {
         SourceLocation::parse(text).map_err(|e| invalid(format!("-s {arg}: {e}")))
     };

@@ -9,8 +9,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+
+use crate::describe;
 
 /// A queue operation that failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -241,13 +243,5 @@ impl JobQueue {
             .await
             .map_err(|e| self.error("deleting a message", e.into_service_error()))?;
         Ok(())
-    }
-}
-
-fn describe(error: &(impl ProvideErrorMetadata + std::error::Error)) -> String {
-    match (error.code(), error.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_string(),
-        _ => DisplayErrorContext(error).to_string(),
     }
 }

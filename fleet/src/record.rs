@@ -19,10 +19,12 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
 use serde_json::{json, Value};
+
+use crate::describe;
 
 /// The status of a build, CodeBuild's names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -628,6 +630,18 @@ pub enum RecordError {
         /// What the service (or the connection) said.
         message: String,
     },
+    /// An idempotency token used within its validity for a different request (CodeBuild's
+    /// parameter mismatch).
+    #[error("idempotency token `{token}` was used for build `{build}` with other parameters")]
+    TokenMismatch {
+        /// The token.
+        token: String,
+        /// The build it was used for.
+        build: String,
+    },
+    /// The table does not exist.
+    #[error("table {0} does not exist (`buildagent fleet init` creates it)")]
+    NoTable(String),
     /// An item of the table is not a build record this version can read.
     #[error("table {table}: item `{id}` is not a valid build record: {message}")]
     Corrupt {
@@ -676,6 +690,9 @@ impl RecordStore {
         id: &str,
         e: impl ProvideErrorMetadata + std::error::Error,
     ) -> RecordError {
+        if e.code() == Some(NO_TABLE) {
+            return RecordError::NoTable(self.table.clone());
+        }
         RecordError::Service {
             op: format!("{op} of `{id}` in table {}", self.table),
             message: describe(&e),
@@ -748,7 +765,9 @@ impl RecordStore {
             .await
             .map_err(|e| self.service("read", id, e.into_service_error()))?;
         match out.item() {
+            // A counter is no build.
             None => Ok(None),
+            Some(item) if !item.contains_key("buildStatus") => Ok(None),
             Some(item) => BuildRecord::from_item(item)
                 .map(Some)
                 .map_err(|m| self.corrupt(id, m)),
@@ -811,6 +830,7 @@ impl RecordStore {
                     .and_then(|r| r.get(&self.table))
                     .into_iter()
                     .flatten()
+                    .filter(|item| item.contains_key("buildStatus"))
                 {
                     let id = item
                         .get("id")
@@ -867,9 +887,15 @@ impl RecordStore {
                 .consistent_read(true)
                 .send()
                 .await
-                .map_err(|e| RecordError::Service {
-                    op: format!("list of the builds in table {}", self.table),
-                    message: describe(&e.into_service_error()),
+                .map_err(|e| {
+                    let e = e.into_service_error();
+                    if e.code() == Some(NO_TABLE) {
+                        return RecordError::NoTable(self.table.clone());
+                    }
+                    RecordError::Service {
+                        op: format!("list of the builds in table {}", self.table),
+                        message: describe(&e),
+                    }
                 })?;
             for item in out.items() {
                 let id = item
@@ -1198,6 +1224,71 @@ impl RecordStore {
         }
     }
 
+    /// An idempotency token, as CodeBuild's `StartBuild` treats it: the first request with
+    /// `token` reserves it for build `id` for `valid` (CodeBuild: 5 minutes) and gets `None`; a
+    /// repeat within that time gets the first build's id when `fingerprint` (the request without
+    /// its build id) is the same, else [`RecordError::TokenMismatch`]. The reservation is the
+    /// item `token#<token>`, written conditionally so that of two requests at once one wins.
+    pub async fn reserve_token(
+        &self,
+        token: &str,
+        id: &str,
+        fingerprint: &str,
+        valid: Duration,
+    ) -> Result<Option<String>, RecordError> {
+        let key = format!("token#{token}");
+        for _ in 0..RACE_RETRIES {
+            let now = SystemTime::now();
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .item("id", s(&key))
+                .item("build", s(id))
+                .item("fingerprint", s(fingerprint))
+                .item("expiresAt", ms(now + valid))
+                .condition_expression("attribute_not_exists(#id) OR #expiresAt < :now")
+                .expression_attribute_names("#id", "id")
+                .expression_attribute_names("#expiresAt", "expiresAt")
+                .expression_attribute_values(":now", ms(now))
+                .send()
+                .await;
+            match put {
+                Ok(_) => return Ok(None),
+                Err(e) => {
+                    let e = e.into_service_error();
+                    if e.code() != Some(CONDITION_FAILED) {
+                        return Err(self.service("idempotency token", &key, e));
+                    }
+                }
+            }
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key("id", s(&key))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| self.service("idempotency token", &key, e.into_service_error()))?;
+            // Expired between the write and the read: try again.
+            let Some(item) = out.item() else { continue };
+            let field = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+            let build = field("build").unwrap_or_default();
+            if field("fingerprint").as_deref() == Some(fingerprint) {
+                return Ok(Some(build));
+            }
+            return Err(RecordError::TokenMismatch {
+                token: token.to_string(),
+                build,
+            });
+        }
+        Err(RecordError::Service {
+            op: format!("idempotency token `{token}` in table {}", self.table),
+            message: format!("the token changed {RACE_RETRIES} times while it was reserved"),
+        })
+    }
+
     /// `stop`: a queued build is `STOPPED` at once (reason "stopped by request", end time
     /// now); a running one gets `stopRequested`, which its worker reads within seconds; a
     /// finished one is [`RecordError::AlreadyFinished`].
@@ -1260,6 +1351,7 @@ impl RecordStore {
 }
 
 const CONDITION_FAILED: &str = "ConditionalCheckFailedException";
+const NO_TABLE: &str = "ResourceNotFoundException";
 
 /// The attribute names of the `#name` placeholders in `expressions`: every attribute is named
 /// through one, because DynamoDB reserves many plain words (`project`, `status`, ...), and it
@@ -1292,14 +1384,6 @@ impl Named for UpdateItemFluentBuilder {
             self.get_condition_expression(),
         ]);
         self.set_expression_attribute_names(names)
-    }
-}
-
-fn describe(error: &(impl ProvideErrorMetadata + std::error::Error)) -> String {
-    match (error.code(), error.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_string(),
-        _ => DisplayErrorContext(error).to_string(),
     }
 }
 

@@ -333,6 +333,13 @@ async fn get_many_returns_the_existing_in_order() {
     let ids: Vec<_> = got.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, [b.id.as_str(), a.id.as_str()]);
     assert!(store.get_many(&[]).await.unwrap().is_empty());
+    // The per-project counters are no builds.
+    assert_eq!(store.get("counter#a").await.unwrap(), None);
+    assert!(store
+        .get_many(&["counter#a".into()])
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(store.get("x:missing").await.unwrap(), None);
 }
 
@@ -461,4 +468,57 @@ async fn records_have_batch_get_builds_shape() {
     );
     assert_eq!(json["buildagent"]["statusReason"], "BUILD failed");
     assert_eq!(json["buildagent"]["worker"], "w1");
+}
+
+#[tokio::test]
+async fn a_missing_table_is_named() {
+    let client = aws_sdk_dynamodb::Client::new(&common::sdk_config());
+    let table = common::unique("missing");
+    let store = RecordStore::new(client, table.clone());
+    assert_eq!(
+        store.get("app:x").await,
+        Err(RecordError::NoTable(table.clone()))
+    );
+    assert_eq!(
+        store.list(None, None).await,
+        Err(RecordError::NoTable(table.clone()))
+    );
+    let err = store.next_build_number("app").await.unwrap_err();
+    assert!(err.to_string().contains(&table), "{err}");
+}
+
+#[tokio::test]
+async fn idempotency_tokens_give_the_first_build_or_a_mismatch() {
+    let store = common::store().await;
+    let valid = Duration::from_secs(300);
+    assert_eq!(
+        store.reserve_token("t1", "app:1", "request", valid).await,
+        Ok(None)
+    );
+    assert_eq!(
+        store.reserve_token("t1", "app:2", "request", valid).await,
+        Ok(Some("app:1".into()))
+    );
+    assert_eq!(
+        store.reserve_token("t1", "app:3", "other", valid).await,
+        Err(RecordError::TokenMismatch {
+            token: "t1".into(),
+            build: "app:1".into()
+        })
+    );
+    // Expired: the token is free again.
+    assert_eq!(
+        store
+            .reserve_token("t2", "app:4", "a", Duration::ZERO)
+            .await,
+        Ok(None)
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        store.reserve_token("t2", "app:5", "b", valid).await,
+        Ok(None)
+    );
+    // Tokens are no builds.
+    assert!(store.list(None, None).await.unwrap().is_empty());
+    assert_eq!(store.get("token#t1").await.unwrap(), None);
 }

@@ -96,3 +96,19 @@ pub async fn queue(visibility: u32) -> JobQueue {
         .await
         .expect("open the queue")
 }
+
+/// Every fleet client, for moto.
+pub fn clients() -> buildagent_fleet::setup::Clients {
+    let config = sdk_config();
+    buildagent_fleet::setup::Clients {
+        sqs: aws_sdk_sqs::Client::new(&config),
+        dynamodb: aws_sdk_dynamodb::Client::new(&config),
+        s3: aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&config)
+                .force_path_style(true)
+                .build(),
+        ),
+        logs: aws_sdk_cloudwatchlogs::Client::new(&config),
+        region: "us-east-1".into(),
+    }
+}
