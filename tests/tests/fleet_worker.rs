@@ -881,3 +881,49 @@ fn an_unreachable_queue_makes_the_worker_unready_then_unhealthy() {
     let (_, body) = a.get("/healthz");
     assert!(body.starts_with("3 queue calls failed in a row"), "{body}");
 }
+
+#[test]
+fn submit_follow_through_a_real_worker_prints_the_log_and_exits_with_the_status() {
+    let fleet = Fleet::new("follow", 30);
+    let bucket = buildagent_tests::s3_bucket::Bucket::new("fleet-follow");
+    let _a = fleet.worker("a", &["--slots", "2"]);
+    for (command, code, status) in [
+        ("echo all good", 0, BuildStatus::Succeeded),
+        ("echo about to fail; exit 3", 1, BuildStatus::Failed),
+    ] {
+        let src = fleet.dir.path().join(format!("app-{code}"));
+        fs::create_dir_all(&src).unwrap();
+        fs::write(
+            src.join("buildspec.yml"),
+            format!("version: 0.2\nphases:\n  build:\n    commands:\n      - {command}\n"),
+        )
+        .unwrap();
+        fs::write(src.join("data.txt"), "from the submitter\n").unwrap();
+        let out = Command::new(binary())
+            .args(["submit", "--queue", fleet.queue.url(), "--table"])
+            .arg(fleet.records.table())
+            .args(["--source-bucket", &bucket.name, "--project", "follow", "-s"])
+            .arg(&src)
+            .arg("--follow")
+            .envs(fleet.aws.env())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id = stdout.lines().next().unwrap().to_string();
+        assert!(
+            stdout.contains(command.split(';').next().unwrap()),
+            "{stdout}"
+        );
+        let record = fleet.record(&id);
+        assert_eq!(record.status, status, "{record:?}");
+        assert_eq!(record.attempt, 1);
+    }
+    assert_eq!(fleet.queue_depth(), (0, 0));
+}
