@@ -1040,3 +1040,90 @@ async fn requeue(ctx: &Ctx, id: &str, attempt: u32) -> Result<(), RecordError> {
         })?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use buildagent_runner::events::{BuildPhase, PhaseContext, PhaseStatus};
+
+    fn at(ms: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn phase_events_end_the_previous_phase_and_carry_status_and_context() {
+        let mut phases = vec![PhaseRecord {
+            phase_type: "PROVISIONING".into(),
+            phase_status: None,
+            start_time: at(0),
+            end_time: None,
+            contexts: Vec::new(),
+        }];
+        let event = |ms, kind| Event::new(at(ms), Duration::ZERO, kind);
+        let current = apply_phase(
+            &mut phases,
+            &event(
+                10,
+                EventKind::PhaseStarted {
+                    phase: BuildPhase::Build,
+                },
+            ),
+        );
+        assert_eq!(current, "BUILD");
+        assert_eq!(phases[0].end_time, Some(at(10)));
+        assert_eq!(phases[0].phase_status.as_deref(), Some("SUCCEEDED"));
+        apply_phase(
+            &mut phases,
+            &event(
+                30,
+                EventKind::PhaseFinished {
+                    phase: BuildPhase::Build,
+                    status: PhaseStatus::Failed,
+                    duration: Duration::from_millis(20),
+                    context: Some(PhaseContext {
+                        code: "COMMAND_EXECUTION_ERROR".into(),
+                        message: "exit status 3".into(),
+                    }),
+                },
+            ),
+        );
+        let build = &phases[1];
+        assert_eq!(build.phase_status.as_deref(), Some("FAILED"));
+        assert_eq!(build.end_time, Some(at(30)));
+        assert_eq!(
+            build.contexts,
+            vec![(
+                "COMMAND_EXECUTION_ERROR".to_string(),
+                "exit status 3".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn the_artifacts_location_is_codebuilds_arn_of_the_prefix() {
+        let mut job = Job::new("web");
+        assert_eq!(artifacts_location(&job), None);
+        job.artifacts_override = Some(crate::job::Artifacts {
+            kind: "S3".into(),
+            location: Some("bucket".into()),
+            path: Some("/out/".into()),
+            namespace_type: Some("BUILD_ID".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            artifacts_location(&job).unwrap()["location"],
+            format!("arn:aws:s3:::bucket/out/{}", job.uuid()).as_str()
+        );
+    }
+
+    #[test]
+    fn a_worker_id_is_host_pid_and_eight_hex_digits() {
+        let id = worker_id();
+        let parts: Vec<&str> = id.rsplitn(3, ':').collect();
+        assert_eq!(parts.len(), 3, "{id}");
+        assert_eq!(parts[1], std::process::id().to_string());
+        assert_eq!(parts[0].len(), 8);
+        assert!(parts[0].chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        assert!(!parts[2].is_empty());
+    }
+}
