@@ -927,3 +927,22 @@ fn submit_follow_through_a_real_worker_prints_the_log_and_exits_with_the_status(
     }
     assert_eq!(fleet.queue_depth(), (0, 0));
 }
+
+#[test]
+fn with_the_docker_executor_a_jobs_image_runs_its_build() {
+    let image = services::base_image();
+    let fleet = Fleet::new("docker", 30);
+    let mut job = Job::new("docker");
+    job.image_override = Some(image.clone());
+    job.buildspec_override = Some(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - test -f /.dockerenv && echo in-a-container\n"
+            .into(),
+    );
+    fleet.submit_job(&job);
+    let mut a = fleet.worker("a", &["--executor", "docker", "--once"]);
+    assert_eq!(a.wait_exit(Duration::from_secs(120)), 0, "{}", a.stderr());
+    let record = fleet.record(&job.id);
+    assert_eq!(record.status, BuildStatus::Succeeded, "{record:?}");
+    let log = fleet.log("/aws/codebuild/docker", job.uuid()).join("");
+    assert!(log.contains("in-a-container"), "{log}");
+}
