@@ -393,7 +393,12 @@ fn two_workers_with_two_slots_run_twenty_builds_each_exactly_once_with_records_a
             job.id
         );
     }
-    // Both workers took builds, and their counts add up.
+    // Both workers took builds, and their counts add up (counted just after the final record).
+    wait_for("the workers' counts", Duration::from_secs(10), || {
+        a.metric("buildagent_worker_builds_total{status=\"SUCCEEDED\"}")
+            + b.metric("buildagent_worker_builds_total{status=\"SUCCEEDED\"}")
+            == 20.0
+    });
     let (done_a, done_b) = (
         a.metric("buildagent_worker_builds_total{status=\"SUCCEEDED\"}"),
         b.metric("buildagent_worker_builds_total{status=\"SUCCEEDED\"}"),
@@ -401,8 +406,13 @@ fn two_workers_with_two_slots_run_twenty_builds_each_exactly_once_with_records_a
     assert_eq!(done_a + done_b, 20.0);
     assert!(done_a > 0.0 && done_b > 0.0, "a {done_a}, b {done_b}");
     assert_eq!(a.metric("buildagent_worker_slots"), 2.0);
-    assert_eq!(a.metric("buildagent_worker_builds_running"), 0.0);
-    assert_eq!(fleet.queue_depth(), (0, 0));
+    wait_for("no running build", Duration::from_secs(10), || {
+        a.metric("buildagent_worker_builds_running") == 0.0
+    });
+    // The message goes just after the final record.
+    wait_for("an empty queue", Duration::from_secs(10), || {
+        fleet.queue_depth() == (0, 0)
+    });
 }
 
 #[test]
@@ -457,7 +467,10 @@ fn a_killed_workers_build_is_taken_over_as_attempt_2_and_never_runs_twice_at_onc
     assert_eq!((starts.len(), ends.len()), (2, 1), "{marks:?}");
     // The second attempt began after the first was gone.
     assert!(starts[1] > killed, "{marks:?}, killed at {killed}");
-    assert_eq!(fleet.queue_depth(), (0, 0));
+    // The message goes just after the final record.
+    wait_for("an empty queue", Duration::from_secs(10), || {
+        fleet.queue_depth() == (0, 0)
+    });
 }
 
 #[test]
@@ -482,7 +495,10 @@ fn a_build_outliving_three_visibility_timeouts_is_never_redelivered_while_its_wo
     let dropped = a.metric("buildagent_worker_duplicates_dropped_total")
         + b.metric("buildagent_worker_duplicates_dropped_total");
     assert_eq!(dropped, 0.0, "the message was delivered again");
-    assert_eq!(fleet.queue_depth(), (0, 0));
+    // The message goes just after the final record.
+    wait_for("an empty queue", Duration::from_secs(10), || {
+        fleet.queue_depth() == (0, 0)
+    });
 }
 
 #[test]
@@ -537,7 +553,10 @@ fn drain_under_load_finishes_running_builds_and_leaves_the_rest_queued() {
     for job in &jobs {
         assert_eq!(lines(&fleet.marks().join(job.uuid())).len(), 2);
     }
-    assert_eq!(fleet.queue_depth(), (0, 0));
+    // The message goes just after the final record.
+    wait_for("an empty queue", Duration::from_secs(10), || {
+        fleet.queue_depth() == (0, 0)
+    });
 }
 
 #[test]
@@ -617,11 +636,13 @@ fn stop_ends_a_running_build_as_stopped_with_no_process_left() {
     assert_eq!(record.status_reason.as_deref(), Some("stopped by request"));
     assert!(!alive(sleep), "the build's sleep {sleep} outlived it");
     assert!(took < Duration::from_secs(15), "{took:?}");
-    assert_eq!(
-        a.metric("buildagent_worker_builds_total{status=\"STOPPED\"}"),
-        1.0
-    );
-    assert_eq!(fleet.queue_depth(), (0, 0));
+    wait_for("the STOPPED count", Duration::from_secs(10), || {
+        a.metric("buildagent_worker_builds_total{status=\"STOPPED\"}") == 1.0
+    });
+    // The message goes just after the final record.
+    wait_for("an empty queue", Duration::from_secs(10), || {
+        fleet.queue_depth() == (0, 0)
+    });
 }
 
 #[test]
@@ -925,7 +946,10 @@ fn submit_follow_through_a_real_worker_prints_the_log_and_exits_with_the_status(
         assert_eq!(record.status, status, "{record:?}");
         assert_eq!(record.attempt, 1);
     }
-    assert_eq!(fleet.queue_depth(), (0, 0));
+    // The message goes just after the final record.
+    wait_for("an empty queue", Duration::from_secs(10), || {
+        fleet.queue_depth() == (0, 0)
+    });
 }
 
 #[test]
