@@ -970,3 +970,21 @@ fn with_the_docker_executor_a_jobs_image_runs_its_build() {
     let log = fleet.log("/aws/codebuild/docker", job.uuid()).join("");
     assert!(log.contains("in-a-container"), "{log}");
 }
+
+#[test]
+fn the_message_of_a_build_stopped_while_queued_is_dropped_and_never_runs() {
+    let fleet = Fleet::new("stopped", 30);
+    let job = fleet.submit("stopped", &[mark(&fleet, "ran")]);
+    fleet
+        .runtime
+        .block_on(fleet.records.request_stop(&job.id))
+        .unwrap();
+    let mut a = fleet.worker("a", &["--idle-exit", "3s"]);
+    wait_for("the message to go", Duration::from_secs(20), || {
+        fleet.queue_depth() == (0, 0)
+    });
+    assert_eq!(a.metric("buildagent_worker_duplicates_dropped_total"), 1.0);
+    assert_eq!(a.wait_exit(Duration::from_secs(20)), 0, "{}", a.stderr());
+    assert_eq!(fleet.record(&job.id).status, BuildStatus::Stopped);
+    assert!(!fleet.marks().join(job.uuid()).exists(), "the build ran");
+}
