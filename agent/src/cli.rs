@@ -60,6 +60,12 @@ pub enum Command {
     Stop(crate::fleet::StopArgs),
     /// List a fleet's builds, newest first.
     List(crate::fleet::ListArgs),
+    /// Run builds from the fleet's job queue: claim each in the table of records, run it as
+    /// `run` does (several at once with --slots), keep its record current.
+    ///
+    /// The first SIGTERM or SIGINT drains (no new builds; running ones finish, up to
+    /// --drain-timeout); the second stops them and puts them back on the queue.
+    Worker(Box<crate::fleet::worker::WorkerArgs>),
     /// Print a completion script for a shell.
     ///
     /// bash: `buildagent completions bash > /etc/bash_completion.d/buildagent`; zsh: into a

@@ -57,6 +57,7 @@ fn main() -> ExitCode {
         cli::Command::List(args) => fleet::status::list(&args),
         cli::Command::Completions(args) => manual::completions(args.shell),
         cli::Command::Man(args) => manual::man(args.out_dir.as_deref()),
+        cli::Command::Worker(args) => fleet::worker::run(&args),
     };
     match status {
         Ok(code) => code,

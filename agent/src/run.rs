@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use anyhow::{bail, Context};
 use buildagent_runner::artifacts::Packaging;
-use buildagent_runner::engine::{Build, BuildOptions, Namespace};
+use buildagent_runner::engine::{Build, BuildOptions, BuildResult, Namespace};
 use buildagent_runner::events::{BuildStatus, CancelReason, Event};
 use buildagent_runner::executor::container::StartProgress;
 use buildagent_runner::executor::{
@@ -27,6 +27,7 @@ use crate::cli::{
     ArtifactsNamespace, ArtifactsPackaging, ColorChoice, LogFormat, RunArgs, EXIT_FAULT,
     EXIT_INVALID,
 };
+use crate::log_sinks::SinkHook;
 use crate::render::{CodeBuildLog, JsonLines, Reporter};
 
 /// An error that is the user's input, not the agent's fault: exit status 2.
@@ -65,6 +66,18 @@ pub struct Prepared {
 /// Reads the arguments, the buildspec (showing its diagnostics) and the files they name, and
 /// makes the build's options. Problems with them are invalid input (exit status 2).
 pub fn prepare(args: &RunArgs, color: ColorChoice) -> anyhow::Result<Prepared> {
+    prepare_in(args, color, None, &mut |line| eprintln!("{line}"))
+}
+
+/// [`prepare`] for a caller without a terminal (the fleet worker): the buildspec's diagnostics
+/// go to `show`, and the source copy is made under `staging_root` when given (else in a
+/// temporary directory).
+pub fn prepare_in(
+    args: &RunArgs,
+    color: ColorChoice,
+    staging_root: Option<&Path>,
+    show: &mut dyn FnMut(String),
+) -> anyhow::Result<Prepared> {
     let timeout =
         plan::parse_duration(&args.timeout).map_err(|e| invalid(format!("--timeout: {e}")))?;
     let grace = plan::parse_duration(&args.grace).map_err(|e| invalid(format!("--grace: {e}")))?;
@@ -107,8 +120,10 @@ pub fn prepare(args: &RunArgs, color: ColorChoice) -> anyhow::Result<Prepared> {
     // The buildspec of a fetched primary source is read from it once fetched (in DOWNLOAD_SOURCE).
     let given_buildspec = args.buildspec.is_some() || args.buildspec_arg.is_some();
     let (spec, text, buildspec_path) = match &primary {
-        Some(dir) => read_buildspec(args, dir, &parse_options, color)?,
-        None if given_buildspec => read_buildspec(args, Path::new("."), &parse_options, color)?,
+        Some(dir) => read_buildspec(args, dir, &parse_options, color, show)?,
+        None if given_buildspec => {
+            read_buildspec(args, Path::new("."), &parse_options, color, show)?
+        }
         None => (Buildspec::default(), String::new(), PathBuf::new()),
     };
     let env_file = match &args.env_file {
@@ -148,7 +163,7 @@ pub fn prepare(args: &RunArgs, color: ColorChoice) -> anyhow::Result<Prepared> {
     // lets the agent create it (the directory is mounted at the same path in the container).
     // Fetched sources go there too: the primary as src, a secondary one as secondary/<id>.
     let staging = if !args.mount_source || remote {
-        Some(source_copy_dir(args.image.is_some())?)
+        Some(source_copy_dir(args.image.is_some(), staging_root)?)
     } else {
         None
     };
@@ -334,75 +349,51 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let mut sinks =
+    let sinks =
         runtime.block_on(sink_args.start(&options.identity.uuid, &options.identity.region))?;
-    let image = container_options(args, &options).map(|mut container| {
-        // The staging directory holds the copy (or the fetched sources: the primary as src,
-        // secondary ones under secondary/); secondary directories outside it are mounted too.
-        let root = staging.as_ref().map(|s| s.path().to_path_buf());
-        container
-            .mounts
-            .retain(|dir| root.as_ref().is_none_or(|r| !dir.starts_with(r)));
-        container
-            .mounts
-            .insert(0, root.unwrap_or(options.source_dir.clone()));
-        container
-    });
+    let image = container_for(args, &options, staging.as_ref());
     // The first reporter that could not write, and why: it stops the build (see below).
     let render_error: Arc<Mutex<Option<(usize, io::Error)>>> = Arc::default();
     let errors = render_error.clone();
+    let launch = Launch {
+        spec,
+        options,
+        image,
+        sinks,
+        host: HostExecutor::new,
+    };
     let result = runtime.block_on(async move {
         let stop = StopRequest::new();
         let kill_now = CancellationToken::new();
         let signals = tokio::spawn(watch_signals(stop.clone(), kill_now.clone()));
-        let container = match &image {
-            Some(container_options) => {
-                match start_container(container_options, &mut reporters).await {
-                    Ok(container) => Some(Arc::new(container)),
-                    Err(e) => return Err(e),
-                }
-            }
-            None => None,
-        };
-        let executor: Arc<dyn buildagent_runner::executor::Executor> = match &container {
-            Some(container) => {
-                // The image's environment replaces this machine's.
-                options.base_env = container.image_env().to_vec();
-                container.clone()
-            }
-            None => Arc::new(HostExecutor::new()),
-        };
-        let build = Build::new(spec, options, executor);
         let stop_on_error = stop.clone();
-        let result = build
-            .run(stop.clone(), kill_now.clone(), move |event: Event| {
-                // The log sinks see every event first; they add where the log goes (after the
-                // start) and what they could not deliver (before the summary).
-                let events = match sinks.as_mut() {
-                    Some(hook) => hook.around(event),
-                    None => vec![event],
-                };
-                for event in &events {
-                    for (index, r) in reporters.iter_mut().enumerate() {
-                        if let Err(e) = r.report(event) {
-                            // A closed stdout (`| head`) or a full disk under --log-file stops
-                            // the build: its log would be incomplete. It still cleans up.
-                            let mut slot = errors.lock().unwrap_or_else(|p| p.into_inner());
-                            if slot.is_none() {
-                                *slot = Some((index, e));
-                                stop_on_error.request(CancelReason::Signal);
-                            }
+        let mut show_pull = |p: StartProgress| match p {
+            StartProgress::Pulling(image) => eprintln!("Pulling {image}..."),
+            StartProgress::PullStatus(line) => eprintln!("  {line}"),
+            StartProgress::Created { .. } => {}
+        };
+        let result = execute(
+            launch,
+            stop,
+            kill_now,
+            &mut show_pull,
+            move |event: &Event| {
+                for (index, r) in reporters.iter_mut().enumerate() {
+                    if let Err(e) = r.report(event) {
+                        // A closed stdout (`| head`) or a full disk under --log-file stops
+                        // the build: its log would be incomplete. It still cleans up.
+                        let mut slot = errors.lock().unwrap_or_else(|p| p.into_inner());
+                        if slot.is_none() {
+                            *slot = Some((index, e));
+                            stop_on_error.request(CancelReason::Signal);
                         }
                     }
                 }
-            })
-            .await;
-        if let Some(container) = &container {
-            // Whatever ended the build: the container goes.
-            container.remove().await;
-        }
+            },
+        )
+        .await;
         signals.abort();
-        Ok(result)
+        result
     })?;
     let _ = io::stdout().flush();
     let render_error = render_error
@@ -421,6 +412,96 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("--output-env {}", path.display()))?;
     }
     Ok(exit_code(result.status))
+}
+
+/// A prepared build ready to start: what [`execute`] runs. `run` makes one from its
+/// arguments; the fleet worker makes one per job.
+pub struct Launch {
+    /// The buildspec (empty when it is read from a fetched source).
+    pub spec: Buildspec,
+    /// The build's options.
+    pub options: BuildOptions,
+    /// The build container, when the build runs in an image.
+    pub image: Option<ContainerOptions>,
+    /// The log sinks, started.
+    pub sinks: Option<SinkHook>,
+    /// Makes the host executor: [`HostExecutor::new`] for the only build of the process,
+    /// [`HostExecutor::for_one_of_many`] when builds run side by side.
+    pub host: fn() -> HostExecutor,
+}
+
+/// Runs a prepared build to its end: starts its container (reporting a pull through
+/// `progress`), runs the engine with the caller's `stop` and `kill_now`, feeds the log sinks and
+/// gives every event (the sinks' own included) to `report`, then removes the container. It
+/// installs no signal handler and writes nothing to the terminal, so a process can run many at
+/// once, each on its own runtime. An error is a container that could not start.
+pub async fn execute(
+    launch: Launch,
+    stop: StopRequest,
+    kill_now: CancellationToken,
+    progress: &mut (dyn FnMut(StartProgress) + Send),
+    mut report: impl FnMut(&Event) + Send,
+) -> anyhow::Result<BuildResult> {
+    let Launch {
+        spec,
+        mut options,
+        image,
+        mut sinks,
+        host,
+    } = launch;
+    let container = match &image {
+        Some(container_options) => Some(Arc::new(
+            start_container(container_options, progress).await?,
+        )),
+        None => None,
+    };
+    let executor: Arc<dyn buildagent_runner::executor::Executor> = match &container {
+        Some(container) => {
+            // The image's environment replaces this machine's.
+            options.base_env = container.image_env().to_vec();
+            container.clone()
+        }
+        None => Arc::new(host()),
+    };
+    let build = Build::new(spec, options, executor);
+    let result = build
+        .run(stop, kill_now, move |event: Event| {
+            // The log sinks see every event first; they add where the log goes (after the
+            // start) and what they could not deliver (before the summary).
+            let events = match sinks.as_mut() {
+                Some(hook) => hook.around(event),
+                None => vec![event],
+            };
+            for event in &events {
+                report(event);
+            }
+        })
+        .await;
+    if let Some(container) = &container {
+        // Whatever ended the build: the container goes.
+        container.remove().await;
+    }
+    Ok(result)
+}
+
+/// The container of a build in an image, with the source mounts: the staging directory holds
+/// the copy (or the fetched sources: the primary as src, secondary ones under secondary/);
+/// secondary directories outside it are mounted too.
+pub fn container_for(
+    args: &RunArgs,
+    options: &BuildOptions,
+    staging: Option<&tempfile::TempDir>,
+) -> Option<ContainerOptions> {
+    container_options(args, options).map(|mut container| {
+        let root = staging.map(|s| s.path().to_path_buf());
+        container
+            .mounts
+            .retain(|dir| root.as_ref().is_none_or(|r| !dir.starts_with(r)));
+        container
+            .mounts
+            .insert(0, root.unwrap_or(options.source_dir.clone()));
+        container
+    })
 }
 
 /// The exit status of a build (or batch) status.
@@ -568,6 +649,7 @@ fn read_buildspec(
     dir: &Path,
     options: &ParseOptions,
     color: ColorChoice,
+    show: &mut dyn FnMut(String),
 ) -> anyhow::Result<(Buildspec, String, PathBuf)> {
     let buildspec_path = locate_buildspec(args, dir)?;
     let (text, parsed) = parse_file(&buildspec_path, options)
@@ -575,7 +657,7 @@ fn read_buildspec(
     let stderr_color = crate::color::stderr(color);
     let shown = buildspec_path.display().to_string();
     for d in &parsed.diagnostics {
-        eprintln!("{}", d.render(&text, &shown, stderr_color));
+        show(d.render(&text, &shown, stderr_color));
     }
     match parsed.buildspec {
         Some(spec) => Ok((spec, text, buildspec_path)),
@@ -661,8 +743,8 @@ fn pairs(flag: &str, values: &[String]) -> anyhow::Result<Vec<(String, String)>>
 
 /// The exit status for an error from [`run`].
 /// Where the source copy goes: `/codebuild/output/src<N>` for a build in a container when it can
-/// be created there (CodeBuild's path), else a temporary directory.
-fn source_copy_dir(in_container: bool) -> anyhow::Result<tempfile::TempDir> {
+/// be created there (CodeBuild's path), else a temporary directory (under `root` when given).
+fn source_copy_dir(in_container: bool, root: Option<&Path>) -> anyhow::Result<tempfile::TempDir> {
     if in_container {
         let root = Path::new("/codebuild/output");
         if std::fs::create_dir_all(root).is_ok() {
@@ -675,25 +757,23 @@ fn source_copy_dir(in_container: bool) -> anyhow::Result<tempfile::TempDir> {
             }
         }
     }
-    tempfile::Builder::new()
-        .prefix("buildagent-src-")
-        .tempdir()
-        .context("a directory for the source copy")
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("buildagent-src-");
+    match root {
+        Some(root) => builder.tempdir_in(root),
+        None => builder.tempdir(),
+    }
+    .context("a directory for the source copy")
 }
 
-/// Connects to the Docker engine and starts the build container, showing a pull's progress on
-/// standard error. Failures are the agent's (exit status 3).
+/// Connects to the Docker engine and starts the build container, telling `progress` about a
+/// pull. Failures are the agent's (exit status 3).
 async fn start_container(
     options: &ContainerOptions,
-    _reporters: &mut [Box<dyn Reporter + Send>],
+    progress: &mut (dyn FnMut(StartProgress) + Send),
 ) -> anyhow::Result<ContainerExecutor> {
     let docker = buildagent_runner::docker::connect().await?;
-    let mut progress = |p: StartProgress| match p {
-        StartProgress::Pulling(image) => eprintln!("Pulling {image}..."),
-        StartProgress::PullStatus(line) => eprintln!("  {line}"),
-        StartProgress::Created { .. } => {}
-    };
-    let container = ContainerExecutor::start(docker, options, &mut progress).await?;
+    let container = ContainerExecutor::start(docker, options, progress).await?;
     Ok(container)
 }
 

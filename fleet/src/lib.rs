@@ -7,6 +7,8 @@
 //! - [`record`]: the builds' records in DynamoDB ([`record::RecordStore`]), with the conditional
 //!   claim that makes each build run once.
 //! - [`setup`]: `fleet init`, the queue, dead-letter queue, table, bucket and log group.
+//! - [`worker`]: the worker that takes jobs, claims and runs their builds, and keeps their
+//!   records ([`worker::Worker`]).
 
 #![deny(missing_docs)]
 
@@ -14,6 +16,7 @@ pub mod job;
 pub mod queue;
 pub mod record;
 pub mod setup;
+pub mod worker;
 
 /// What an AWS service said (`Code: message`), or else why it could not be asked: the chain of
 /// causes, each once (the SDK's own rendering ends with a debug dump of the whole error).

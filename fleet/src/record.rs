@@ -954,7 +954,8 @@ impl RecordStore {
             };
             let attempt;
             if record.status == BuildStatus::Queued && !record.stop_requested {
-                attempt = 1;
+                // 1 on the first claim; N+1 for a build a worker's shutdown put back (attempt N).
+                attempt = record.attempt + 1;
                 update = claiming(update)
                     .update_expression(
                         "SET #buildStatus = :inprogress, #worker = :worker, #heartbeatAt = :now, \

@@ -6,6 +6,7 @@ pub mod follow;
 pub mod init;
 pub mod status;
 pub mod submit;
+pub mod worker;
 
 use std::path::PathBuf;
 

@@ -274,6 +274,9 @@ pub struct FetchPlan {
     /// the fetched primary source (`buildspec.yml`, else `buildspec.yaml`), with `strict`
     /// parsing when the flag says so.
     pub load_buildspec: Option<ParseOptions>,
+    /// With [`FetchPlan::load_buildspec`]: the buildspec's path in the primary source (a fleet
+    /// job's `buildspecOverride`); `None`: `buildspec.yml`, else `buildspec.yaml`.
+    pub buildspec_name: Option<PathBuf>,
 }
 
 /// What a fetch found out about its source.
@@ -390,16 +393,19 @@ impl FetchPlan {
         }
         if let Some(parse_options) = &self.load_buildspec {
             let dir = options.source_dir.clone();
-            *spec = load_buildspec(&dir, parse_options, options, emit)?;
+            let name = self.buildspec_name.as_deref();
+            *spec = load_buildspec(&dir, name, parse_options, options, emit)?;
         }
         Ok(())
     }
 }
 
-/// Reads `buildspec.yml` (else `buildspec.yaml`) of the fetched primary source; its warnings
-/// become warning events, its errors the phase's failure (YAML_FILE_ERROR, as CodeBuild).
+/// Reads `name` (default `buildspec.yml`, else `buildspec.yaml`) of the fetched primary source;
+/// its warnings become warning events, its errors the phase's failure (YAML_FILE_ERROR, as
+/// CodeBuild).
 fn load_buildspec(
     dir: &Path,
+    name: Option<&Path>,
     parse_options: &ParseOptions,
     options: &mut BuildOptions,
     emit: &mut (dyn FnMut(EventKind) + Send),
@@ -408,16 +414,36 @@ fn load_buildspec(
         code: "YAML_FILE_ERROR".into(),
         message,
     };
-    let path = ["buildspec.yml", "buildspec.yaml"]
-        .iter()
-        .map(|name| dir.join(name))
+    if let Some(name) = name {
+        // A path that climbs out of the source is refused: it would read the worker's files.
+        if name.is_absolute()
+            || name
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+        {
+            return Err(yaml_error(format!(
+                "buildspec `{}`: the path must stay inside the source",
+                name.display()
+            )));
+        }
+    }
+    let candidates: Vec<PathBuf> = match name {
+        Some(name) => vec![dir.join(name)],
+        None => vec![dir.join("buildspec.yml"), dir.join("buildspec.yaml")],
+    };
+    let path = candidates
+        .into_iter()
         .find(|p| p.is_file())
-        .ok_or_else(|| {
-            yaml_error(
+        .ok_or_else(|| match name {
+            Some(name) => yaml_error(format!(
+                "YAML file does not exist: {} in the source",
+                name.display()
+            )),
+            None => yaml_error(
                 "YAML file does not exist: no buildspec.yml or buildspec.yaml in the source \
                  (name one with -b FILE)"
                     .to_string(),
-            )
+            ),
         })?;
     options.buildspec_path = path.clone();
     let (text, parsed) = buildagent_spec::parse_file(&path, parse_options)
