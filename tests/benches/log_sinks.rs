@@ -8,12 +8,13 @@
 //!
 //! - build time: 1 GiB of 40-byte lines (`BUILDAGENT_BENCH_LOG_MIB` to change the size). The
 //!   sink never holds the build: what the service has not taken spills to disk, and the end
-//!   waits `--log-flush-timeout 1s`; the lines left undelivered are counted from the warning.
+//!   waits `--log-flush-timeout 1s` (and, in a run of its own, `0s`: not at all); the lines left
+//!   undelivered are counted from the warning. Every round is printed, then the medians.
 //!   Wall time ratio (target <= 1.2x) and peak RSS of the agent (target < 64 MiB). Also with
 //!   the sink pointed at a closed port (everything spills, no moto working beside the build):
 //!   the sink's own cost, without moto's CPU (a Python server taking events competes with the
 //!   build for the machine's cores). `BUILDAGENT_BENCH_ROUNDS` (default 1) runs each of the
-//!   three that many times, interleaved, and takes the medians.
+//!   four that many times, interleaved, and takes the medians.
 //! - delivery: a smaller log (16 MiB, `BUILDAGENT_BENCH_DELIVER_MIB`) delivered whole to moto
 //!   (`--log-flush-timeout 10m`): the build's wall time with the wait for the last line, and
 //!   the sink's throughput in events per second (moto, a Python server, is the bottleneck).
@@ -157,6 +158,31 @@ fn flush_wait(dir: &Path, ended: SystemTime) -> Duration {
     }
 }
 
+/// The runs of one kind: the whole run, and the build's own part (less the end's wait).
+#[derive(Default)]
+struct Runs {
+    whole: Vec<Duration>,
+    own: Vec<Duration>,
+}
+
+impl Runs {
+    /// A run that has just ended, its log in `dir`.
+    fn add(&mut self, dir: &Path, whole: Duration) {
+        self.whole.push(whole);
+        self.own
+            .push(whole.saturating_sub(flush_wait(dir, SystemTime::now())));
+    }
+}
+
+/// `run` in seconds and as a ratio to `alone` (seconds).
+fn ratio(run: Duration, alone: f64) -> String {
+    format!(
+        "{:.2} s ({:.2}x)",
+        run.as_secs_f64(),
+        run.as_secs_f64() / alone
+    )
+}
+
 fn max_rss_mib() -> i64 {
     getrusage(UsageWho::RUSAGE_CHILDREN).unwrap().max_rss() / 1024
 }
@@ -179,11 +205,12 @@ fn main() {
         .max(1);
     // Build time: the file alone first (its peak RSS is the baseline of RUSAGE_CHILDREN, which
     // keeps the largest of the children waited for).
-    let (mut alone, mut with_sink, mut spilling) = (Vec::new(), Vec::new(), Vec::new());
-    // The same, less the end's wait for the sink (the flush timeout, and the agent's exit freeing
-    // the spill file): the build's own time.
-    let (mut with_sink_own, mut spilling_own) = (Vec::new(), Vec::new());
-    let (mut rss_alone, mut rss_sink, mut left) = (0, 0, 0);
+    let mut alone = Vec::new();
+    // Each run with the sink: its whole time, and the same less the end's wait for the sink
+    // (the flush timeout and the agent's exit after it): the build's own time.
+    let (mut moto_1s, mut moto_0s, mut closed_1s) =
+        (Runs::default(), Runs::default(), Runs::default());
+    let (mut rss_alone, mut rss_sink, mut left_1s, mut left_0s) = (0, 0, 0, 0);
     // Nothing listens on port 9 of loopback: connections are refused, everything spills.
     let closed = "http://127.0.0.1:9";
     for round in 0..rounds {
@@ -192,36 +219,49 @@ fn main() {
             rss_alone = max_rss_mib();
         }
         let group = format!("bench:{}-{round}", std::process::id());
-        let sink = ["--cloudwatch-logs", &group, "--log-flush-timeout", "1s"];
-        with_sink.push(run_agent(dir, &moto, &sink));
-        with_sink_own.push(with_sink[round].saturating_sub(flush_wait(dir, SystemTime::now())));
+        let sink = |timeout: &'static str| {
+            ["--cloudwatch-logs", &group, "--log-flush-timeout", timeout].map(str::to_string)
+        };
+        let args = sink("1s");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        moto_1s.add(dir, run_agent(dir, &moto, &args));
         if round == 0 {
             rss_sink = max_rss_mib();
-            left = undelivered(dir);
+            left_1s = undelivered(dir);
         }
-        spilling.push(run_agent_at(dir, closed, &sink));
-        spilling_own.push(spilling[round].saturating_sub(flush_wait(dir, SystemTime::now())));
+        let args0 = sink("0s");
+        let args0: Vec<&str> = args0.iter().map(String::as_str).collect();
+        moto_0s.add(dir, run_agent(dir, &moto, &args0));
+        if round == 0 {
+            left_0s = undelivered(dir);
+        }
+        closed_1s.add(dir, run_agent_at(dir, closed, &args));
+        let a = alone[round].as_secs_f64();
+        println!(
+            "round {}: --log-file alone {a:.2} s; with --cloudwatch-logs to moto, --log-flush-timeout 1s: {} (build part {}), 0s: {} (build part {}); to a closed port, 1s: {} (build part {})",
+            round + 1,
+            ratio(moto_1s.whole[round], a),
+            ratio(moto_1s.own[round], a),
+            ratio(moto_0s.whole[round], a),
+            ratio(moto_0s.own[round], a),
+            ratio(closed_1s.whole[round], a),
+            ratio(closed_1s.own[round], a),
+        );
     }
-    let (alone, with_sink, spilling) = (median(alone), median(with_sink), median(spilling));
-    let (with_sink_own, spilling_own) = (median(with_sink_own), median(spilling_own));
+    let a = median(alone).as_secs_f64();
     println!(
-        "build time, {mib} MiB in {lines} lines (median of {rounds}): --log-file alone {:.2} s, with --cloudwatch-logs {:.2} s, ratio {:.2}x (target <= 1.2x); \
-         peak RSS {} MiB alone, {} MiB with the sink (largest child so far; target < 64 MiB); \
-         {left} of {} events not yet delivered when the 1 s flush timeout ended (spilled to disk, reported); \
-         with the sink to a closed port (all spilled, moto idle) {:.2} s, ratio {:.2}x; \
-         less the end's wait for the sink (the 1 s flush timeout and the exit freeing the spill file): {:.2} s ({:.2}x) to moto, {:.2} s ({:.2}x) to the closed port",
-        alone.as_secs_f64(),
-        with_sink.as_secs_f64(),
-        with_sink.as_secs_f64() / alone.as_secs_f64(),
-        rss_alone,
-        rss_sink,
+        "build time, {mib} MiB in {lines} lines (medians of {rounds}): --log-file alone {a:.2} s; with --cloudwatch-logs to moto, whole run: --log-flush-timeout 1s {}, 0s {} (target <= 1.2x); \
+         the build's own part (less the end's wait for the sink: the flush timeout and the agent's exit after it): 1s {}, 0s {}; \
+         to a closed port (all spilled, moto idle), 1s: whole {}, build part {}; \
+         peak RSS {rss_alone} MiB alone, {rss_sink} MiB with the sink (largest child so far; target < 64 MiB); \
+         {left_1s} of {} events not delivered when the 1 s flush timeout ended, {left_0s} with 0s (spilled to disk, reported)",
+        ratio(median(moto_1s.whole), a),
+        ratio(median(moto_0s.whole), a),
+        ratio(median(moto_1s.own), a),
+        ratio(median(moto_0s.own), a),
+        ratio(median(closed_1s.whole), a),
+        ratio(median(closed_1s.own), a),
         lines + 8,
-        spilling.as_secs_f64(),
-        spilling.as_secs_f64() / alone.as_secs_f64(),
-        with_sink_own.as_secs_f64(),
-        with_sink_own.as_secs_f64() / alone.as_secs_f64(),
-        spilling_own.as_secs_f64(),
-        spilling_own.as_secs_f64() / alone.as_secs_f64(),
     );
 
     // Delivery of a smaller log, whole.
