@@ -4,7 +4,8 @@
 //! (many lines, as read from a command's output) with the time it was read, and never waits for
 //! the consumer. Chunks go to memory up to a budget, then to a spill file (appended, read back in
 //! order once memory has drained), so a service that is slow or down costs disk, not the build's
-//! time or the agent's memory. Everything per line (cutting, timestamps, text, batches) happens
+//! time or the agent's memory. The file is written by a thread of its own, in zstd-compressed
+//! blocks: the build's thread only copies chunks into a block in memory. Everything per line (cutting, timestamps, text, batches) happens
 //! on the consumer's thread: it takes chunks ([`LogBuffer::take`]), cuts them into lines with a
 //! [`LineCutter`] and batches them to a service's limits ([`LineCutter::batch`], [`BatchLimits`]).
 
