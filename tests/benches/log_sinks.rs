@@ -130,15 +130,17 @@ fn undelivered(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// How long the end of the build waited for the sink: from the warning about undelivered lines
-/// (stamped when the sinks' end began) to `ended`, when the agent had exited (zero without a
-/// warning).
-fn flush_wait(dir: &Path, ended: SystemTime) -> Duration {
+/// How long the agent ran after the build's own last line (the sinks' end, the summary and the
+/// agent's exit): from the last `[Container]` line of the log that is not the warning about
+/// undelivered lines (it comes with the sinks' end) to `ended`, when the agent had exited. The
+/// same for every run, the file alone included (its exit, e.g. removing the build's cgroup, is
+/// in it too).
+fn after_build(dir: &Path, ended: SystemTime) -> Duration {
     let text = std::fs::read_to_string(dir.join("build.log")).unwrap();
-    let Some(warning) = text
+    let Some(last) = text
         .lines()
         .rev()
-        .find(|l| l.contains("log line(s) were not delivered"))
+        .find(|l| l.starts_with("[Container] ") && !l.contains("log line(s) were not delivered"))
     else {
         return Duration::ZERO;
     };
@@ -152,25 +154,58 @@ fn flush_wait(dir: &Path, ended: SystemTime) -> Duration {
         Some(h * 3600.0 + m * 60.0 + s)
     };
     let end = ended.duration_since(UNIX_EPOCH).unwrap().as_secs_f64() % 86_400.0;
-    match seconds(warning) {
+    match seconds(last) {
         Some(at) => Duration::from_secs_f64((end - at).rem_euclid(86_400.0)),
         None => Duration::ZERO,
     }
 }
 
-/// The runs of one kind: the whole run, and the build's own part (less the end's wait).
+/// CPU time (user and system) of the children waited for so far.
+fn children_cpu() -> Duration {
+    let usage = getrusage(UsageWho::RUSAGE_CHILDREN).unwrap();
+    let micros = |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
+    Duration::from_micros(micros(usage.user_time()) + micros(usage.system_time()))
+}
+
+/// The runs of one kind: the whole run, the build's own part (less what came after its last
+/// line), and the CPU time of the agent and the build's commands.
 #[derive(Default)]
 struct Runs {
     whole: Vec<Duration>,
     own: Vec<Duration>,
+    cpu: Vec<Duration>,
 }
 
 impl Runs {
-    /// A run that has just ended, its log in `dir`.
-    fn add(&mut self, dir: &Path, whole: Duration) {
+    /// Runs `run` (the agent, its log to `dir`) and keeps its figures.
+    fn add(&mut self, dir: &Path, run: impl FnOnce() -> Duration) {
+        let cpu = children_cpu();
+        let whole = run();
+        self.cpu.push(children_cpu() - cpu);
         self.whole.push(whole);
         self.own
-            .push(whole.saturating_sub(flush_wait(dir, SystemTime::now())));
+            .push(whole.saturating_sub(after_build(dir, SystemTime::now())));
+    }
+
+    /// Round `i` against the same round of `alone`.
+    fn round(&self, i: usize, alone: &Runs) -> String {
+        format!(
+            "whole {}, build part {}, CPU {}",
+            ratio(self.whole[i], alone.whole[i].as_secs_f64()),
+            ratio(self.own[i], alone.own[i].as_secs_f64()),
+            ratio(self.cpu[i], alone.cpu[i].as_secs_f64()),
+        )
+    }
+
+    /// The medians against those of `alone`.
+    fn medians(&self, alone: &Runs) -> String {
+        let m = |runs: &Vec<Duration>| median(runs.clone());
+        format!(
+            "whole {}, build part {}, CPU {}",
+            ratio(m(&self.whole), m(&alone.whole).as_secs_f64()),
+            ratio(m(&self.own), m(&alone.own).as_secs_f64()),
+            ratio(m(&self.cpu), m(&alone.cpu).as_secs_f64()),
+        )
     }
 }
 
@@ -205,62 +240,57 @@ fn main() {
         .max(1);
     // Build time: the file alone first (its peak RSS is the baseline of RUSAGE_CHILDREN, which
     // keeps the largest of the children waited for).
-    let mut alone = Vec::new();
-    // Each run with the sink: its whole time, and the same less the end's wait for the sink
-    // (the flush timeout and the agent's exit after it): the build's own time.
-    let (mut moto_1s, mut moto_0s, mut closed_1s) =
-        (Runs::default(), Runs::default(), Runs::default());
+    let (mut alone, mut moto_1s, mut moto_0s, mut closed_1s) = (
+        Runs::default(),
+        Runs::default(),
+        Runs::default(),
+        Runs::default(),
+    );
     let (mut rss_alone, mut rss_sink, mut left_1s, mut left_0s) = (0, 0, 0, 0);
     // Nothing listens on port 9 of loopback: connections are refused, everything spills.
     let closed = "http://127.0.0.1:9";
     for round in 0..rounds {
-        alone.push(run_agent(dir, &moto, &[]));
+        alone.add(dir, || run_agent(dir, &moto, &[]));
         if round == 0 {
             rss_alone = max_rss_mib();
         }
         let group = format!("bench:{}-{round}", std::process::id());
-        let sink = |timeout: &'static str| {
-            ["--cloudwatch-logs", &group, "--log-flush-timeout", timeout].map(str::to_string)
-        };
-        let args = sink("1s");
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        moto_1s.add(dir, run_agent(dir, &moto, &args));
+        let sink_1s = ["--cloudwatch-logs", &group, "--log-flush-timeout", "1s"];
+        let sink_0s = ["--cloudwatch-logs", &group, "--log-flush-timeout", "0s"];
+        moto_1s.add(dir, || run_agent(dir, &moto, &sink_1s));
         if round == 0 {
             rss_sink = max_rss_mib();
             left_1s = undelivered(dir);
         }
-        let args0 = sink("0s");
-        let args0: Vec<&str> = args0.iter().map(String::as_str).collect();
-        moto_0s.add(dir, run_agent(dir, &moto, &args0));
+        moto_0s.add(dir, || run_agent(dir, &moto, &sink_0s));
         if round == 0 {
             left_0s = undelivered(dir);
         }
-        closed_1s.add(dir, run_agent_at(dir, closed, &args));
-        let a = alone[round].as_secs_f64();
+        closed_1s.add(dir, || run_agent_at(dir, closed, &sink_1s));
         println!(
-            "round {}: --log-file alone {a:.2} s; with --cloudwatch-logs to moto, --log-flush-timeout 1s: {} (build part {}), 0s: {} (build part {}); to a closed port, 1s: {} (build part {})",
+            "round {}: --log-file alone: whole {:.2} s, build part {:.2} s, CPU {:.2} s; with --cloudwatch-logs to moto, --log-flush-timeout 1s: {}; 0s: {}; to a closed port, 1s: {}",
             round + 1,
-            ratio(moto_1s.whole[round], a),
-            ratio(moto_1s.own[round], a),
-            ratio(moto_0s.whole[round], a),
-            ratio(moto_0s.own[round], a),
-            ratio(closed_1s.whole[round], a),
-            ratio(closed_1s.own[round], a),
+            alone.whole[round].as_secs_f64(),
+            alone.own[round].as_secs_f64(),
+            alone.cpu[round].as_secs_f64(),
+            moto_1s.round(round, &alone),
+            moto_0s.round(round, &alone),
+            closed_1s.round(round, &alone),
         );
     }
-    let a = median(alone).as_secs_f64();
     println!(
-        "build time, {mib} MiB in {lines} lines (medians of {rounds}): --log-file alone {a:.2} s; with --cloudwatch-logs to moto, whole run: --log-flush-timeout 1s {}, 0s {} (target <= 1.2x); \
-         the build's own part (less the end's wait for the sink: the flush timeout and the agent's exit after it): 1s {}, 0s {}; \
-         to a closed port (all spilled, moto idle), 1s: whole {}, build part {}; \
+        "build time, {mib} MiB in {lines} lines, medians of {rounds} (the build part: until the build's last line, before the sinks' end and the agent's exit; CPU: the agent's and the commands'): \
+         --log-file alone: whole {:.2} s, build part {:.2} s, CPU {:.2} s; \
+         with --cloudwatch-logs to moto, --log-flush-timeout 1s: {}; 0s: {} (targets: whole with 0s and build part <= 1.2x); \
+         to a closed port (all spilled, moto idle), 1s: {}; \
          peak RSS {rss_alone} MiB alone, {rss_sink} MiB with the sink (largest child so far; target < 64 MiB); \
          {left_1s} of {} events not delivered when the 1 s flush timeout ended, {left_0s} with 0s (spilled to disk, reported)",
-        ratio(median(moto_1s.whole), a),
-        ratio(median(moto_0s.whole), a),
-        ratio(median(moto_1s.own), a),
-        ratio(median(moto_0s.own), a),
-        ratio(median(closed_1s.whole), a),
-        ratio(median(closed_1s.own), a),
+        median(alone.whole.clone()).as_secs_f64(),
+        median(alone.own.clone()).as_secs_f64(),
+        median(alone.cpu.clone()).as_secs_f64(),
+        moto_1s.medians(&alone),
+        moto_0s.medians(&alone),
+        closed_1s.medians(&alone),
         lines + 8,
     );
 

@@ -358,8 +358,8 @@ impl Sender {
                 return Err(GaveUp);
             }
         }
-        tokio::time::sleep(wait).await;
-        Ok(())
+        // Bounded too: the build may end during the wait, with a deadline before its end.
+        self.bounded(tokio::time::sleep(wait)).await
     }
 
     async fn create(&self) -> Result<(), String> {
