@@ -19,6 +19,7 @@
 //!   (`--log-flush-timeout 10m`): the build's wall time with the wait for the last line, and
 //!   the sink's throughput in events per second (moto, a Python server, is the bottleneck).
 
+use std::io::{Read, Seek, SeekFrom};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -90,6 +91,10 @@ fn run_agent(dir: &Path, moto: &Moto, extra: &[&str]) -> Duration {
 }
 
 fn run_agent_at(dir: &Path, endpoint: &str, extra: &[&str]) -> Duration {
+    // Every run writes a new log file: truncating the last run's 1 GiB one would have ext4 write
+    // it out when the agent closes it (its replace-by-truncate heuristic, auto_da_alloc), half a
+    // second of the agent's exit in some runs and not in others.
+    let _ = std::fs::remove_file(dir.join("build.log"));
     let t = Instant::now();
     let status = Command::new(agent())
         .current_dir(dir)
@@ -115,9 +120,21 @@ fn run_agent_at(dir: &Path, endpoint: &str, extra: &[&str]) -> Duration {
     t.elapsed()
 }
 
+/// The end of the log file (the bench's own memory stays small: the children forked later
+/// inherit its peak RSS in their `ru_maxrss`).
+fn log_tail(dir: &Path) -> String {
+    let mut file = std::fs::File::open(dir.join("build.log")).unwrap();
+    let len = file.metadata().unwrap().len();
+    file.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)))
+        .unwrap();
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).unwrap();
+    String::from_utf8_lossy(&tail).into_owned()
+}
+
 /// The undelivered count of the log's warning (0 without one).
 fn undelivered(dir: &Path) -> u64 {
-    let text = std::fs::read_to_string(dir.join("build.log")).unwrap();
+    let text = log_tail(dir);
     text.lines()
         .rev()
         .find_map(|l| {
@@ -136,7 +153,7 @@ fn undelivered(dir: &Path) -> u64 {
 /// same for every run, the file alone included (its exit, e.g. removing the build's cgroup, is
 /// in it too).
 fn after_build(dir: &Path, ended: SystemTime) -> Duration {
-    let text = std::fs::read_to_string(dir.join("build.log")).unwrap();
+    let text = log_tail(dir);
     let Some(last) = text
         .lines()
         .rev()
