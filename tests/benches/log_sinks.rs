@@ -9,12 +9,15 @@
 //! - build time: 1 GiB of 40-byte lines (`BUILDAGENT_BENCH_LOG_MIB` to change the size). The
 //!   sink never holds the build: what the service has not taken spills to disk, and the end
 //!   waits `--log-flush-timeout 1s` (and, in a run of its own, `0s`: not at all); the lines left
-//!   undelivered are counted from the warning. Every round is printed, then the medians.
-//!   Wall time ratio (target <= 1.2x) and peak RSS of the agent (target < 64 MiB). Also with
-//!   the sink pointed at a closed port (everything spills, no moto working beside the build):
-//!   the sink's own cost, without moto's CPU (a Python server taking events competes with the
-//!   build for the machine's cores). `BUILDAGENT_BENCH_ROUNDS` (default 1) runs each of the
-//!   four that many times, interleaved, and takes the medians.
+//!   undelivered are counted from the warning. For each run: the whole run's wall time, the
+//!   build's part (until the build's last log line, before the sinks' end and the agent's
+//!   exit; measured alike for every run), the CPU time of the agent and the build's commands,
+//!   and moto's CPU time meanwhile (moto, a Python server on the same machine, takes cores the
+//!   build would have had; a real service does not); ratios to `--log-file` alone (targets:
+//!   whole run with `0s` and build part <= 1.2x), and the agent's peak RSS (target < 64 MiB).
+//!   Also with the sink pointed at a closed port (everything spills, moto idle): the sink's own
+//!   cost. `BUILDAGENT_BENCH_ROUNDS` (default 1) runs each of the four that many times,
+//!   interleaved; every round is printed, then the medians.
 //! - delivery: a smaller log (16 MiB, `BUILDAGENT_BENCH_DELIVER_MIB`) delivered whole to moto
 //!   (`--log-flush-timeout 10m`): the build's wall time with the wait for the last line, and
 //!   the sink's throughput in events per second (moto, a Python server, is the bottleneck).
@@ -39,6 +42,25 @@ struct Moto {
 }
 
 impl Moto {
+    /// The CPU time moto used so far (user and system, from `/proc`): what it took from the
+    /// machine's cores while the build ran beside it.
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // After the command's name in parentheses: state is field 3, utime and stime 14 and 15.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100) as u64;
+        Duration::from_millis(ticks * 1000 / hz)
+    }
+
     fn start() -> Moto {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -185,20 +207,22 @@ fn children_cpu() -> Duration {
 }
 
 /// The runs of one kind: the whole run, the build's own part (less what came after its last
-/// line), and the CPU time of the agent and the build's commands.
+/// line), the CPU time of the agent and the build's commands, and moto's meanwhile.
 #[derive(Default)]
 struct Runs {
     whole: Vec<Duration>,
     own: Vec<Duration>,
     cpu: Vec<Duration>,
+    moto_cpu: Vec<Duration>,
 }
 
 impl Runs {
     /// Runs `run` (the agent, its log to `dir`) and keeps its figures.
-    fn add(&mut self, dir: &Path, run: impl FnOnce() -> Duration) {
-        let cpu = children_cpu();
+    fn add(&mut self, dir: &Path, moto: &Moto, run: impl FnOnce() -> Duration) {
+        let (cpu, moto_cpu) = (children_cpu(), moto.cpu());
         let whole = run();
         self.cpu.push(children_cpu() - cpu);
+        self.moto_cpu.push(moto.cpu() - moto_cpu);
         self.whole.push(whole);
         self.own
             .push(whole.saturating_sub(after_build(dir, SystemTime::now())));
@@ -207,10 +231,11 @@ impl Runs {
     /// Round `i` against the same round of `alone`.
     fn round(&self, i: usize, alone: &Runs) -> String {
         format!(
-            "whole {}, build part {}, CPU {}",
+            "whole {}, build part {}, CPU {}, moto's CPU {:.2} s",
             ratio(self.whole[i], alone.whole[i].as_secs_f64()),
             ratio(self.own[i], alone.own[i].as_secs_f64()),
             ratio(self.cpu[i], alone.cpu[i].as_secs_f64()),
+            self.moto_cpu[i].as_secs_f64(),
         )
     }
 
@@ -218,10 +243,11 @@ impl Runs {
     fn medians(&self, alone: &Runs) -> String {
         let m = |runs: &Vec<Duration>| median(runs.clone());
         format!(
-            "whole {}, build part {}, CPU {}",
+            "whole {}, build part {}, CPU {}, moto's CPU {:.2} s",
             ratio(m(&self.whole), m(&alone.whole).as_secs_f64()),
             ratio(m(&self.own), m(&alone.own).as_secs_f64()),
             ratio(m(&self.cpu), m(&alone.cpu).as_secs_f64()),
+            m(&self.moto_cpu).as_secs_f64(),
         )
     }
 }
@@ -267,23 +293,23 @@ fn main() {
     // Nothing listens on port 9 of loopback: connections are refused, everything spills.
     let closed = "http://127.0.0.1:9";
     for round in 0..rounds {
-        alone.add(dir, || run_agent(dir, &moto, &[]));
+        alone.add(dir, &moto, || run_agent(dir, &moto, &[]));
         if round == 0 {
             rss_alone = max_rss_mib();
         }
         let group = format!("bench:{}-{round}", std::process::id());
         let sink_1s = ["--cloudwatch-logs", &group, "--log-flush-timeout", "1s"];
         let sink_0s = ["--cloudwatch-logs", &group, "--log-flush-timeout", "0s"];
-        moto_1s.add(dir, || run_agent(dir, &moto, &sink_1s));
+        moto_1s.add(dir, &moto, || run_agent(dir, &moto, &sink_1s));
         if round == 0 {
             rss_sink = max_rss_mib();
             left_1s = undelivered(dir);
         }
-        moto_0s.add(dir, || run_agent(dir, &moto, &sink_0s));
+        moto_0s.add(dir, &moto, || run_agent(dir, &moto, &sink_0s));
         if round == 0 {
             left_0s = undelivered(dir);
         }
-        closed_1s.add(dir, || run_agent_at(dir, closed, &sink_1s));
+        closed_1s.add(dir, &moto, || run_agent_at(dir, closed, &sink_1s));
         println!(
             "round {}: --log-file alone: whole {:.2} s, build part {:.2} s, CPU {:.2} s; with --cloudwatch-logs to moto, --log-flush-timeout 1s: {}; 0s: {}; to a closed port, 1s: {}",
             round + 1,
