@@ -353,13 +353,24 @@ impl Sender {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let wait = wait + wait / 4 * (nanos % 1000) / 1000;
-        if let Some(deadline) = self.shared.deadline() {
-            if Instant::now() + wait >= deadline {
+        let wake = Instant::now() + wait;
+        // A retry after the end's deadline cannot deliver anything: give up at once, also when
+        // the build ends during the wait (the end does not sit out a sleep that outlasts it).
+        let mut deadline = self.shared.deadline.subscribe();
+        loop {
+            if deadline.borrow_and_update().is_some_and(|d| wake >= d) {
                 return Err(GaveUp);
             }
+            tokio::select! {
+                () = tokio::time::sleep_until(wake.into()) => return Ok(()),
+                changed = deadline.changed() => {
+                    if changed.is_err() {
+                        tokio::time::sleep_until(wake.into()).await;
+                        return Ok(());
+                    }
+                }
+            }
         }
-        // Bounded too: the build may end during the wait, with a deadline before its end.
-        self.bounded(tokio::time::sleep(wait)).await
     }
 
     async fn create(&self) -> Result<(), String> {
