@@ -292,12 +292,12 @@ impl Sender {
             let closing = self.buffer.is_closed();
             next_flush = Instant::now() + self.options.flush_interval;
             loop {
-                // Only as much is taken from the buffer as the next batch needs: the rest stays
-                // there (spilled when the service is slow), not in this thread's memory.
                 if self.shared.past_deadline() {
                     // The end gave up waiting: what is left is counted as not delivered.
                     return;
                 }
+                // Only as much is taken from the buffer as the next batch needs: the rest stays
+                // there (spilled when the service is slow), not in this thread's memory.
                 while !self.cutter.fills(&LIMITS) && self.buffer.take(&mut self.cutter) {}
                 if closing && self.buffer.is_empty() {
                     self.cutter.finish();
