@@ -8,16 +8,21 @@
 //!
 //! - build time: 1 GiB of 40-byte lines (`BUILDAGENT_BENCH_LOG_MIB` to change the size). The
 //!   sink never holds the build: what the service has not taken spills to disk, and the end
-//!   waits `--log-flush-timeout 1s`; the lines left undelivered are counted from the warning.
-//!   Wall time ratio (target <= 1.2x) and peak RSS of the agent (target < 64 MiB). Also with
-//!   the sink pointed at a closed port (everything spills, no moto working beside the build):
-//!   the sink's own cost, without moto's CPU (a Python server taking events competes with the
-//!   build for the machine's cores). `BUILDAGENT_BENCH_ROUNDS` (default 1) runs each of the
-//!   three that many times, interleaved, and takes the medians.
+//!   waits `--log-flush-timeout 1s` (and, in a run of its own, `0s`: not at all); the lines left
+//!   undelivered are counted from the warning. For each run: the whole run's wall time, the
+//!   build's part (until the build's last log line, before the sinks' end and the agent's
+//!   exit; measured alike for every run), the CPU time of the agent and the build's commands,
+//!   and moto's CPU time meanwhile (moto, a Python server on the same machine, takes cores the
+//!   build would have had; a real service does not); ratios to `--log-file` alone (targets:
+//!   whole run with `0s` and build part <= 1.2x), and the agent's peak RSS (target < 64 MiB).
+//!   Also with the sink pointed at a closed port (everything spills, moto idle): the sink's own
+//!   cost. `BUILDAGENT_BENCH_ROUNDS` (default 1) runs each of the four that many times,
+//!   interleaved; every round is printed, then the medians.
 //! - delivery: a smaller log (16 MiB, `BUILDAGENT_BENCH_DELIVER_MIB`) delivered whole to moto
 //!   (`--log-flush-timeout 10m`): the build's wall time with the wait for the last line, and
 //!   the sink's throughput in events per second (moto, a Python server, is the bottleneck).
 
+use std::io::{Read, Seek, SeekFrom};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -37,6 +42,25 @@ struct Moto {
 }
 
 impl Moto {
+    /// The CPU time moto used so far (user and system, from `/proc`): what it took from the
+    /// machine's cores while the build ran beside it.
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // After the command's name in parentheses: state is field 3, utime and stime 14 and 15.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100) as u64;
+        Duration::from_millis(ticks * 1000 / hz)
+    }
+
     fn start() -> Moto {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -89,6 +113,10 @@ fn run_agent(dir: &Path, moto: &Moto, extra: &[&str]) -> Duration {
 }
 
 fn run_agent_at(dir: &Path, endpoint: &str, extra: &[&str]) -> Duration {
+    // Every run writes a new log file: truncating the last run's 1 GiB one would have ext4 write
+    // it out when the agent closes it (its replace-by-truncate heuristic, auto_da_alloc), half a
+    // second of the agent's exit in some runs and not in others.
+    let _ = std::fs::remove_file(dir.join("build.log"));
     let t = Instant::now();
     let status = Command::new(agent())
         .current_dir(dir)
@@ -114,9 +142,21 @@ fn run_agent_at(dir: &Path, endpoint: &str, extra: &[&str]) -> Duration {
     t.elapsed()
 }
 
+/// The end of the log file (the bench's own memory stays small: the children forked later
+/// inherit its peak RSS in their `ru_maxrss`).
+fn log_tail(dir: &Path) -> String {
+    let mut file = std::fs::File::open(dir.join("build.log")).unwrap();
+    let len = file.metadata().unwrap().len();
+    file.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)))
+        .unwrap();
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).unwrap();
+    String::from_utf8_lossy(&tail).into_owned()
+}
+
 /// The undelivered count of the log's warning (0 without one).
 fn undelivered(dir: &Path) -> u64 {
-    let text = std::fs::read_to_string(dir.join("build.log")).unwrap();
+    let text = log_tail(dir);
     text.lines()
         .rev()
         .find_map(|l| {
@@ -129,15 +169,17 @@ fn undelivered(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// How long the end of the build waited for the sink: from the warning about undelivered lines
-/// (stamped when the sinks' end began) to `ended`, when the agent had exited (zero without a
-/// warning).
-fn flush_wait(dir: &Path, ended: SystemTime) -> Duration {
-    let text = std::fs::read_to_string(dir.join("build.log")).unwrap();
-    let Some(warning) = text
+/// How long the agent ran after the build's own last line (the sinks' end, the summary and the
+/// agent's exit): from the last `[Container]` line of the log that is not the warning about
+/// undelivered lines (it comes with the sinks' end) to `ended`, when the agent had exited. The
+/// same for every run, the file alone included (its exit, e.g. removing the build's cgroup, is
+/// in it too).
+fn after_build(dir: &Path, ended: SystemTime) -> Duration {
+    let text = log_tail(dir);
+    let Some(last) = text
         .lines()
         .rev()
-        .find(|l| l.contains("log line(s) were not delivered"))
+        .find(|l| l.starts_with("[Container] ") && !l.contains("log line(s) were not delivered"))
     else {
         return Duration::ZERO;
     };
@@ -151,10 +193,72 @@ fn flush_wait(dir: &Path, ended: SystemTime) -> Duration {
         Some(h * 3600.0 + m * 60.0 + s)
     };
     let end = ended.duration_since(UNIX_EPOCH).unwrap().as_secs_f64() % 86_400.0;
-    match seconds(warning) {
+    match seconds(last) {
         Some(at) => Duration::from_secs_f64((end - at).rem_euclid(86_400.0)),
         None => Duration::ZERO,
     }
+}
+
+/// CPU time (user and system) of the children waited for so far.
+fn children_cpu() -> Duration {
+    let usage = getrusage(UsageWho::RUSAGE_CHILDREN).unwrap();
+    let micros = |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
+    Duration::from_micros(micros(usage.user_time()) + micros(usage.system_time()))
+}
+
+/// The runs of one kind: the whole run, the build's own part (less what came after its last
+/// line), the CPU time of the agent and the build's commands, and moto's meanwhile.
+#[derive(Default)]
+struct Runs {
+    whole: Vec<Duration>,
+    own: Vec<Duration>,
+    cpu: Vec<Duration>,
+    moto_cpu: Vec<Duration>,
+}
+
+impl Runs {
+    /// Runs `run` (the agent, its log to `dir`) and keeps its figures.
+    fn add(&mut self, dir: &Path, moto: &Moto, run: impl FnOnce() -> Duration) {
+        let (cpu, moto_cpu) = (children_cpu(), moto.cpu());
+        let whole = run();
+        self.cpu.push(children_cpu() - cpu);
+        self.moto_cpu.push(moto.cpu() - moto_cpu);
+        self.whole.push(whole);
+        self.own
+            .push(whole.saturating_sub(after_build(dir, SystemTime::now())));
+    }
+
+    /// Round `i` against the same round of `alone`.
+    fn round(&self, i: usize, alone: &Runs) -> String {
+        format!(
+            "whole {}, build part {}, CPU {}, moto's CPU {:.2} s",
+            ratio(self.whole[i], alone.whole[i].as_secs_f64()),
+            ratio(self.own[i], alone.own[i].as_secs_f64()),
+            ratio(self.cpu[i], alone.cpu[i].as_secs_f64()),
+            self.moto_cpu[i].as_secs_f64(),
+        )
+    }
+
+    /// The medians against those of `alone`.
+    fn medians(&self, alone: &Runs) -> String {
+        let m = |runs: &Vec<Duration>| median(runs.clone());
+        format!(
+            "whole {}, build part {}, CPU {}, moto's CPU {:.2} s",
+            ratio(m(&self.whole), m(&alone.whole).as_secs_f64()),
+            ratio(m(&self.own), m(&alone.own).as_secs_f64()),
+            ratio(m(&self.cpu), m(&alone.cpu).as_secs_f64()),
+            m(&self.moto_cpu).as_secs_f64(),
+        )
+    }
+}
+
+/// `run` in seconds and as a ratio to `alone` (seconds).
+fn ratio(run: Duration, alone: f64) -> String {
+    format!(
+        "{:.2} s ({:.2}x)",
+        run.as_secs_f64(),
+        run.as_secs_f64() / alone
+    )
 }
 
 fn max_rss_mib() -> i64 {
@@ -179,49 +283,58 @@ fn main() {
         .max(1);
     // Build time: the file alone first (its peak RSS is the baseline of RUSAGE_CHILDREN, which
     // keeps the largest of the children waited for).
-    let (mut alone, mut with_sink, mut spilling) = (Vec::new(), Vec::new(), Vec::new());
-    // The same, less the end's wait for the sink (the flush timeout, and the agent's exit freeing
-    // the spill file): the build's own time.
-    let (mut with_sink_own, mut spilling_own) = (Vec::new(), Vec::new());
-    let (mut rss_alone, mut rss_sink, mut left) = (0, 0, 0);
+    let (mut alone, mut moto_1s, mut moto_0s, mut closed_1s) = (
+        Runs::default(),
+        Runs::default(),
+        Runs::default(),
+        Runs::default(),
+    );
+    let (mut rss_alone, mut rss_sink, mut left_1s, mut left_0s) = (0, 0, 0, 0);
     // Nothing listens on port 9 of loopback: connections are refused, everything spills.
     let closed = "http://127.0.0.1:9";
     for round in 0..rounds {
-        alone.push(run_agent(dir, &moto, &[]));
+        alone.add(dir, &moto, || run_agent(dir, &moto, &[]));
         if round == 0 {
             rss_alone = max_rss_mib();
         }
         let group = format!("bench:{}-{round}", std::process::id());
-        let sink = ["--cloudwatch-logs", &group, "--log-flush-timeout", "1s"];
-        with_sink.push(run_agent(dir, &moto, &sink));
-        with_sink_own.push(with_sink[round].saturating_sub(flush_wait(dir, SystemTime::now())));
+        let sink_1s = ["--cloudwatch-logs", &group, "--log-flush-timeout", "1s"];
+        let sink_0s = ["--cloudwatch-logs", &group, "--log-flush-timeout", "0s"];
+        moto_1s.add(dir, &moto, || run_agent(dir, &moto, &sink_1s));
         if round == 0 {
             rss_sink = max_rss_mib();
-            left = undelivered(dir);
+            left_1s = undelivered(dir);
         }
-        spilling.push(run_agent_at(dir, closed, &sink));
-        spilling_own.push(spilling[round].saturating_sub(flush_wait(dir, SystemTime::now())));
+        moto_0s.add(dir, &moto, || run_agent(dir, &moto, &sink_0s));
+        if round == 0 {
+            left_0s = undelivered(dir);
+        }
+        closed_1s.add(dir, &moto, || run_agent_at(dir, closed, &sink_1s));
+        println!(
+            "round {}: --log-file alone: whole {:.2} s, build part {:.2} s, CPU {:.2} s; with --cloudwatch-logs to moto, --log-flush-timeout 1s: {}; 0s: {}; to a closed port, 1s: {}",
+            round + 1,
+            alone.whole[round].as_secs_f64(),
+            alone.own[round].as_secs_f64(),
+            alone.cpu[round].as_secs_f64(),
+            moto_1s.round(round, &alone),
+            moto_0s.round(round, &alone),
+            closed_1s.round(round, &alone),
+        );
     }
-    let (alone, with_sink, spilling) = (median(alone), median(with_sink), median(spilling));
-    let (with_sink_own, spilling_own) = (median(with_sink_own), median(spilling_own));
     println!(
-        "build time, {mib} MiB in {lines} lines (median of {rounds}): --log-file alone {:.2} s, with --cloudwatch-logs {:.2} s, ratio {:.2}x (target <= 1.2x); \
-         peak RSS {} MiB alone, {} MiB with the sink (largest child so far; target < 64 MiB); \
-         {left} of {} events not yet delivered when the 1 s flush timeout ended (spilled to disk, reported); \
-         with the sink to a closed port (all spilled, moto idle) {:.2} s, ratio {:.2}x; \
-         less the end's wait for the sink (the 1 s flush timeout and the exit freeing the spill file): {:.2} s ({:.2}x) to moto, {:.2} s ({:.2}x) to the closed port",
-        alone.as_secs_f64(),
-        with_sink.as_secs_f64(),
-        with_sink.as_secs_f64() / alone.as_secs_f64(),
-        rss_alone,
-        rss_sink,
+        "build time, {mib} MiB in {lines} lines, medians of {rounds} (the build part: until the build's last line, before the sinks' end and the agent's exit; CPU: the agent's and the commands'): \
+         --log-file alone: whole {:.2} s, build part {:.2} s, CPU {:.2} s; \
+         with --cloudwatch-logs to moto, --log-flush-timeout 1s: {}; 0s: {} (targets: whole with 0s and build part <= 1.2x); \
+         to a closed port (all spilled, moto idle), 1s: {}; \
+         peak RSS {rss_alone} MiB alone, {rss_sink} MiB with the sink (largest child so far; target < 64 MiB); \
+         {left_1s} of {} events not delivered when the 1 s flush timeout ended, {left_0s} with 0s (spilled to disk, reported)",
+        median(alone.whole.clone()).as_secs_f64(),
+        median(alone.own.clone()).as_secs_f64(),
+        median(alone.cpu.clone()).as_secs_f64(),
+        moto_1s.medians(&alone),
+        moto_0s.medians(&alone),
+        closed_1s.medians(&alone),
         lines + 8,
-        spilling.as_secs_f64(),
-        spilling.as_secs_f64() / alone.as_secs_f64(),
-        with_sink_own.as_secs_f64(),
-        with_sink_own.as_secs_f64() / alone.as_secs_f64(),
-        spilling_own.as_secs_f64(),
-        spilling_own.as_secs_f64() / alone.as_secs_f64(),
     );
 
     // Delivery of a smaller log, whole.

@@ -277,3 +277,59 @@ fn building_a_layer_onto_a_full_disk_fails_naming_the_store_and_leaves_no_blob()
         assert_eq!(sum.split_whitespace().next(), Some(digest), "{file}");
     }
 }
+
+#[test]
+fn a_cloudwatch_spill_file_on_a_full_disk_warns_with_the_exact_count_and_the_build_succeeds() {
+    let sandbox = Sandbox::new();
+    // 20 MB of base64 (it compresses about 1.3x: the spill file outgrows the 2 MiB disk) while
+    // the service is unreachable, then a command after it.
+    sandbox.write(
+        "src/buildspec.yml",
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - head -c 15000000 /dev/urandom | base64 -w 1000\n      - echo after\n",
+    );
+    let disk = SmallDisk::new(&sandbox, "disk");
+    let mut command = sandbox.command([
+        "run",
+        "--log-format",
+        "codebuild",
+        "-m",
+        "-s",
+        "src",
+        "--log-file",
+        "build.log",
+        "--cloudwatch-logs",
+        "/buildagent/test/spill-full",
+        "--log-flush-timeout",
+        "0s",
+    ]);
+    // The spill file goes to the temporary directory; nothing listens on port 9 of loopback.
+    command
+        .env("TMPDIR", &disk.dir)
+        .env("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", "http://127.0.0.1:9")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1");
+    let run = Run::from(command.output().unwrap());
+    run.expect_code(0);
+    let file = std::fs::read_to_string(sandbox.path().join("build.log")).unwrap();
+    assert!(file.contains("\nafter\n"), "the build went on");
+    // Every line before the warning was for the sink: none arrived, and the warning counts them
+    // all, those lost with the spill file included, and says why.
+    let warning_at = file
+        .lines()
+        .position(|l| l.contains("Warning: ") && l.contains("log line(s) were not delivered"))
+        .unwrap_or_else(|| panic!("no warning in {}", run.stdout));
+    let warning = file.lines().nth(warning_at).unwrap();
+    assert!(
+        warning.contains(&format!(
+            "Warning: {warning_at} log line(s) were not delivered"
+        )),
+        "{warning}"
+    );
+    assert!(warning.contains("(0 were)"), "{warning}");
+    assert!(
+        warning.contains("cannot write the spill file: No space left on device"),
+        "{warning}"
+    );
+    assert_eq!(disk.files(), Vec::<String>::new());
+}

@@ -80,7 +80,9 @@ impl CloudWatchOptions {
 /// The state the sending thread shares with the sink.
 #[derive(Default)]
 struct Shared {
-    deadline: Mutex<Option<Instant>>,
+    /// The end's deadline, once the build ended: watched, so that a request already in flight
+    /// when the build ends is bounded by it too.
+    deadline: tokio::sync::watch::Sender<Option<Instant>>,
     delivered: AtomicU64,
     rejected: AtomicU64,
     /// Events beyond one per line (long lines cut into pieces), counted as they are cut.
@@ -92,7 +94,11 @@ struct Shared {
 
 impl Shared {
     fn deadline(&self) -> Option<Instant> {
-        *self.deadline.lock().unwrap_or_else(|p| p.into_inner())
+        *self.deadline.borrow()
+    }
+
+    fn past_deadline(&self) -> bool {
+        self.deadline().is_some_and(|d| Instant::now() >= d)
     }
 
     fn error(&self, message: String) {
@@ -201,11 +207,9 @@ impl CloudWatchSink {
 
     /// Sends what waits, for at most `timeout`, and says what arrived.
     pub fn finish(mut self, timeout: Duration) -> Delivery {
-        *self
-            .shared
+        self.shared
             .deadline
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + timeout);
+            .send_replace(Some(Instant::now() + timeout));
         self.buffer.close();
         let finished = self
             .done
@@ -288,6 +292,10 @@ impl Sender {
             let closing = self.buffer.is_closed();
             next_flush = Instant::now() + self.options.flush_interval;
             loop {
+                if self.shared.past_deadline() {
+                    // The end gave up waiting: what is left is counted as not delivered.
+                    return;
+                }
                 // Only as much is taken from the buffer as the next batch needs: the rest stays
                 // there (spilled when the service is slow), not in this thread's memory.
                 while !self.cutter.fills(&LIMITS) && self.buffer.take(&mut self.cutter) {}
@@ -312,13 +320,27 @@ impl Sender {
         }
     }
 
-    /// `future`, unless the end's deadline passes first.
+    /// `future`, unless the end's deadline passes first (also when the build ends while it
+    /// runs: the end does not wait for a request started before it).
     async fn bounded<T>(&self, future: impl std::future::Future<Output = T>) -> Result<T, GaveUp> {
-        match self.shared.deadline() {
-            None => Ok(future.await),
-            Some(deadline) => tokio::time::timeout_at(deadline.into(), future)
-                .await
-                .map_err(|_| GaveUp),
+        let mut deadline = self.shared.deadline.subscribe();
+        let mut future = std::pin::pin!(future);
+        loop {
+            let at = *deadline.borrow_and_update();
+            if let Some(at) = at {
+                return tokio::time::timeout_at(at.into(), future)
+                    .await
+                    .map_err(|_| GaveUp);
+            }
+            tokio::select! {
+                output = &mut future => return Ok(output),
+                changed = deadline.changed() => {
+                    if changed.is_err() {
+                        // The sink is gone: nobody waits for a deadline.
+                        return Ok(future.await);
+                    }
+                }
+            }
         }
     }
 
@@ -331,13 +353,24 @@ impl Sender {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let wait = wait + wait / 4 * (nanos % 1000) / 1000;
-        if let Some(deadline) = self.shared.deadline() {
-            if Instant::now() + wait >= deadline {
+        let wake = Instant::now() + wait;
+        // A retry after the end's deadline cannot deliver anything: give up at once, also when
+        // the build ends during the wait (the end does not sit out a sleep that outlasts it).
+        let mut deadline = self.shared.deadline.subscribe();
+        loop {
+            if deadline.borrow_and_update().is_some_and(|d| wake >= d) {
                 return Err(GaveUp);
             }
+            tokio::select! {
+                () = tokio::time::sleep_until(wake.into()) => return Ok(()),
+                changed = deadline.changed() => {
+                    if changed.is_err() {
+                        tokio::time::sleep_until(wake.into()).await;
+                        return Ok(());
+                    }
+                }
+            }
         }
-        tokio::time::sleep(wait).await;
-        Ok(())
     }
 
     async fn create(&self) -> Result<(), String> {

@@ -5,7 +5,8 @@
 //!   terminal, the log file and every sink show the same text, masked before it became an event.
 //! - [`buffer`]: the bounded queue between the build and a sink, spilling to a local file when
 //!   the service is slow or down, so that a sink never slows or blocks the build; the build's
-//!   thread only appends chunks of the log to it, the sink's thread cuts them into lines.
+//!   thread only appends chunks of the log to it, a writer thread compresses what spills into
+//!   the file, and the sink's thread cuts them into lines.
 //! - [`cloudwatch`]: one log event per line, batches within the service's limits, retried.
 //! - [`s3`]: one gzip object at the end (or parts uploaded while the build runs).
 //! - [`read`]: reading a stream back (and following it while the build runs).
