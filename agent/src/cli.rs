@@ -233,6 +233,11 @@ pub struct RunArgs {
     #[arg(long, requires = "artifacts")]
     pub artifacts_keep_mtime: bool,
 
+    /// The primary artifact's name in an S3 location (`-a s3://...`) when the buildspec's
+    /// `artifacts.name` gives none (CodeBuild's project artifact name); default `artifacts`.
+    #[arg(long, value_name = "NAME", requires = "artifacts")]
+    pub artifacts_name: Option<String>,
+
     /// Copy each report group's files to DIR/GROUP/ and write DIR/summary.json (reports are
     /// parsed and summarised in the log either way).
     #[arg(short = 'r', long = "reports", value_name = "DIR")]

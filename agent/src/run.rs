@@ -264,6 +264,15 @@ pub fn prepare_in(
         ArtifactsPackaging::None => Packaging::None,
     };
     options.artifacts_keep_mtime = args.artifacts_keep_mtime;
+    if let Some(name) = &args.artifacts_name {
+        if !matches!(options.artifacts, Some(Location::S3(_))) {
+            return Err(invalid(
+                "--artifacts-name names the artifact in an S3 location (-a s3://...); a \
+                 directory's artifacts are artifacts.zip and <identifier>.zip",
+            ));
+        }
+        options.artifacts_name = Some(name.clone());
+    }
     options.reports_dir = match &args.reports {
         Some(dir) => {
             Some(std::path::absolute(dir).with_context(|| format!("-r {}", dir.display()))?)

@@ -81,6 +81,9 @@ pub struct BuildOptions {
     /// Store files' own modification times in artifacts instead of the fixed 1980-01-01
     /// (default false: reproducible zips).
     pub artifacts_keep_mtime: bool,
+    /// The primary artifact's name in an S3 location when the buildspec's `artifacts.name` gives
+    /// none (`--artifacts-name`, a fleet job's `artifactsOverride.name`); `None`: `artifacts`.
+    pub artifacts_name: Option<String>,
     /// Where report groups' files and `summary.json` are written (`-r DIR`). `None`: reports are
     /// still parsed and summarised in the log, but not copied.
     pub reports_dir: Option<PathBuf>,
@@ -1106,12 +1109,18 @@ impl<'b> Attempt<'b> {
                 }
             };
             let packaging = self.build.options.artifacts_packaging;
+            // The project's name for the primary artifact (CodeBuild's artifacts `name`); the
+            // buildspec's own `name` still wins, as with `overrideArtifactName`.
+            let default_name = match (&artifact.identifier, &options.artifacts_name) {
+                (None, Some(project_name)) => project_name.as_str(),
+                _ => artifact.stem.as_str(),
+            };
             let key = artifacts::s3::artifact_key(
                 url,
                 s3_prefix.as_deref(),
                 build.as_deref(),
                 name.as_deref(),
-                &artifact.stem,
+                default_name,
                 packaging,
             );
             let upload = async {

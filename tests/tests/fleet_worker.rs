@@ -788,7 +788,7 @@ artifacts:\n  files:\n    - marker.txt\n";
         path: Some("out".into()),
         namespace_type: Some("BUILD_ID".into()),
         packaging: Some("NONE".into()),
-        ..Artifacts::default()
+        name: Some("site".into()),
     });
     fleet.submit_job(&job);
     let mut a = fleet.worker("a", &["--once"]);
@@ -807,7 +807,8 @@ artifacts:\n  files:\n    - marker.txt\n";
     assert!(log.contains("marker=from-the-zip"), "{log}");
     assert!(log.contains("plain=hello secret=***"), "{log}");
     assert!(!log.contains(&secret), "the secret is in the log: {log}");
-    let key = format!("out/{}/artifacts/marker.txt", job.uuid());
+    // The job's artifact name, as the project's: the buildspec names none.
+    let key = format!("out/{}/site/marker.txt", job.uuid());
     let object = bucket
         .runtime
         .block_on(

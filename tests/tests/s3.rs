@@ -166,6 +166,51 @@ fn zip_artifacts_follow_the_key_rules_and_carry_the_build_arn() {
 }
 
 #[test]
+fn artifacts_name_names_the_primary_artifact_unless_the_buildspec_does() {
+    let bucket = Bucket::new("named");
+    let s = Sandbox::new();
+    let unnamed = "version: 0.2\nphases:\n  build:\n    commands:\n      - echo app > app.js\n\
+artifacts:\n  files: [app.js]\n";
+    let run = bucket.build(
+        &s,
+        "src",
+        unnamed,
+        &["-a", &bucket.url("web"), "--artifacts-name", "site"],
+    );
+    run.expect_code(0);
+    assert_eq!(bucket.keys(), ["web/site.zip"]);
+    assert_eq!(unzip(&bucket.get("web/site.zip"))["app.js"], b"app\n");
+    // The buildspec's own name wins (as CodeBuild's overrideArtifactName).
+    let named = format!("{unnamed}  name: own\n");
+    bucket
+        .build(
+            &s,
+            "src2",
+            &named,
+            &["-a", &bucket.url("web"), "--artifacts-name", "site"],
+        )
+        .expect_code(0);
+    assert_eq!(bucket.keys(), ["web/own.zip", "web/site.zip"]);
+    // A directory's artifacts keep their fixed names: the flag is refused there.
+    let out = s.path().join("out");
+    let refused = bucket.build(
+        &s,
+        "src3",
+        unnamed,
+        &["-a", out.to_str().unwrap(), "--artifacts-name", "site"],
+    );
+    refused.expect_code(2);
+    assert!(
+        refused
+            .stderr
+            .contains("--artifacts-name names the artifact in an S3 location"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!out.exists());
+}
+
+#[test]
 fn a_large_artifact_goes_up_in_parts_and_comes_back_whole() {
     let bucket = Bucket::new("multipart");
     let s = Sandbox::new();

@@ -484,10 +484,8 @@ impl AgentLauncher {
             if artifacts.packaging.as_deref() == Some("NONE") {
                 push(&mut argv, "--artifacts-packaging", "none".into());
             }
-            if let Some(name) = &artifacts.name {
-                warnings.push(format!(
-                    "artifactsOverride.name `{name}` is ignored: artifacts are named by the buildspec's `name` (else `artifacts`)"
-                ));
+            if let Some(name) = artifacts.name.as_deref().filter(|n| !n.trim().is_empty()) {
+                push(&mut argv, "--artifacts-name", name.to_string());
             }
         }
         let logs = job.logs_config_override.clone().unwrap_or_default();

@@ -62,6 +62,7 @@ impl BuildOptions {
             artifacts_namespace: Namespace::default(),
             artifacts_packaging: Packaging::default(),
             artifacts_keep_mtime: false,
+            artifacts_name: None,
             reports_dir: None,
             cache: None,
             fetch: Default::default(),
@@ -190,6 +191,13 @@ impl BuildOptions {
     /// 1980-01-01, reproducible zips).
     pub fn artifacts_keep_mtime(&mut self, yes: bool) -> &mut Self {
         self.artifacts_keep_mtime = yes;
+        self
+    }
+
+    /// The primary artifact's name in an S3 location when the buildspec names none. Default:
+    /// `artifacts` (`artifacts.zip`).
+    pub fn artifacts_name(&mut self, name: impl Into<String>) -> &mut Self {
+        self.artifacts_name = Some(name.into());
         self
     }
 
