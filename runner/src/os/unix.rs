@@ -177,6 +177,20 @@ pub(crate) fn scan_processes() -> io::Result<Vec<ProcStat>> {
     Ok(out)
 }
 
+/// The value of variable `name` in the environment `pid` was started with (`/proc/<pid>/environ`,
+/// which a process's later `setenv`/`unsetenv` do not change; an `exec` with a new environment
+/// does). `None` when it has no such variable, or when the file cannot be read (the process is
+/// gone or a zombie, or belongs to another user and this process is not root).
+pub(crate) fn environ_value(pid: i32, name: &[u8]) -> Option<Vec<u8>> {
+    let raw = fs::read(format!("/proc/{pid}/environ")).ok()?;
+    raw.split(|b| *b == 0).find_map(|entry| {
+        entry
+            .strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(b"="))
+            .map(<[u8]>::to_vec)
+    })
+}
+
 /// The command line of `pid` (arguments joined by spaces), or `[comm]` when it has none.
 pub(crate) fn command_line(pid: i32) -> String {
     if let Ok(raw) = fs::read(format!("/proc/{pid}/cmdline")) {
