@@ -177,6 +177,13 @@ async fn without_cgroups_each_build_ends_only_its_own_daemons() {
     // their environment tells whose they are.
     let me = std::process::id().to_string();
     for daemon in [daemon_a, daemon_b, stray] {
+        // `setsid -f`'s parent exits just after the fork: wait for the reparenting.
+        for _ in 0..500 {
+            if stat_field(daemon, 1) == me {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert_eq!(
             stat_field(daemon, 1),
             me,
