@@ -312,4 +312,32 @@ mod tests {
         assert_eq!(me.session, getsid());
         assert!(command_line(getpid()).contains("buildagent_runner"));
     }
+
+    #[test]
+    fn a_variable_of_the_environment_a_process_started_with() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env_clear()
+            .env("CODEBUILD_BUILD_ID_X", "no")
+            .env("CODEBUILD_BUILD_ID", "demo:1=2")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        // Until the exec, the child has our environment: wait for `sleep`'s.
+        let mut value = None;
+        for _ in 0..500 {
+            value = environ_value(pid, b"CODEBUILD_BUILD_ID");
+            if value.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let missing = environ_value(pid, b"PATH");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(value.as_deref(), Some(&b"demo:1=2"[..]));
+        assert_eq!(missing, None);
+        // Gone processes have no environment.
+        assert_eq!(environ_value(pid, b"CODEBUILD_BUILD_ID"), None);
+    }
 }
