@@ -174,7 +174,8 @@ pub fn run(args: &RunArgs, color: ColorChoice) -> anyhow::Result<ExitCode> {
     }
 
     // Each build's cgroup holds its daemons, when the machine gives it one; otherwise they are
-    // reparented to the agent and ended when the batch ends.
+    // reparented to the agent, and each build's end ends those that carry its
+    // CODEBUILD_BUILD_ID (the batch's end, those that cleared their environment).
     let contained = HostExecutor::cgroups_available();
     if !contained {
         if let Err(e) = enable_child_subreaper() {

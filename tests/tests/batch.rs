@@ -313,6 +313,50 @@ fn pids(b: &Batch, files: &[&str]) -> Vec<i32> {
         .collect()
 }
 
+/// Two builds side by side, each leaving a `setsid` daemon: build `two` waits until `one`'s
+/// daemon is gone (`one` has ended), then writes whether its own is still alive.
+const DAEMONS: &str = "version: 0.2\nbatch:\n  build-list:\n    - identifier: one\n    - identifier: two\nphases:\n  build:\n    commands:\n      - setsid -f sh -c 'echo $$ > \"$OUT/$CODEBUILD_BATCH_BUILD_IDENTIFIER.daemon\"; exec sleep 600' </dev/null >/dev/null 2>&1\n      - while [ ! -s \"$OUT/one.daemon\" ] || [ ! -s \"$OUT/two.daemon\" ]; do sleep 0.05; done\n      - |\n        if [ \"$CODEBUILD_BATCH_BUILD_IDENTIFIER\" = two ]; then\n          n=0; while kill -0 $(cat \"$OUT/one.daemon\") 2>/dev/null && [ $n -lt 400 ]; do sleep 0.05; n=$((n+1)); done\n          kill -0 $(cat \"$OUT/one.daemon\") 2>/dev/null && echo alive > \"$OUT/one-daemon\" || echo gone > \"$OUT/one-daemon\"\n          kill -0 $(cat \"$OUT/two.daemon\") 2>/dev/null && echo alive > \"$OUT/two-daemon\" || echo gone > \"$OUT/two-daemon\"\n        fi\n";
+
+#[test]
+fn without_cgroups_each_builds_end_ends_only_its_own_daemons() {
+    for cgroups in ["off", "on"] {
+        let b = Batch::new(DAEMONS);
+        let run = Run::from(
+            b.s.command(b.args(&["-j", "2", "--grace", "2s"]))
+                .env("BUILDAGENT_CGROUPS", cgroups)
+                .output()
+                .unwrap(),
+        );
+        run.expect_code(0);
+        // `one`'s end ended its daemon while `two` ran, and left `two`'s alone.
+        assert_eq!(
+            b.out_file("one-daemon").as_deref(),
+            Some("gone\n"),
+            "{}",
+            run.stdout
+        );
+        assert_eq!(
+            b.out_file("two-daemon").as_deref(),
+            Some("alive\n"),
+            "{}",
+            run.stdout
+        );
+        for pid in pids(&b, &["one.daemon", "two.daemon"]) {
+            assert!(!alive(pid), "daemon {pid} outlived the batch");
+        }
+        for id in ["one", "two"] {
+            assert!(
+                run.stdout
+                    .lines()
+                    .any(|l| l.starts_with(&format!("[{id}] "))
+                        && l.contains("Ended 1 process(es) the build left running")),
+                "{cgroups}: {id}\n{}",
+                run.stdout
+            );
+        }
+    }
+}
+
 const SLEEPERS: &str = "version: 0.2\nbatch:\n  build-list:\n    - identifier: one\n    - identifier: two\n    - identifier: three\nphases:\n  build:\n    commands:\n      - sh -c 'echo $$ > \"$OUT/$CODEBUILD_BATCH_BUILD_IDENTIFIER.pid\"; exec sleep 600'\n";
 
 #[test]

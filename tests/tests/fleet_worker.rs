@@ -205,6 +205,11 @@ impl Fleet {
 
     /// A worker process with these extra arguments (`--listen 127.0.0.1:0` always).
     fn worker(&self, name: &str, extra: &[&str]) -> Worker {
+        self.worker_with_env(name, extra, &[])
+    }
+
+    /// [`Fleet::worker`] with these variables in the worker's environment.
+    fn worker_with_env(&self, name: &str, extra: &[&str], env: &[(&str, &str)]) -> Worker {
         let log = self.dir.path().join(format!("{name}.log"));
         let work = self.dir.path().join(format!("{name}-work"));
         let child = Command::new(binary())
@@ -214,6 +219,7 @@ impl Fleet {
             .arg(&work)
             .args(extra)
             .envs(self.aws.env())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap())
@@ -988,4 +994,109 @@ fn the_message_of_a_build_stopped_while_queued_is_dropped_and_never_runs() {
     assert_eq!(a.wait_exit(Duration::from_secs(20)), 0, "{}", a.stderr());
     assert_eq!(fleet.record(&job.id).status, BuildStatus::Stopped);
     assert!(!fleet.marks().join(job.uuid()).exists(), "the build ran");
+}
+
+/// The pid a build wrote to `path`, once it is there.
+fn pid_in(path: &Path) -> i32 {
+    wait_for(
+        &format!("{}", path.display()),
+        Duration::from_secs(30),
+        || fs::read_to_string(path).is_ok_and(|t| t.ends_with('\n')),
+    );
+    fs::read_to_string(path).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn without_cgroups_each_builds_end_removes_only_its_own_daemons() {
+    let fleet = Fleet::new("contain", 60);
+    let mut worker =
+        fleet.worker_with_env("a", &["--slots", "2"], &[("BUILDAGENT_CGROUPS", "off")]);
+    assert!(
+        worker
+            .stderr()
+            .contains("known by their CODEBUILD_BUILD_ID"),
+        "{}",
+        worker.stderr()
+    );
+    let marks = fleet.marks();
+    // Each build leaves a `setsid` daemon and a background job, then waits for its go; build a
+    // also leaves a daemon that clears its environment, which no build can claim.
+    let build = |name: &str, stray: bool| {
+        let m = |file: &str| marks.join(format!("{name}-{file}")).display().to_string();
+        let mut commands = vec![
+            format!(
+                "setsid -f sh -c 'echo $$ > {}; exec sleep 600' </dev/null >/dev/null 2>&1",
+                m("daemon")
+            ),
+            format!("sleep 601 >/dev/null 2>&1 & echo $! > {}", m("job")),
+        ];
+        if stray {
+            commands.push(format!(
+                "env -i PATH=\"$PATH\" setsid -f sh -c 'echo $$ > {}; exec sleep 602' \
+                 </dev/null >/dev/null 2>&1",
+                m("stray")
+            ));
+        }
+        commands.push(format!("while [ ! -e {} ]; do sleep 0.05; done", m("go")));
+        fleet.submit("contain", &commands)
+    };
+    let job_a = build("a", true);
+    let job_b = build("b", false);
+    let pids = |name: &str| {
+        let daemon = pid_in(&marks.join(format!("{name}-daemon")));
+        let job = pid_in(&marks.join(format!("{name}-job")));
+        (daemon, job)
+    };
+    let (daemon_a, bg_a) = pids("a");
+    let (daemon_b, bg_b) = pids("b");
+    let stray = pid_in(&marks.join("a-stray"));
+    // Both builds are running, and their daemons were reparented to the worker (a subreaper).
+    for daemon in [daemon_a, daemon_b, stray] {
+        wait_for("the daemon's reparenting", Duration::from_secs(10), || {
+            fs::read_to_string(format!("/proc/{daemon}/stat")).is_ok_and(|stat| {
+                stat.rsplit(')').next().unwrap().split(' ').nth(2)
+                    == Some(worker.pid().to_string().as_str())
+            })
+        });
+    }
+
+    fs::write(marks.join("a-go"), "").unwrap();
+    let record = fleet
+        .wait_finished(std::slice::from_ref(&job_a.id), Duration::from_secs(30))
+        .remove(0);
+    assert_eq!(record.status, BuildStatus::Succeeded, "{record:?}");
+    wait_for("a's daemon and job to end", Duration::from_secs(10), || {
+        !alive(daemon_a) && !alive(bg_a)
+    });
+    assert!(
+        alive(daemon_b) && alive(bg_b) && alive(stray),
+        "a's end ended processes that are not a's"
+    );
+
+    fs::write(marks.join("b-go"), "").unwrap();
+    let record = fleet
+        .wait_finished(std::slice::from_ref(&job_b.id), Duration::from_secs(30))
+        .remove(0);
+    assert_eq!(record.status, BuildStatus::Succeeded, "{record:?}");
+    wait_for("b's daemon and job to end", Duration::from_secs(10), || {
+        !alive(daemon_b) && !alive(bg_b)
+    });
+    assert!(alive(stray), "b's end ended a daemon that is not b's");
+
+    // The unclaimed daemon ends with the worker, which names it. (A second signal, with no
+    // build running, only saves waiting for the long poll in flight.)
+    worker.signal(nix::sys::signal::Signal::SIGTERM);
+    worker.signal(nix::sys::signal::Signal::SIGINT);
+    assert_eq!(worker.wait_exit(Duration::from_secs(30)), 0);
+    assert!(
+        !alive(stray),
+        "the unclaimed daemon {stray} outlived the worker"
+    );
+    assert!(
+        worker.stderr().contains(&format!(
+            "ended a daemon no build claimed: {stray} (sleep 602)"
+        )),
+        "{}",
+        worker.stderr()
+    );
 }

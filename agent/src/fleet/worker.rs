@@ -22,9 +22,11 @@ use buildagent_fleet::job::{Job, VariableType};
 use buildagent_fleet::worker::{
     LaunchError, LaunchRequest, Launcher, Notice, Worker, WorkerOptions,
 };
+use buildagent_runner::engine::BuildOptions;
 use buildagent_runner::engine::BuildResult;
+use buildagent_runner::events::Stream;
 use buildagent_runner::events::{Event, EventKind};
-use buildagent_runner::executor::HostExecutor;
+use buildagent_runner::executor::{enable_child_subreaper, Executor, HostExecutor};
 use buildagent_runner::fetch::SourceLocation;
 use buildagent_runner::secrets::OfflineValues;
 use buildagent_spec::{Env, ParameterVariable, SecretReference, SecretVariable, Span, Spanned};
@@ -104,13 +106,27 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
         options.work_dir =
             std::path::absolute(dir).with_context(|| format!("--work-dir {}", dir.display()))?;
     }
-    // Each build's cgroup holds its daemons when the machine delegates cgroups; otherwise a
-    // build's sweep ends what its process groups left, and daemons that left them go to init
-    // (a long-lived worker does not become their subreaper: it could not tell whose they are).
-    if !HostExecutor::cgroups_available() && args.executor == ExecutorKind::Host {
-        eprintln!(
-            "warning: no cgroup v2 delegation here: a build's daemons (setsid) are not ended with it"
-        );
+    // Each build's cgroup holds its daemons when the machine delegates cgroups. Otherwise the
+    // worker becomes the daemons' subreaper, as `run` does: a build's sweep knows its own by the
+    // CODEBUILD_BUILD_ID in their environment, and never touches another build's. Daemons that
+    // cleared their environment belong to no build: `sweeper`, made before any build, ends them
+    // when the worker exits.
+    let mut sweeper = None;
+    if args.executor == ExecutorKind::Host && !HostExecutor::cgroups_available() {
+        match enable_child_subreaper() {
+            Ok(()) => {
+                sweeper = Some(HostExecutor::new());
+                eprintln!(
+                    "warning: no cgroup v2 delegation here: a build's daemons (setsid) are known \
+                     by their CODEBUILD_BUILD_ID; those that clear their environment are ended \
+                     when the worker exits"
+                );
+            }
+            Err(e) => eprintln!(
+                "warning: no cgroup v2 delegation here, and cannot become a child subreaper \
+                 ({e}): a build's daemons (setsid) are not ended with it"
+            ),
+        }
     }
     // The worker's own loop is light (polls, records); each build has its own thread and runtime.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -154,6 +170,20 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
         signals.abort();
         if let Some(server) = server {
             server.abort();
+        }
+        if let Some(sweeper) = sweeper {
+            let mut ignore = |_: Stream, _: &[u8]| {};
+            if let Ok(leaked) = sweeper
+                .sweep(BuildOptions::DEFAULT_GRACE, &mut ignore)
+                .await
+            {
+                for p in leaked {
+                    eprintln!(
+                        "warning: ended a daemon no build claimed: {} ({})",
+                        p.pid, p.command_line
+                    );
+                }
+            }
         }
         anyhow::Ok(summary?)
     })?;

@@ -157,9 +157,10 @@ impl BatchOptions {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Launcher {
-    /// On this machine, each child with its own [`HostExecutor`]. Daemons that leave their
-    /// session (`setsid`) cannot be told apart between children, so they are ended when the
-    /// batch ends rather than when their child does.
+    /// On this machine, each child with its own [`HostExecutor`]: with a cgroup per child where
+    /// the machine delegates one; otherwise, when the program is a child subreaper, a child's
+    /// end also ends the daemons (`setsid`) that carry its `CODEBUILD_BUILD_ID`, and daemons
+    /// that cleared their environment are ended when the batch ends.
     Host,
     /// In a container per child, made from these options: the child's `env.image` replaces
     /// [`ContainerOptions::image`], its `privileged-mode` replaces
@@ -282,7 +283,8 @@ impl Batch {
                 not_applicable: child.plan.not_applicable.clone(),
             }));
         }
-        // Daemons that leave their session are ended when the batch ends (see Launcher::Host).
+        // Daemons no child can claim (they cleared their environment) are ended when the batch
+        // ends (see Launcher::Host).
         let daemon_sweeper = matches!(self.launcher, Launcher::Host).then(HostExecutor::new);
 
         let index: BTreeMap<&str, usize> = self

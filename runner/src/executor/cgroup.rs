@@ -10,12 +10,16 @@
 //! when it is dropped (after ending whatever is still in it). Cgroups that an agent killed with
 //! SIGKILL left behind (their pid is gone and they are empty) are removed by the next agent that
 //! makes one beside them.
+//!
+//! `BUILDAGENT_CGROUPS=off` in the agent's environment (read once per process) turns cgroups off:
+//! executors then fall back to the process table, as on a machine without delegation.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Cgroups made by this process so far (the `<n>` of their names).
@@ -34,6 +38,9 @@ impl BuildCgroup {
     /// A new cgroup under this process's own, or `None` when there is no cgroup v2 hierarchy this
     /// process may write to (cgroup v1 only, a read-only mount in a container, no delegation).
     pub(crate) fn create() -> Option<BuildCgroup> {
+        if !allowed() {
+            return None;
+        }
         let own = own_cgroup_dir()?;
         remove_stale(&own);
         let n = MADE.fetch_add(1, Ordering::Relaxed);
@@ -121,6 +128,19 @@ impl Drop for BuildCgroup {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// Whether cgroups may be used: not when `BUILDAGENT_CGROUPS` is `off` (or `0`, `false`, `no`).
+fn allowed() -> bool {
+    static ALLOWED: OnceLock<bool> = OnceLock::new();
+    *ALLOWED.get_or_init(|| {
+        !std::env::var("BUILDAGENT_CGROUPS").is_ok_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "off" | "0" | "false" | "no"
+            )
+        })
+    })
 }
 
 /// Moves the calling process into the cgroup whose `cgroup.procs` is open as `fd`. For

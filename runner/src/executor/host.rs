@@ -48,16 +48,40 @@
 //! # Leaked processes without a cgroup, and the subreaper
 //!
 //! Otherwise ([`Containment::ProcessTable`]) [`Executor::sweep`] finds the processes the build
-//! left behind in the process table: every live member of the
-//! groups the executor created, every descendant of those, and, when this process is a child
-//! subreaper (see [`enable_child_subreaper`]), every descendant of this process that has left its
-//! session (daemons that called `setsid`, double-forked or not) and did not exist when the executor
-//! was created. Those get SIGTERM, up to the grace period, then SIGKILL, and are reaped.
+//! left behind in the process table: every live member of the groups the executor created, every
+//! descendant of those, and, when this process is a child subreaper (see
+//! [`enable_child_subreaper`]), the daemons among its descendants: processes that left its
+//! session (`setsid`, double-forked or not), and their descendants. Those get SIGTERM, up to the
+//! grace period, then SIGKILL, and are reaped.
+//!
+//! Which daemons are the build's depends on how the executor was made:
+//! - [`HostExecutor::new`], the only build of the process: every daemon that did not exist when
+//!   the executor was made.
+//! - [`HostExecutor::for_one_of_many`], one of several builds running at once (a batch, a worker):
+//!   a daemon is this build's only if the environment it was started with
+//!   (`/proc/<pid>/environ`) has `CODEBUILD_BUILD_ID` set to a value this executor's commands ran
+//!   with ([`CommandSpec::env`]; the engine sets it for every command). Daemons inherit it from
+//!   the command that started them, whatever they reparent to: the same attribution as Jenkins'
+//!   `ProcessTreeKiller` with its cookie variable. A daemon with another build's id is never
+//!   touched. One with no id (it was exec'ed with a cleared environment) or whose environment
+//!   cannot be read is nobody's: it is left for the program to end once all builds are done (a
+//!   [`HostExecutor::new`] made before the builds sweeps it). Two builds given the same
+//!   `CODEBUILD_BUILD_ID` (pinned by an override) are one build to this attribution, and a
+//!   command that rewrites its `CODEBUILD_BUILD_ID` before starting a daemon hands it to that
+//!   build: only a cgroup contains a build against its own commands.
+//!
+//! Zombies that left the session and were reparented here are reaped by any executor's sweep,
+//! whoever's they were (a zombie's environment can no longer be read, and reaping ends nothing).
 //!
 //! Without the subreaper, a daemon that escapes its group and its parent is reparented to init
-//! and cannot be told apart from any other process, so it is not swept. The daemon detection
-//! assumes one build at a time per agent process: two executors in one process cannot tell each
-//! other's daemons apart.
+//! and cannot be told apart from any other process, so it is not swept.
+//!
+//! This fallback reads every process's `/proc/<pid>/stat` at each sweep (and the environment of
+//! the daemons among this process's descendants): its cost grows with the processes on the host
+//! (about 130 reads on a quiet machine). That is acceptable only as the fallback: with a cgroup
+//! the sweep reads the build's own `cgroup.procs` and nothing else. `BUILDAGENT_CGROUPS=off` in
+//! the agent's environment (read once per process) forces this mode, for machines whose cgroups
+//! must not be touched and for tests.
 //!
 //! The executor never calls `waitpid(-1)`: it reaps only specific zombies that are its own
 //! reparented orphans (never a shell that tokio owns), so other parts of the program that spawn
@@ -112,12 +136,24 @@ pub struct HostExecutor {
     my_session: i32,
     /// Descendants of this process that existed before the executor: never swept.
     baseline: HashSet<(i32, u64)>,
-    /// Whether the sweep also ends daemons (descendants that left this process's session).
-    daemons: bool,
+    /// Which daemons (descendants that left this process's session) the sweep ends.
+    daemons: Daemons,
     /// The build's own cgroup, when the machine lets this process make one: then the build's
     /// processes are its members, daemons included, and nothing else is scanned.
     cgroup: Option<BuildCgroup>,
 }
+
+/// Which daemons a process-table sweep takes as the build's (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Daemons {
+    /// All of them but those in the baseline: the only build of the process.
+    All,
+    /// Those whose environment has one of the build ids its commands ran with.
+    Marked,
+}
+
+/// The variable whose value in a daemon's environment says which build started it.
+const BUILD_MARK: &str = "CODEBUILD_BUILD_ID";
 
 /// How an executor finds the processes a build left running.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,7 +163,9 @@ pub enum Containment {
     /// else runs on the host, and `cgroup.kill` to end them.
     Cgroup(std::path::PathBuf),
     /// The process table: members of the build's process groups and their descendants, plus
-    /// daemons reparented to this process when it is a child subreaper (one build at a time).
+    /// daemons reparented to this process when it is a child subreaper (all new ones for the
+    /// only build of the process, those carrying the build's `CODEBUILD_BUILD_ID` for one of
+    /// many).
     ProcessTable,
 }
 
@@ -144,6 +182,9 @@ struct Shared {
     /// it was built from, reused while specs without a user stay the same: building the
     /// environment anew per command shows in the per-command benchmark too.
     last_command: Option<(CommandSpec, Command)>,
+    /// The `CODEBUILD_BUILD_ID` values this executor's commands ran with (kept only for
+    /// [`Daemons::Marked`] without a cgroup; one, for a build the engine runs).
+    marks: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug)]
@@ -161,13 +202,36 @@ impl Default for HostExecutor {
 }
 
 impl HostExecutor {
-    /// An executor with no processes yet.
+    /// An executor with no processes yet, for the only build of this process: its sweep ends
+    /// every daemon started after it was made (see the [module documentation](self)).
     pub fn new() -> HostExecutor {
+        HostExecutor::make(Daemons::All, BuildCgroup::create())
+    }
+
+    /// An executor for one of several builds running at once in this process (a batch, a
+    /// worker). With its own cgroup ([`Containment::Cgroup`]) it is the same as
+    /// [`HostExecutor::new`]: its sweep ends exactly its build's processes, daemons included.
+    /// Without one, its sweep ends what its own commands' process groups left and, under the
+    /// child subreaper, the daemons that carry its build's `CODEBUILD_BUILD_ID`; daemons with
+    /// no id are left to a plain [`HostExecutor::new`] made before the builds started, swept
+    /// once they have all ended.
+    pub fn for_one_of_many() -> HostExecutor {
+        HostExecutor::make(Daemons::Marked, BuildCgroup::create())
+    }
+
+    /// The same executor without a cgroup of its own ([`Containment::ProcessTable`]), whatever
+    /// the machine allows: for tests of the fallback, and for programs that must not move their
+    /// builds between cgroups. Call it before the first command.
+    pub fn without_cgroup(self) -> HostExecutor {
+        HostExecutor::make(self.daemons, None)
+    }
+
+    fn make(daemons: Daemons, cgroup: Option<BuildCgroup>) -> HostExecutor {
         let me = os::getpid();
-        let cgroup = BuildCgroup::create();
-        // The process table is read only without a cgroup: with one, nothing made before the
-        // executor is in it, so there is no baseline to keep.
-        let baseline = match cgroup.is_none().then(os::scan_processes) {
+        // The process table is read only for the only build without a cgroup: with one, nothing
+        // made before the executor is in it; one of many knows its daemons by their build id.
+        let scan = cgroup.is_none() && daemons == Daemons::All;
+        let baseline = match scan.then(os::scan_processes) {
             Some(Ok(procs)) => descendants(&procs, &[me])
                 .into_iter()
                 .map(|p| (p.pid, p.start_time))
@@ -179,25 +243,21 @@ impl HostExecutor {
             me,
             my_session: os::getsid(),
             baseline,
-            daemons: true,
+            daemons,
             cgroup,
         }
     }
 
-    /// An executor for one of several builds running at once in this process (a batch, a
-    /// worker). With its own cgroup ([`Containment::Cgroup`]) it is the same as
-    /// [`HostExecutor::new`]: its sweep ends exactly its build's processes, daemons included.
-    /// Without one, its sweep ends what its own commands' process groups left, but not daemons,
-    /// which cannot be told apart between builds; a plain [`HostExecutor::new`] made before the
-    /// builds started sweeps those once they have all ended.
-    pub fn for_one_of_many() -> HostExecutor {
-        HostExecutor {
-            shared: Mutex::new(Shared::default()),
-            me: os::getpid(),
-            my_session: os::getsid(),
-            baseline: HashSet::new(),
-            daemons: false,
-            cgroup: BuildCgroup::create(),
+    /// Remembers the build id `cmd` runs with, for the sweep to know the build's daemons by.
+    fn note_mark(&self, cmd: &CommandSpec) {
+        if self.cgroup.is_some() || self.daemons != Daemons::Marked {
+            return;
+        }
+        if let Some((_, value)) = cmd.env.iter().find(|(k, _)| k == BUILD_MARK) {
+            let mut shared = self.lock();
+            if !shared.marks.contains(value) {
+                shared.marks.push(value.clone());
+            }
         }
     }
 
@@ -248,6 +308,7 @@ impl HostExecutor {
         if control.kill_now().is_cancelled() {
             return Ok(stopped(CancelReason::Signal));
         }
+        self.note_mark(cmd);
         let switch_user = match &cmd.user {
             Some(user) if user.uid() != os::geteuid() => {
                 if os::geteuid() != 0 {
@@ -533,16 +594,37 @@ impl HostExecutor {
             .filter(|p| groups.contains(&p.pgrp) && p.pid != self.me)
             .map(|p| p.pid)
             .collect();
-        if self.daemons {
-            roots.extend(
-                descendants(&procs, &[self.me])
-                    .into_iter()
-                    .filter(|p| {
-                        p.session != self.my_session
-                            && !self.baseline.contains(&(p.pid, p.start_time))
-                    })
-                    .map(|p| p.pid),
-            );
+        let marks: Vec<Vec<u8>> = match self.daemons {
+            Daemons::All => Vec::new(),
+            Daemons::Marked => self
+                .lock()
+                .marks
+                .iter()
+                .map(|m| m.as_encoded_bytes().to_vec())
+                .collect(),
+        };
+        for p in descendants(&procs, &[self.me]) {
+            if p.session == self.my_session {
+                continue;
+            }
+            let ours = match self.daemons {
+                Daemons::All => !self.baseline.contains(&(p.pid, p.start_time)),
+                // A zombie's environment is gone: reap it if it was reparented here, whoever's.
+                Daemons::Marked if p.is_zombie() => {
+                    if p.ppid == self.me {
+                        os::reap(p.pid);
+                    }
+                    false
+                }
+                Daemons::Marked => {
+                    !marks.is_empty()
+                        && os::environ_value(p.pid, BUILD_MARK.as_bytes())
+                            .is_some_and(|v| marks.contains(&v))
+                }
+            };
+            if ours {
+                roots.push(p.pid);
+            }
         }
         let by_pid: HashMap<i32, &ProcStat> = procs.iter().map(|p| (p.pid, p)).collect();
         let mut selected: Vec<ProcStat> = roots

@@ -177,6 +177,20 @@ pub(crate) fn scan_processes() -> io::Result<Vec<ProcStat>> {
     Ok(out)
 }
 
+/// The value of variable `name` in the environment `pid` was started with (`/proc/<pid>/environ`,
+/// which a process's later `setenv`/`unsetenv` do not change; an `exec` with a new environment
+/// does). `None` when it has no such variable, or when the file cannot be read (the process is
+/// gone or a zombie, or belongs to another user and this process is not root).
+pub(crate) fn environ_value(pid: i32, name: &[u8]) -> Option<Vec<u8>> {
+    let raw = fs::read(format!("/proc/{pid}/environ")).ok()?;
+    raw.split(|b| *b == 0).find_map(|entry| {
+        entry
+            .strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(b"="))
+            .map(<[u8]>::to_vec)
+    })
+}
+
 /// The command line of `pid` (arguments joined by spaces), or `[comm]` when it has none.
 pub(crate) fn command_line(pid: i32) -> String {
     if let Ok(raw) = fs::read(format!("/proc/{pid}/cmdline")) {
@@ -297,5 +311,33 @@ mod tests {
         let me = proc_stat(getpid()).unwrap();
         assert_eq!(me.session, getsid());
         assert!(command_line(getpid()).contains("buildagent_runner"));
+    }
+
+    #[test]
+    fn a_variable_of_the_environment_a_process_started_with() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env_clear()
+            .env("CODEBUILD_BUILD_ID_X", "no")
+            .env("CODEBUILD_BUILD_ID", "demo:1=2")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        // Until the exec, the child has our environment: wait for `sleep`'s.
+        let mut value = None;
+        for _ in 0..500 {
+            value = environ_value(pid, b"CODEBUILD_BUILD_ID");
+            if value.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let missing = environ_value(pid, b"PATH");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(value.as_deref(), Some(&b"demo:1=2"[..]));
+        assert_eq!(missing, None);
+        // Gone processes have no environment.
+        assert_eq!(environ_value(pid, b"CODEBUILD_BUILD_ID"), None);
     }
 }
