@@ -1427,9 +1427,15 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 fn phase_json(p: &PhaseRecord) -> Value {
+    phase_value(p, |t| json!(rfc3339(t)))
+}
+
+/// A phase in BatchGetBuilds' fields, its times written by `time` (RFC 3339 for readers, epoch
+/// milliseconds in the table).
+fn phase_value(p: &PhaseRecord, time: impl Fn(SystemTime) -> Value) -> Value {
     let mut value = json!({
         "phaseType": p.phase_type,
-        "startTime": rfc3339(p.start_time),
+        "startTime": time(p.start_time),
         "contexts": p.contexts.iter()
             .map(|(code, message)| json!({"statusCode": code, "message": message}))
             .collect::<Vec<_>>(),
@@ -1438,7 +1444,7 @@ fn phase_json(p: &PhaseRecord) -> Value {
         value["phaseStatus"] = json!(status);
     }
     if let Some(end) = p.end_time {
-        value["endTime"] = json!(rfc3339(end));
+        value["endTime"] = time(end);
         value["durationInSeconds"] = json!(end
             .duration_since(p.start_time)
             .unwrap_or_default()
@@ -1451,26 +1457,7 @@ fn phase_json(p: &PhaseRecord) -> Value {
 fn phases_attr(phases: &[PhaseRecord]) -> AttributeValue {
     let items: Vec<Value> = phases
         .iter()
-        .map(|p| {
-            let mut value = json!({
-                "phaseType": p.phase_type,
-                "startTime": epoch_ms(p.start_time),
-                "contexts": p.contexts.iter()
-                    .map(|(code, message)| json!({"statusCode": code, "message": message}))
-                    .collect::<Vec<_>>(),
-            });
-            if let Some(status) = &p.phase_status {
-                value["phaseStatus"] = json!(status);
-            }
-            if let Some(end) = p.end_time {
-                value["endTime"] = json!(epoch_ms(end));
-                value["durationInSeconds"] = json!(end
-                    .duration_since(p.start_time)
-                    .unwrap_or_default()
-                    .as_secs());
-            }
-            value
-        })
+        .map(|p| phase_value(p, |t| json!(epoch_ms(t))))
         .collect();
     s(&Value::Array(items).to_string())
 }

@@ -220,7 +220,7 @@ pub async fn init(clients: &Clients, spec: &FleetSpec) -> Result<Fleet, SetupErr
     .await?;
     actions.push(action(made, "queue", &spec.queue));
     actions.push(action(
-        table(&clients.dynamodb, &spec.table).await?,
+        ensure_table(&clients.dynamodb, &spec.table).await?,
         "table",
         &spec.table,
     ));
@@ -316,8 +316,10 @@ async fn queue_arn(sqs: &aws_sdk_sqs::Client, name: &str, url: &str) -> Result<S
         .ok_or_else(|| error("GetQueueAttributes answered no QueueArn".into()))
 }
 
-/// The table `name` (key `id`, a string), created when missing; whether it was created.
-async fn table(dynamodb: &aws_sdk_dynamodb::Client, name: &str) -> Result<bool, SetupError> {
+/// The table `name` (key `id`, a string, billed per request), created when missing and waited
+/// for until it is usable; whether it was created. An existing table with another key is an
+/// error.
+pub async fn ensure_table(dynamodb: &aws_sdk_dynamodb::Client, name: &str) -> Result<bool, SetupError> {
     let error = |message: String| SetupError {
         resource: format!("table {name}"),
         message,

@@ -62,29 +62,8 @@ fn setup(name: &str) -> Setup {
             .unwrap()
             .queue_url
             .unwrap();
-        use aws_sdk_dynamodb::types::{
-            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-        };
         let dynamodb = aws_sdk_dynamodb::Client::new(&config);
-        dynamodb
-            .create_table()
-            .table_name(&name)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("id")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .unwrap(),
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("id")
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .unwrap(),
-            )
-            .send()
+        buildagent_fleet::setup::ensure_table(&dynamodb, &name)
             .await
             .unwrap();
         (

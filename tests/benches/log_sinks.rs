@@ -15,8 +15,10 @@
 //!   and moto's CPU time meanwhile (moto, a Python server on the same machine, takes cores the
 //!   build would have had; a real service does not); ratios to `--log-file` alone (targets:
 //!   whole run with `0s` and build part <= 1.2x), and the agent's peak RSS (target < 64 MiB).
-//!   Also with the sink pointed at a closed port (everything spills, moto idle): the sink's own
-//!   cost. `BUILDAGENT_BENCH_ROUNDS` (default 1) runs each of the four that many times,
+//!   Also to a second moto run at `nice 19` (it takes only CPU the build leaves idle, as a
+//!   service on another machine takes none of the build machine's), with `0s`: the sink's cost
+//!   to the build with the service's own CPU out of the way; and with the sink pointed at a
+//!   closed port (everything spills, moto idle): the sink's own cost. `BUILDAGENT_BENCH_ROUNDS` (default 1) runs each of the five that many times,
 //!   interleaved; every round is printed, then the medians.
 //! - delivery: a smaller log (16 MiB, `BUILDAGENT_BENCH_DELIVER_MIB`) delivered whole to moto
 //!   (`--log-flush-timeout 10m`): the build's wall time with the wait for the last line, and
@@ -61,14 +63,19 @@ impl Moto {
         Duration::from_millis(ticks * 1000 / hz)
     }
 
-    fn start() -> Moto {
+    /// A moto server at the given `nice` level (0: as the bench; 19: the lowest CPU priority,
+    /// so that it takes only cores the build leaves idle, as a service on another machine would).
+    fn start(nice: u8) -> Moto {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new("python3")
+        let child = Command::new("nice")
             .args([
+                "-n",
+                &nice.to_string(),
+                "python3",
                 "-m",
                 "moto.server",
                 "-H",
@@ -268,7 +275,8 @@ fn max_rss_mib() -> i64 {
 fn main() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let moto = Moto::start();
+    let moto = Moto::start(0);
+    let niced = Moto::start(19);
     let mib: u64 = std::env::var("BUILDAGENT_BENCH_LOG_MIB")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -283,7 +291,8 @@ fn main() {
         .max(1);
     // Build time: the file alone first (its peak RSS is the baseline of RUSAGE_CHILDREN, which
     // keeps the largest of the children waited for).
-    let (mut alone, mut moto_1s, mut moto_0s, mut closed_1s) = (
+    let (mut alone, mut moto_1s, mut moto_0s, mut niced_0s, mut closed_1s) = (
+        Runs::default(),
         Runs::default(),
         Runs::default(),
         Runs::default(),
@@ -309,15 +318,17 @@ fn main() {
         if round == 0 {
             left_0s = undelivered(dir);
         }
+        niced_0s.add(dir, &niced, || run_agent(dir, &niced, &sink_0s));
         closed_1s.add(dir, &moto, || run_agent_at(dir, closed, &sink_1s));
         println!(
-            "round {}: --log-file alone: whole {:.2} s, build part {:.2} s, CPU {:.2} s; with --cloudwatch-logs to moto, --log-flush-timeout 1s: {}; 0s: {}; to a closed port, 1s: {}",
+            "round {}: --log-file alone: whole {:.2} s, build part {:.2} s, CPU {:.2} s; with --cloudwatch-logs to moto, --log-flush-timeout 1s: {}; 0s: {}; to moto at nice 19, 0s: {}; to a closed port, 1s: {}",
             round + 1,
             alone.whole[round].as_secs_f64(),
             alone.own[round].as_secs_f64(),
             alone.cpu[round].as_secs_f64(),
             moto_1s.round(round, &alone),
             moto_0s.round(round, &alone),
+            niced_0s.round(round, &alone),
             closed_1s.round(round, &alone),
         );
     }
@@ -325,6 +336,7 @@ fn main() {
         "build time, {mib} MiB in {lines} lines, medians of {rounds} (the build part: until the build's last line, before the sinks' end and the agent's exit; CPU: the agent's and the commands'): \
          --log-file alone: whole {:.2} s, build part {:.2} s, CPU {:.2} s; \
          with --cloudwatch-logs to moto, --log-flush-timeout 1s: {}; 0s: {} (targets: whole with 0s and build part <= 1.2x); \
+         to moto at nice 19 (the service's CPU not taken from the build, as a remote one), 0s: {}; \
          to a closed port (all spilled, moto idle), 1s: {}; \
          peak RSS {rss_alone} MiB alone, {rss_sink} MiB with the sink (largest child so far; target < 64 MiB); \
          {left_1s} of {} events not delivered when the 1 s flush timeout ended, {left_0s} with 0s (spilled to disk, reported)",
@@ -333,6 +345,7 @@ fn main() {
         median(alone.cpu.clone()).as_secs_f64(),
         moto_1s.medians(&alone),
         moto_0s.medians(&alone),
+        niced_0s.medians(&alone),
         closed_1s.medians(&alone),
         lines + 8,
     );

@@ -131,6 +131,21 @@ impl Fleet {
         (value, run)
     }
 
+    /// Every attribute of the queue at `url`, as SQS reports them.
+    fn queue_attributes(&self, url: &str) -> std::collections::HashMap<QueueAttributeName, String> {
+        self.runtime
+            .block_on(
+                self.sqs
+                    .get_queue_attributes()
+                    .queue_url(url)
+                    .attribute_names(QueueAttributeName::All)
+                    .send(),
+            )
+            .unwrap()
+            .attributes
+            .unwrap_or_default()
+    }
+
     fn queue_url(&self) -> String {
         self.runtime
             .block_on(self.sqs.get_queue_url().queue_name(&self.name).send())
@@ -223,18 +238,7 @@ fn fleet_init_twice_is_idempotent_with_the_dead_letter_redrive() {
     assert!(!second.stderr.contains("created "));
     assert_eq!(second.stdout, first.stdout);
 
-    let attributes = fleet
-        .runtime
-        .block_on(
-            fleet
-                .sqs
-                .get_queue_attributes()
-                .queue_url(&url)
-                .attribute_names(QueueAttributeName::All)
-                .send(),
-        )
-        .unwrap();
-    let attributes = attributes.attributes().unwrap();
+    let attributes = fleet.queue_attributes(&url);
     assert_eq!(attributes[&QueueAttributeName::VisibilityTimeout], "300");
     let redrive: Value =
         serde_json::from_str(&attributes[&QueueAttributeName::RedrivePolicy]).unwrap();
@@ -278,18 +282,7 @@ fn fleet_init_twice_is_idempotent_with_the_dead_letter_redrive() {
             "5",
         ])
         .expect_code(0);
-    let attributes = fleet
-        .runtime
-        .block_on(
-            fleet
-                .sqs
-                .get_queue_attributes()
-                .queue_url(&url)
-                .attribute_names(QueueAttributeName::All)
-                .send(),
-        )
-        .unwrap();
-    let attributes = attributes.attributes().unwrap();
+    let attributes = fleet.queue_attributes(&url);
     assert_eq!(attributes[&QueueAttributeName::VisibilityTimeout], "90");
     assert!(attributes[&QueueAttributeName::RedrivePolicy].contains('5'));
 }

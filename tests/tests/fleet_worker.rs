@@ -76,28 +76,7 @@ impl Fleet {
                 .expect("moto creates the queue")
                 .queue_url
                 .unwrap();
-            use aws_sdk_dynamodb::types::{
-                AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-            };
-            dynamodb
-                .create_table()
-                .table_name(&name)
-                .billing_mode(BillingMode::PayPerRequest)
-                .attribute_definitions(
-                    AttributeDefinition::builder()
-                        .attribute_name("id")
-                        .attribute_type(ScalarAttributeType::S)
-                        .build()
-                        .unwrap(),
-                )
-                .key_schema(
-                    KeySchemaElement::builder()
-                        .attribute_name("id")
-                        .key_type(KeyType::Hash)
-                        .build()
-                        .unwrap(),
-                )
-                .send()
+            buildagent_fleet::setup::ensure_table(&dynamodb, &name)
                 .await
                 .expect("moto creates the table");
             let queue = JobQueue::open(sqs.clone(), &url).await.unwrap();

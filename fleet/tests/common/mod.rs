@@ -6,9 +6,6 @@
 use std::net::TcpStream;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
 use buildagent_fleet::queue::JobQueue;
 use buildagent_fleet::record::RecordStore;
 
@@ -54,25 +51,7 @@ pub fn unique(prefix: &str) -> String {
 pub async fn store() -> RecordStore {
     let client = aws_sdk_dynamodb::Client::new(&sdk_config());
     let table = unique("records");
-    client
-        .create_table()
-        .table_name(&table)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("id")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
+    buildagent_fleet::setup::ensure_table(&client, &table)
         .await
         .expect("create a table on moto");
     RecordStore::new(client, table)
