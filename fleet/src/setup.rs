@@ -319,7 +319,10 @@ async fn queue_arn(sqs: &aws_sdk_sqs::Client, name: &str, url: &str) -> Result<S
 /// The table `name` (key `id`, a string, billed per request), created when missing and waited
 /// for until it is usable; whether it was created. An existing table with another key is an
 /// error.
-pub async fn ensure_table(dynamodb: &aws_sdk_dynamodb::Client, name: &str) -> Result<bool, SetupError> {
+pub async fn ensure_table(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    name: &str,
+) -> Result<bool, SetupError> {
     let error = |message: String| SetupError {
         resource: format!("table {name}"),
         message,
