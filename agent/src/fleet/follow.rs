@@ -4,8 +4,8 @@
 use std::io::{self, Write};
 use std::time::Duration;
 
-use aws_sdk_cloudwatchlogs::error::ProvideErrorMetadata;
 use buildagent_fleet::record::{BuildRecord, RecordStore};
+use buildagent_runner::logs::read::read_available;
 
 use crate::run::invalid;
 
@@ -75,7 +75,8 @@ pub async fn get(store: &RecordStore, id: &str) -> anyhow::Result<BuildRecord> {
         .ok_or_else(|| invalid(format!("no build `{id}` in table {}", store.table())))
 }
 
-/// Prints the stream's events after `token`, up to its end for now.
+/// Prints the stream's events after `token`, up to its end for now (a stream not made yet has
+/// none: the worker names it before its first line arrives); `flush`: at once.
 async fn drain(
     logs: &aws_sdk_cloudwatchlogs::Client,
     group: &str,
@@ -85,44 +86,28 @@ async fn drain(
     color: bool,
     flush: bool,
 ) -> anyhow::Result<()> {
-    loop {
-        let result = logs
-            .get_log_events()
-            .log_group_name(group)
-            .log_stream_name(stream)
-            .start_from_head(true)
-            .set_next_token(token.clone())
-            .send()
-            .await;
-        let page = match result {
-            Ok(page) => page,
+    let mut failed = None;
+    read_available(
+        logs,
+        group,
+        stream,
+        token,
+        |_, message| match crate::logs::print(&mut *out, message, color) {
+            Ok(()) => true,
             Err(e) => {
-                let e = e.into_service_error();
-                // The worker names the stream before its first line arrives.
-                if e.code() == Some("ResourceNotFoundException") {
-                    return Ok(());
-                }
-                anyhow::bail!(
-                    "cannot read CloudWatch Logs group {group} stream {stream}: {}",
-                    e.message().unwrap_or(e.code().unwrap_or("an error"))
-                );
+                failed = Some(e);
+                false
             }
-        };
-        for event in page.events() {
-            crate::logs::print(out, event.message().unwrap_or(""), color)?;
-        }
-        if flush {
-            out.flush()?;
-        }
-        let next = page.next_forward_token().map(str::to_string);
-        let at_end = page.events().is_empty() || next.is_none() || next == *token;
-        if next.is_some() {
-            *token = next;
-        }
-        if at_end {
-            return Ok(());
-        }
+        },
+    )
+    .await?;
+    if let Some(e) = failed {
+        return Err(e.into());
     }
+    if flush {
+        out.flush()?;
+    }
+    Ok(())
 }
 
 /// `buildagent logs --table T ID [-f]`.

@@ -51,23 +51,29 @@ pub async fn latest_stream(
         .ok_or_else(|| error("the group has no log streams".to_string()))
 }
 
-/// Calls `on_event(timestamp_ms, message)` for each event of the stream from its start; with
-/// `follow`, keeps polling every `follow` for new events until `on_event` returns `false`
-/// (without, returns at the end of what is there). Following, a stream that does not exist yet
-/// is waited for.
-pub async fn read_stream(
+/// How [`read_available`] ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Available {
+    /// Every event the stream holds for now was read.
+    AtEnd,
+    /// `on_event` asked to stop.
+    Stopped,
+    /// The stream does not exist (yet: a build names it before its first line arrives); the
+    /// service's answer, for a caller that does not wait for it.
+    NoStream(ReadError),
+}
+
+/// Calls `on_event(timestamp_ms, message)` for each event of the stream after `token` (from its
+/// start when `None`), page after page, up to the end of what the stream holds now, or until
+/// `on_event` returns `false`; `token` is advanced past what was read, so a later call goes on
+/// from there.
+pub async fn read_available(
     client: &aws_sdk_cloudwatchlogs::Client,
     group: &str,
     stream: &str,
-    follow: Option<Duration>,
+    token: &mut Option<String>,
     mut on_event: impl FnMut(i64, &str) -> bool,
-) -> Result<(), ReadError> {
-    let error = |message: String| ReadError {
-        group: group.to_string(),
-        stream: Some(stream.to_string()),
-        message,
-    };
-    let mut token: Option<String> = None;
+) -> Result<Available, ReadError> {
     loop {
         let out = client
             .get_log_events()
@@ -81,12 +87,15 @@ pub async fn read_stream(
             Ok(out) => out,
             Err(e) => {
                 let e = e.into_service_error();
-                // Following a build that has not sent its first line yet: wait for its stream.
-                if follow.is_some() && e.code() == Some("ResourceNotFoundException") {
-                    tokio::time::sleep(follow.unwrap_or_default()).await;
-                    continue;
+                let error = ReadError {
+                    group: group.to_string(),
+                    stream: Some(stream.to_string()),
+                    message: describe(&e),
+                };
+                if e.code() == Some("ResourceNotFoundException") {
+                    return Ok(Available::NoStream(error));
                 }
-                return Err(error(describe(&e)));
+                return Err(error);
             }
         };
         for event in out.events() {
@@ -94,18 +103,41 @@ pub async fn read_stream(
                 event.timestamp().unwrap_or(0),
                 event.message().unwrap_or(""),
             ) {
-                return Ok(());
+                return Ok(Available::Stopped);
             }
         }
         let next = out.next_forward_token().map(str::to_string);
         // The same token again: the end of what the stream holds for now.
-        let at_end = next.is_none() || next == token || out.events().is_empty();
-        token = next.or(token);
+        let at_end = next.is_none() || next == *token || out.events().is_empty();
+        if next.is_some() {
+            *token = next;
+        }
         if at_end {
-            match follow {
+            return Ok(Available::AtEnd);
+        }
+    }
+}
+
+/// Calls `on_event(timestamp_ms, message)` for each event of the stream from its start; with
+/// `follow`, keeps polling every `follow` for new events until `on_event` returns `false`
+/// (without, returns at the end of what is there). Following, a stream that does not exist yet
+/// is waited for.
+pub async fn read_stream(
+    client: &aws_sdk_cloudwatchlogs::Client,
+    group: &str,
+    stream: &str,
+    follow: Option<Duration>,
+    mut on_event: impl FnMut(i64, &str) -> bool,
+) -> Result<(), ReadError> {
+    let mut token: Option<String> = None;
+    loop {
+        match read_available(client, group, stream, &mut token, &mut on_event).await? {
+            Available::Stopped => return Ok(()),
+            Available::NoStream(error) if follow.is_none() => return Err(error),
+            Available::AtEnd | Available::NoStream(_) => match follow {
                 None => return Ok(()),
                 Some(poll) => tokio::time::sleep(poll).await,
-            }
+            },
         }
     }
 }
