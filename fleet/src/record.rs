@@ -549,6 +549,9 @@ pub enum Claim {
     Claimed {
         /// The attempt's number.
         attempt: u32,
+        /// The record as the claim read it, before its own write (the build number and the
+        /// submit time, which the claim does not change, for the worker).
+        record: Box<BuildRecord>,
     },
     /// The build is not this worker's to run: finished, stopped, or alive on another worker
     /// (or already on this one).
@@ -1032,7 +1035,12 @@ impl RecordStore {
                         record: Box::new(record),
                     });
                 }
-                Ok(_) => return Ok(Claim::Claimed { attempt }),
+                Ok(_) => {
+                    return Ok(Claim::Claimed {
+                        attempt,
+                        record: Box::new(record),
+                    })
+                }
                 Err(e) => {
                     let e = e.into_service_error();
                     if e.code() != Some(CONDITION_FAILED) {

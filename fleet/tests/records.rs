@@ -24,7 +24,17 @@ async fn queued(store: &RecordStore, project: &str) -> BuildRecord {
 fn refused(claim: Claim) -> BuildRecord {
     match claim {
         Claim::Refused { record } => *record,
-        Claim::Claimed { attempt } => panic!("claimed as attempt {attempt}, expected a refusal"),
+        Claim::Claimed { attempt, .. } => {
+            panic!("claimed as attempt {attempt}, expected a refusal")
+        }
+    }
+}
+
+/// The attempt a claim won (panics on a refusal).
+fn claimed(claim: Claim) -> u32 {
+    match claim {
+        Claim::Claimed { attempt, .. } => attempt,
+        Claim::Refused { record } => panic!("refused, the record is {}", record.status),
     }
 }
 
@@ -32,10 +42,20 @@ fn refused(claim: Claim) -> BuildRecord {
 async fn a_queued_build_is_claimed_once() {
     let store = common::store().await;
     let record = queued(&store, "app").await;
+    let claim = store.claim(&record.id, "w1", LONG).await.unwrap();
+    let Claim::Claimed {
+        attempt: 1,
+        record: read,
+    } = claim
+    else {
+        panic!("{claim:?}")
+    };
+    // The claim hands over the record it read (the worker needs its number and times).
     assert_eq!(
-        store.claim(&record.id, "w1", LONG).await.unwrap(),
-        Claim::Claimed { attempt: 1 }
+        (&read.id, read.build_number),
+        (&record.id, record.build_number)
     );
+    assert_eq!(read.status, BuildStatus::Queued);
     let got = store.get(&record.id).await.unwrap().unwrap();
     assert_eq!(got.status, BuildStatus::InProgress);
     assert_eq!(got.worker.as_deref(), Some("w1"));
@@ -82,18 +102,20 @@ async fn a_stale_build_is_taken_over_as_attempt_two_and_the_old_worker_loses_its
     let store = common::store().await;
     let record = queued(&store, "app").await;
     assert_eq!(
-        store.claim(&record.id, "w1", LONG).await.unwrap(),
-        Claim::Claimed { attempt: 1 }
+        claimed(store.claim(&record.id, "w1", LONG).await.unwrap()),
+        1
     );
     // Fresh: refused.
     refused(store.claim(&record.id, "w2", LONG).await.unwrap());
     tokio::time::sleep(Duration::from_millis(30)).await;
     assert_eq!(
-        store
-            .claim(&record.id, "w2", Duration::from_millis(10))
-            .await
-            .unwrap(),
-        Claim::Claimed { attempt: 2 }
+        claimed(
+            store
+                .claim(&record.id, "w2", Duration::from_millis(10))
+                .await
+                .unwrap()
+        ),
+        2
     );
     let got = store.get(&record.id).await.unwrap().unwrap();
     assert_eq!((got.attempt, got.worker.as_deref()), (2, Some("w2")));

@@ -481,8 +481,8 @@ async fn handle(ctx: &Arc<Ctx>, message: Received) {
             Err(e) => Err(e),
         };
     }
-    let attempt = match claim {
-        Ok(Claim::Claimed { attempt }) => attempt,
+    let (attempt, record) = match claim {
+        Ok(Claim::Claimed { attempt, record }) => (attempt, record),
         Ok(Claim::Refused { record }) => {
             metrics.duplicate_dropped();
             // A finished build's message goes; a live one's stays hidden by its worker's lease.
@@ -513,7 +513,7 @@ async fn handle(ctx: &Arc<Ctx>, message: Received) {
         id: job.id.clone(),
         attempt,
     });
-    run_build(ctx, job, attempt, message, received_at).await;
+    run_build(ctx, job, attempt, &record, message, received_at).await;
     metrics.running_add(-1);
 }
 
@@ -583,6 +583,7 @@ async fn run_build(
     ctx: &Arc<Ctx>,
     job: Job,
     attempt: u32,
+    record: &BuildRecord,
     message: Received,
     received_at: Instant,
 ) {
@@ -590,23 +591,14 @@ async fn run_build(
     let metrics = ctx.health.metrics.clone();
     let id = job.id.clone();
     let claimed_at = Instant::now();
-    let record = ctx.records.get(&id).await.ok().flatten();
-    let build_number = record.as_ref().map_or(1, |r| r.build_number);
-    let queued_at = record
-        .as_ref()
-        .map_or_else(SystemTime::now, |r| r.queued_at);
+    // The claim's own read: its number and submit time are not changed by the claim.
+    let (build_number, queued_at) = (record.build_number, record.queued_at);
     let now = SystemTime::now();
     // CodeBuild's first phases, which happen before the engine's.
     let mut phases = vec![
         done_phase("SUBMITTED", queued_at, queued_at),
         done_phase("QUEUED", queued_at, now),
-        PhaseRecord {
-            phase_type: "PROVISIONING".into(),
-            phase_status: None,
-            start_time: now,
-            end_time: None,
-            contexts: Vec::new(),
-        },
+        open_phase("PROVISIONING", now),
     ];
     let stop = StopRequest::new();
     let kill_now = CancellationToken::new();
@@ -681,13 +673,8 @@ async fn run_build(
                     result = &mut done_rx => {
                         // The events sent before the end are in the channel still: the final
                         // record's phases need them (the last updates are the final write's).
-                        while let Ok(event) = events_rx.try_recv() {
-                            if let EventKind::Logs { cloudwatch: Some(cw), s3 } = &event.kind {
-                                let _ = ctx.records.set_logs(&id, &me, &logs_record(cw, s3)).await;
-                            } else {
-                                apply_phase(&mut phases, &event);
-                            }
-                        }
+                        let last: Vec<Event> = std::iter::from_fn(|| events_rx.try_recv().ok()).collect();
+                        let _ = take_events(ctx, &id, &me, &mut phases, last, false).await;
                         break result.unwrap_or_else(|_| {
                             Err(LaunchError::Fault("the build's thread panicked".into()))
                         });
@@ -695,26 +682,10 @@ async fn run_build(
                     Some(event) = events_rx.recv() => {
                         // Phases that changed meanwhile are one write: a fast build's seven
                         // phases pass in milliseconds, and the record needs only the latest.
-                        let mut pending = Some(event);
-                        let mut phases_changed = false;
-                        let mut updates = Vec::new();
-                        while let Some(event) = pending.take().or_else(|| events_rx.try_recv().ok()) {
-                            match &event.kind {
-                                EventKind::Logs { cloudwatch: Some(cw), s3 } => {
-                                    updates.push(ctx.records.set_logs(&id, &me, &logs_record(cw, s3)).await);
-                                }
-                                EventKind::Logs { .. } => {}
-                                _ => {
-                                    apply_phase(&mut phases, &event);
-                                    phases_changed = true;
-                                }
-                            }
-                        }
-                        if phases_changed {
-                            let current = phases.last().map(|p| p.phase_type.clone()).unwrap_or_default();
-                            updates.push(ctx.records.update_phases(&id, &me, &current, &phases).await);
-                        }
-                        for update in updates {
+                        let batch: Vec<Event> = std::iter::once(event)
+                            .chain(std::iter::from_fn(|| events_rx.try_recv().ok()))
+                            .collect();
+                        for update in take_events(ctx, &id, &me, &mut phases, batch, true).await {
                             match update {
                                 Err(RecordError::LostClaim(_)) => end(Ended::LeaseLost("the record names another worker".into()), &mut ended),
                                 Err(e) => (ctx.notify)(Notice::Problem(format!("updating {id}: {e}"))),
@@ -802,13 +773,7 @@ async fn run_build(
         }
     }
     let now = SystemTime::now();
-    phases.push(PhaseRecord {
-        phase_type: "COMPLETED".into(),
-        phase_status: None,
-        start_time: now,
-        end_time: None,
-        contexts: Vec::new(),
-    });
+    phases.push(open_phase("COMPLETED", now));
     let mut finish = Finish::new(status.into());
     finish.reason = reason.clone();
     finish.end_time = now;
@@ -906,6 +871,46 @@ fn done_phase(kind: &str, start: SystemTime, end: SystemTime) -> PhaseRecord {
     }
 }
 
+/// A phase that started at `start` and has not ended.
+fn open_phase(kind: &str, start: SystemTime) -> PhaseRecord {
+    PhaseRecord {
+        phase_type: kind.into(),
+        phase_status: None,
+        start_time: start,
+        end_time: None,
+        contexts: Vec::new(),
+    }
+}
+
+/// Takes the build's `events` into its record: the log's location is written at once, phase
+/// changes go into `phases`, written together once when `write_phases` (else the final record
+/// carries them). Returns the writes' outcomes.
+async fn take_events(
+    ctx: &Ctx,
+    id: &str,
+    me: &str,
+    phases: &mut Vec<PhaseRecord>,
+    events: Vec<Event>,
+    write_phases: bool,
+) -> Vec<Result<(), RecordError>> {
+    let mut writes = Vec::new();
+    let mut current = None;
+    for event in &events {
+        match &event.kind {
+            EventKind::Logs {
+                cloudwatch: Some(cw),
+                s3,
+            } => writes.push(ctx.records.set_logs(id, me, &logs_record(cw, s3)).await),
+            EventKind::Logs { .. } => {}
+            _ => current = Some(apply_phase(phases, event)),
+        }
+    }
+    if let Some(current) = current.filter(|_| write_phases) {
+        writes.push(ctx.records.update_phases(id, me, &current, phases).await);
+    }
+    writes
+}
+
 /// Applies a phase event to the record's phases; returns the current phase.
 fn apply_phase(phases: &mut Vec<PhaseRecord>, event: &Event) -> String {
     match &event.kind {
@@ -915,13 +920,7 @@ fn apply_phase(phases: &mut Vec<PhaseRecord>, event: &Event) -> String {
                 last.end_time = Some(event.at);
                 last.phase_status.get_or_insert_with(|| "SUCCEEDED".into());
             }
-            phases.push(PhaseRecord {
-                phase_type: phase.as_str().into(),
-                phase_status: None,
-                start_time: event.at,
-                end_time: None,
-                contexts: Vec::new(),
-            });
+            phases.push(open_phase(phase.as_str(), event.at));
         }
         EventKind::PhaseFinished {
             phase,
@@ -1052,13 +1051,7 @@ mod tests {
 
     #[test]
     fn phase_events_end_the_previous_phase_and_carry_status_and_context() {
-        let mut phases = vec![PhaseRecord {
-            phase_type: "PROVISIONING".into(),
-            phase_status: None,
-            start_time: at(0),
-            end_time: None,
-            contexts: Vec::new(),
-        }];
+        let mut phases = vec![open_phase("PROVISIONING", at(0))];
         let event = |ms, kind| Event::new(at(ms), Duration::ZERO, kind);
         let current = apply_phase(
             &mut phases,
