@@ -46,7 +46,8 @@ pub struct Job {
     /// Secondary sources' versions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secondary_sources_version_override: Vec<SecondaryVersion>,
-    /// A buildspec path in the source, or the buildspec's YAML itself (a text with a newline).
+    /// A buildspec path in the source, or the buildspec's YAML itself (a text with a newline or
+    /// a `: `, which a path never has).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buildspec_override: Option<String>,
     /// Variables set for this build (the highest precedence, as `--env-var`).
@@ -386,11 +387,11 @@ impl Job {
     }
 
     /// The buildspec override when it is the buildspec's text rather than a path in the source:
-    /// CodeBuild's rule is a text with a newline (a path never has one).
+    /// A path never has a newline, and a one-line YAML mapping has a `: `.
     pub fn inline_buildspec(&self) -> Option<&str> {
         self.buildspec_override
             .as_deref()
-            .filter(|text| text.contains('\n'))
+            .filter(|text| text.contains('\n') || text.contains(": "))
     }
 }
 
@@ -527,7 +528,7 @@ pub fn json_schema() -> Value {
     );
     add(
         "buildspecOverride",
-        json!({"type": "string", "description": "a path in the source, or the buildspec's YAML (a text with a newline)"}),
+        json!({"type": "string", "description": "a path in the source, or the buildspec's YAML (a text with a newline or a `: `)"}),
     );
     add(
         "environmentVariablesOverride",
@@ -624,6 +625,20 @@ mod tests {
             Some("GITHUB")
         );
         assert_eq!(Job::parse(&job.to_json()).unwrap().job, job);
+    }
+
+    #[test]
+    fn a_buildspec_override_is_inline_yaml_or_a_path() {
+        let mut job = Job::new("web");
+        for (text, inline) in [
+            ("version: 0.2\nphases: {}\n", true),
+            ("{version: 0.2, phases: {build: {commands: [make]}}}", true),
+            ("ci/buildspec.yml", false),
+            ("build:spec.yml", false),
+        ] {
+            job.buildspec_override = Some(text.into());
+            assert_eq!(job.inline_buildspec().is_some(), inline, "{text}");
+        }
     }
 
     #[test]

@@ -418,7 +418,7 @@ impl AgentLauncher {
         }
         let mut in_source = None;
         if let Some(buildspec) = job.buildspec_override.as_deref() {
-            if buildspec.contains('\n') || buildspec.contains(": ") {
+            if let Some(buildspec) = job.inline_buildspec() {
                 let path = work_dir.join("buildspec-override.yml");
                 std::fs::write(&path, buildspec)
                     .map_err(|e| LaunchError::Fault(format!("{}: {e}", path.display())))?;
