@@ -660,3 +660,78 @@ fn logs_follow_prints_a_running_build_as_it_goes() {
     let _ = follow.kill();
     let _ = follow.wait();
 }
+
+#[test]
+fn a_build_keeping_its_cpu_busy_gets_one_batch_a_second_and_the_rest_after() {
+    let moto = Moto::new();
+    let sandbox = Sandbox::new();
+    let (group, stream) = names("paced");
+    // The agent and the build on one CPU, kept busy by a loop of the build's own while it prints
+    // 600,000 lines (60 full batches) over about 3 seconds.
+    buildspec(
+        &sandbox,
+        &["sh -c 'while true; do true; done' & b=$!; for i in $(seq 1 30); do seq 1 20000; sleep 0.1; done; kill $b"],
+    );
+    let record = sandbox.path().join("batches.txt");
+    let target = format!("{group}:{stream}");
+    let mut cmd = sandbox.command([
+        "run",
+        "--no-cache",
+        "--cloudwatch-logs",
+        &target,
+        "--log-flush-timeout",
+        "5m",
+    ]);
+    cmd.envs(moto.aws.env())
+        .env("BUILDAGENT_TEST_CWL_BATCHES", &record);
+    let ours = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
+    let cpu = (0..nix::sched::CpuSet::count())
+        .find(|&c| ours.is_set(c).unwrap_or(false))
+        .unwrap();
+    let mut one = nix::sched::CpuSet::new();
+    one.set(cpu).unwrap();
+    // SAFETY: sched_setaffinity is async-signal-safe; `one` is a plain value copied in.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &one)
+                .map_err(std::io::Error::from)
+        });
+    }
+    Run::from(cmd.output().expect("run buildagent")).expect_code(0);
+    // Nothing lost: every line arrived once the build was over.
+    let events = moto.events(&group, &stream);
+    let numbers = events
+        .iter()
+        .filter(|(_, m)| m.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .count();
+    assert_eq!(numbers, 600_000);
+    // While the build ran (until its last line was read), one batch a second: the first at once,
+    // maybe a few in the first window before the CPU was measured busy, then one per second.
+    let batches: Vec<Vec<i64>> = std::fs::read_to_string(&record)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').map(|n| n.parse().unwrap()).collect())
+        .collect();
+    let started = batches.iter().map(|b| b[2]).min().unwrap();
+    let ended = batches.iter().map(|b| b[3]).max().unwrap();
+    let during: Vec<i64> = batches
+        .iter()
+        .map(|b| b[4])
+        .filter(|&at| at < ended)
+        .collect();
+    let seconds = (ended - started) as f64 / 1000.0;
+    assert!(seconds >= 2.0, "the build ran {seconds} s");
+    assert!(
+        (during.len() as f64) <= seconds + 4.0,
+        "{} batches in {seconds} s of build: {batches:?}",
+        during.len()
+    );
+    // The log stayed live meanwhile, and most of it went after the build.
+    assert!(
+        during.len() as f64 >= seconds / 3.0,
+        "{} batches in {seconds} s of build: {batches:?}",
+        during.len()
+    );
+    assert!(batches.len() - during.len() >= 30, "{batches:?}");
+}

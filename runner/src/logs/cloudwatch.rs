@@ -2,7 +2,8 @@
 //!
 //! The log is queued in chunks in a [`LogBuffer`] (bounded memory, spilling to a file), and a
 //! thread of its own cuts them into lines and sends them with `PutLogEvents`: whenever a full
-//! batch waits, and at least once a second. Batches follow the service's limits ([`LIMITS`]): at
+//! batch waits, and at least once a second; while the build keeps its CPUs busy, one batch a
+//! second ([`Pacer`]). Batches follow the service's limits ([`LIMITS`]): at
 //! most 10,000 events and 1 MiB counting 26 bytes per event, in time order, spanning less than 24
 //! hours; a line over 256 KiB is sent as several events. Throttling, 5xx answers and transport
 //! errors are retried with exponential backoff (up to [`MAX_BACKOFF`]) for as long as the build
@@ -27,6 +28,7 @@ use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 
 use super::buffer::{Batch, BatchLimits, LineCutter, LogBuffer};
+use super::pacing::Pacer;
 use super::Delivery;
 
 /// CloudWatch Logs' batch limits for `PutLogEvents`.
@@ -57,9 +59,10 @@ pub struct CloudWatchOptions {
     pub spill_dir: PathBuf,
     /// How often waiting lines are sent at the latest (default 1 s).
     pub flush_interval: Duration,
-    /// When set, a line `<events> <bytes> <first-ms> <last-ms>` is appended to this file for
-    /// every batch the service accepted (`bytes` as the limit counts it, 26 per event included):
-    /// what was sent, for tests and diagnosis.
+    /// When set, a line `<events> <bytes> <first-ms> <last-ms> <accepted-ms>` is appended to this
+    /// file for every batch the service accepted (`bytes` as the limit counts it, 26 per event
+    /// included; the times in milliseconds since the Unix epoch: the batch's first and last
+    /// event, and when the answer came): what was sent, for tests and diagnosis.
     pub batch_record: Option<PathBuf>,
 }
 
@@ -154,6 +157,7 @@ impl CloudWatchSink {
                         Ok(runtime) => {
                             let mut sender = Sender {
                                 client,
+                                pacer: Pacer::new(options.flush_interval),
                                 options,
                                 token: None,
                                 created: false,
@@ -280,6 +284,8 @@ struct Sender {
     shared: Arc<Shared>,
     /// The lines cut from the chunks taken and not sent yet (at most about a batch and a block).
     cutter: LineCutter,
+    /// One batch per flush interval while the build runs and keeps its CPUs busy.
+    pacer: Pacer,
 }
 
 impl Sender {
@@ -296,6 +302,14 @@ impl Sender {
                     // The end gave up waiting: what is left is counted as not delivered.
                     return;
                 }
+                if !self.buffer.is_closed() {
+                    // The build runs: when its CPUs are busy, they are the build's.
+                    let hold = self.pacer.hold(Instant::now());
+                    if !hold.is_zero() {
+                        self.buffer.sleep(hold);
+                        continue;
+                    }
+                }
                 // Only as much is taken from the buffer as the next batch needs: the rest stays
                 // there (spilled when the service is slow), not in this thread's memory.
                 while !self.cutter.fills(&LIMITS) && self.buffer.take(&mut self.cutter) {}
@@ -309,7 +323,9 @@ impl Sender {
                 if batch.entries.is_empty() {
                     break;
                 }
-                if runtime.block_on(self.put(batch)).is_err() {
+                let sent = runtime.block_on(self.put(batch));
+                self.pacer.sent(Instant::now());
+                if sent.is_err() {
                     return;
                 }
             }
@@ -498,7 +514,10 @@ impl Sender {
             .create(true)
             .append(true)
             .open(path)
-            .and_then(|mut f| writeln!(f, "{events} {bytes} {first} {last}"));
+            .and_then(|mut f| {
+                let accepted = super::buffer::millis(std::time::SystemTime::now());
+                writeln!(f, "{events} {bytes} {first} {last} {accepted}")
+            });
         if let Err(e) = written {
             self.shared
                 .error(format!("cannot write {}: {e}", path.display()));

@@ -8,6 +8,8 @@
 //!   thread only appends chunks of the log to it, a writer thread compresses what spills into
 //!   the file, and the sink's thread cuts them into lines.
 //! - [`cloudwatch`]: one log event per line, batches within the service's limits, retried.
+//! - [`pacing`]: while the build keeps every CPU busy, a sink sends one batch a second and
+//!   leaves the rest for when a CPU is free or the build has ended.
 //! - [`s3`]: one gzip object at the end (or parts uploaded while the build runs).
 //! - [`read`]: reading a stream back (and following it while the build runs).
 //! - [`LogSinks`]: the sinks of one build together, fed with its events, ended within a timeout
@@ -17,6 +19,7 @@ pub mod buffer;
 #[cfg(feature = "aws")]
 pub mod cloudwatch;
 pub mod format;
+pub mod pacing;
 #[cfg(feature = "aws")]
 pub mod read;
 #[cfg(feature = "aws")]
