@@ -3,23 +3,23 @@
 //! process so both see the same machine load. Prints figures and ratios; run with
 //! `cargo build --release -p buildagent && cargo bench -p buildagent-tests --bench log_sinks`.
 //!
-//! The bench starts a moto server of its own on a free loopback port (the shared one of the
-//! tests would have to hold millions of events) and stops it at the end.
+//! The bench starts moto servers of its own on free loopback ports (the shared one of the tests
+//! would have to hold millions of events) and stops them at the end.
 //!
-//! - build time: 1 GiB of 40-byte lines (`BUILDAGENT_BENCH_LOG_MIB` to change the size). The
-//!   sink never holds the build: what the service has not taken spills to disk, and the end
-//!   waits `--log-flush-timeout 1s` (and, in a run of its own, `0s`: not at all); the lines left
-//!   undelivered are counted from the warning. For each run: the whole run's wall time, the
-//!   build's part (until the build's last log line, before the sinks' end and the agent's
+//! - build time: 1 GiB of 40-byte lines (`BUILDAGENT_BENCH_LOG_MIB` to change the size), every
+//!   sink run with `--log-flush-timeout 0s` (the end does not wait for the service; the lines
+//!   left undelivered are counted from the warning). For each run: the whole run's wall time,
+//!   the build's part (until the build's last log line, before the sinks' end and the agent's
 //!   exit; measured alike for every run), the CPU time of the agent and the build's commands,
-//!   and moto's CPU time meanwhile (moto, a Python server on the same machine, takes cores the
-//!   build would have had; a real service does not); ratios to `--log-file` alone (targets:
-//!   whole run with `0s` and build part <= 1.2x), and the agent's peak RSS (target < 64 MiB).
-//!   Also to a second moto run at `nice 19` (it takes only CPU the build leaves idle, as a
-//!   service on another machine takes none of the build machine's), with `0s`: the sink's cost
-//!   to the build with the service's own CPU out of the way; and with the sink pointed at a
-//!   closed port (everything spills, moto idle): the sink's own cost. `BUILDAGENT_BENCH_ROUNDS` (default 1) runs each of the five that many times,
-//!   interleaved; every round is printed, then the medians.
+//!   and moto's CPU time meanwhile; ratios to `--log-file` alone in the same round (targets:
+//!   whole run and build part <= 1.2x), and the agent's peak RSS (target < 64 MiB). Two
+//!   settings: the build and moto on all the machine's CPUs together (moto, a Python server,
+//!   takes CPU the build would have had), and the build on all CPUs but the last with moto on
+//!   the last one (the service's CPU is not the build's, as with a remote service), where the
+//!   sink also sends to a closed port (everything spills: the sink's own cost).
+//!   `BUILDAGENT_BENCH_ROUNDS` (default 1) runs each of the five that many times, each round
+//!   starting with another one; every round is printed, then the medians. The log files are on
+//!   `/dev/shm` when there is one.
 //! - delivery: a smaller log (16 MiB, `BUILDAGENT_BENCH_DELIVER_MIB`) delivered whole to moto
 //!   (`--log-flush-timeout 10m`): the build's wall time with the wait for the last line, and
 //!   the sink's throughput in events per second (moto, a Python server, is the bottleneck).
@@ -63,26 +63,24 @@ impl Moto {
         Duration::from_millis(ticks * 1000 / hz)
     }
 
-    /// A moto server at the given `nice` level (0: as the bench; 19: the lowest CPU priority,
-    /// so that it takes only cores the build leaves idle, as a service on another machine would).
-    fn start(nice: u8) -> Moto {
+    /// A moto server, on the given CPUs when `cpus` is set (`taskset -c`).
+    fn start(cpus: Option<&str>) -> Moto {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new("nice")
-            .args([
-                "-n",
-                &nice.to_string(),
-                "python3",
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
+        let port_arg = port.to_string();
+        let moto = [
+            "python3",
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port_arg,
+        ];
+        let child = on_cpus(cpus, &moto)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -115,17 +113,34 @@ fn buildspec(dir: &Path, lines: u64) {
     .unwrap();
 }
 
-fn run_agent(dir: &Path, moto: &Moto, extra: &[&str]) -> Duration {
-    run_agent_at(dir, &moto.endpoint, extra)
+/// `command` with `args`, on the given CPUs when `cpus` is set (`taskset -c CPUS`, which execs
+/// it: its CPU time is the child's as before).
+fn on_cpus(cpus: Option<&str>, command: &[&str]) -> Command {
+    match cpus {
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpus]).args(command);
+            c
+        }
+        None => {
+            let mut c = Command::new(command[0]);
+            c.args(&command[1..]);
+            c
+        }
+    }
 }
 
-fn run_agent_at(dir: &Path, endpoint: &str, extra: &[&str]) -> Duration {
+/// One `buildagent run` of the bench's buildspec with `extra` options, its AWS endpoint
+/// `endpoint`, on `cpus` when set; its wall time.
+fn run_agent(dir: &Path, endpoint: &str, cpus: Option<&str>, extra: &[&str]) -> Duration {
     // Every run writes a new log file: truncating the last run's 1 GiB one would have ext4 write
     // it out when the agent closes it (its replace-by-truncate heuristic, auto_da_alloc), half a
     // second of the agent's exit in some runs and not in others.
     let _ = std::fs::remove_file(dir.join("build.log"));
+    let agent = agent();
+    let mut command = on_cpus(cpus, &[agent.to_str().unwrap()]);
     let t = Instant::now();
-    let status = Command::new(agent())
+    let status = command
         .current_dir(dir)
         .args([
             "run",
@@ -246,6 +261,27 @@ impl Runs {
         )
     }
 
+    /// Round `i` of a run without a sink: its figures in seconds.
+    fn alone(&self, i: usize) -> String {
+        format!(
+            "whole {:.2} s, build part {:.2} s, CPU {:.2} s",
+            self.whole[i].as_secs_f64(),
+            self.own[i].as_secs_f64(),
+            self.cpu[i].as_secs_f64()
+        )
+    }
+
+    /// The medians of a run without a sink, in seconds.
+    fn median_alone(&self) -> String {
+        let m = |runs: &Vec<Duration>| median(runs.clone()).as_secs_f64();
+        format!(
+            "whole {:.2} s, build part {:.2} s, CPU {:.2} s",
+            m(&self.whole),
+            m(&self.own),
+            m(&self.cpu)
+        )
+    }
+
     /// The medians against those of `alone`.
     fn medians(&self, alone: &Runs) -> String {
         let m = |runs: &Vec<Duration>| median(runs.clone());
@@ -273,10 +309,32 @@ fn max_rss_mib() -> i64 {
 }
 
 fn main() {
-    let dir = tempfile::tempdir().unwrap();
+    // The log files on tmpfs when there is one: a 1 GiB file per run written back to disk behind
+    // the runs would land on some runs and not others.
+    let shm = Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
+    .unwrap();
     let dir = dir.path();
-    let moto = Moto::start(0);
-    let niced = Moto::start(19);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        cores >= 2,
+        "the bench needs 2 CPUs: one for the service, the rest for the build"
+    );
+    // The build's CPUs and the service's in the pinned runs: the last CPU for moto, the rest for
+    // the build (the agent, its threads and the build's commands).
+    let build_cpus = if cores == 2 {
+        "0".to_string()
+    } else {
+        format!("0-{}", cores - 2)
+    };
+    let moto_cpu = (cores - 1).to_string();
+    let pin = Some(build_cpus.as_str());
+    let moto = Moto::start(None);
+    let pinned = Moto::start(Some(&moto_cpu));
     let mib: u64 = std::env::var("BUILDAGENT_BENCH_LOG_MIB")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -289,64 +347,79 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1)
         .max(1);
-    // Build time: the file alone first (its peak RSS is the baseline of RUSAGE_CHILDREN, which
-    // keeps the largest of the children waited for).
-    let (mut alone, mut moto_1s, mut moto_0s, mut niced_0s, mut closed_1s) = (
+    let (mut alone, mut shared, mut alone_pinned, mut sink_pinned, mut closed_pinned) = (
         Runs::default(),
         Runs::default(),
         Runs::default(),
         Runs::default(),
         Runs::default(),
     );
-    let (mut rss_alone, mut rss_sink, mut left_1s, mut left_0s) = (0, 0, 0, 0);
+    // Peak RSS first (RUSAGE_CHILDREN keeps the largest of the children waited for): the file
+    // alone, then with the sink.
+    run_agent(dir, &moto.endpoint, None, &[]);
+    let rss_alone = max_rss_mib();
+    let warmup = format!("bench:{}-rss", std::process::id());
+    run_agent(
+        dir,
+        &moto.endpoint,
+        None,
+        &["--cloudwatch-logs", &warmup, "--log-flush-timeout", "0s"],
+    );
+    let rss_sink = max_rss_mib();
+    let (mut left_shared, mut left_pinned) = (0, 0);
     // Nothing listens on port 9 of loopback: connections are refused, everything spills.
     let closed = "http://127.0.0.1:9";
     for round in 0..rounds {
-        alone.add(dir, &moto, || run_agent(dir, &moto, &[]));
-        if round == 0 {
-            rss_alone = max_rss_mib();
-        }
         let group = format!("bench:{}-{round}", std::process::id());
-        let sink_1s = ["--cloudwatch-logs", &group, "--log-flush-timeout", "1s"];
-        let sink_0s = ["--cloudwatch-logs", &group, "--log-flush-timeout", "0s"];
-        moto_1s.add(dir, &moto, || run_agent(dir, &moto, &sink_1s));
-        if round == 0 {
-            rss_sink = max_rss_mib();
-            left_1s = undelivered(dir);
+        let sink = ["--cloudwatch-logs", &group, "--log-flush-timeout", "0s"];
+        // Each round starts with another of the five, so that none always follows the same one.
+        for kind in (0..5).map(|k| (k + round) % 5) {
+            match kind {
+                0 => alone.add(dir, &moto, || run_agent(dir, &moto.endpoint, None, &[])),
+                1 => {
+                    shared.add(dir, &moto, || run_agent(dir, &moto.endpoint, None, &sink));
+                    if round == 0 {
+                        left_shared = undelivered(dir);
+                    }
+                }
+                2 => alone_pinned.add(dir, &pinned, || run_agent(dir, &pinned.endpoint, pin, &[])),
+                3 => {
+                    sink_pinned.add(dir, &pinned, || {
+                        run_agent(dir, &pinned.endpoint, pin, &sink)
+                    });
+                    if round == 0 {
+                        left_pinned = undelivered(dir);
+                    }
+                }
+                _ => closed_pinned.add(dir, &pinned, || run_agent(dir, closed, pin, &sink)),
+            }
         }
-        moto_0s.add(dir, &moto, || run_agent(dir, &moto, &sink_0s));
-        if round == 0 {
-            left_0s = undelivered(dir);
-        }
-        niced_0s.add(dir, &niced, || run_agent(dir, &niced, &sink_0s));
-        closed_1s.add(dir, &moto, || run_agent_at(dir, closed, &sink_1s));
         println!(
-            "round {}: --log-file alone: whole {:.2} s, build part {:.2} s, CPU {:.2} s; with --cloudwatch-logs to moto, --log-flush-timeout 1s: {}; 0s: {}; to moto at nice 19, 0s: {}; to a closed port, 1s: {}",
+            "round {}: all on {cores} CPUs: --log-file alone: {}; with --cloudwatch-logs to moto: {}. \
+             The build on CPU {} and moto on CPU {moto_cpu}: --log-file alone: {}; with --cloudwatch-logs to moto: {}; to a closed port: {}",
             round + 1,
-            alone.whole[round].as_secs_f64(),
-            alone.own[round].as_secs_f64(),
-            alone.cpu[round].as_secs_f64(),
-            moto_1s.round(round, &alone),
-            moto_0s.round(round, &alone),
-            niced_0s.round(round, &alone),
-            closed_1s.round(round, &alone),
+            alone.alone(round),
+            shared.round(round, &alone),
+            build_cpus,
+            alone_pinned.alone(round),
+            sink_pinned.round(round, &alone_pinned),
+            closed_pinned.round(round, &alone_pinned),
         );
     }
     println!(
-        "build time, {mib} MiB in {lines} lines, medians of {rounds} (the build part: until the build's last line, before the sinks' end and the agent's exit; CPU: the agent's and the commands'): \
-         --log-file alone: whole {:.2} s, build part {:.2} s, CPU {:.2} s; \
-         with --cloudwatch-logs to moto, --log-flush-timeout 1s: {}; 0s: {} (targets: whole with 0s and build part <= 1.2x); \
-         to moto at nice 19 (the service's CPU not taken from the build, as a remote one), 0s: {}; \
-         to a closed port (all spilled, moto idle), 1s: {}; \
+        "build time, {mib} MiB in {lines} lines, medians of {rounds} rounds, all with --log-flush-timeout 0s \
+         (the build part: until the build's last line, before the sinks' end and the agent's exit; CPU: the agent's and the commands'). \
+         The build and moto on the same {cores} CPUs: --log-file alone: {}; with --cloudwatch-logs to moto: {} (moto's CPU is taken from the build's). \
+         The build on CPU {} and moto on CPU {moto_cpu} (the service's CPU not the build's, as a remote one): --log-file alone: {}; \
+         with --cloudwatch-logs to moto: {} (targets: whole and build part <= 1.2x); to a closed port (all spilled): {}; \
          peak RSS {rss_alone} MiB alone, {rss_sink} MiB with the sink (largest child so far; target < 64 MiB); \
-         {left_1s} of {} events not delivered when the 1 s flush timeout ended, {left_0s} with 0s (spilled to disk, reported)",
-        median(alone.whole.clone()).as_secs_f64(),
-        median(alone.own.clone()).as_secs_f64(),
-        median(alone.cpu.clone()).as_secs_f64(),
-        moto_1s.medians(&alone),
-        moto_0s.medians(&alone),
-        niced_0s.medians(&alone),
-        closed_1s.medians(&alone),
+         {left_shared} of {} events not delivered when the build ended beside moto, {left_pinned} with moto on its own CPU (spilled to disk, reported)",
+        alone.median_alone(),
+        shared.medians(&alone),
+        build_cpus,
+        alone_pinned.median_alone(),
+        sink_pinned.medians(&alone_pinned),
+        closed_pinned.medians(&alone_pinned),
         lines + 8,
     );
 
@@ -357,11 +430,12 @@ fn main() {
         .unwrap_or(16);
     let lines = (deliver_mib << 20) / (LINE.len() as u64 + 1);
     buildspec(dir, lines);
-    let alone = run_agent(dir, &moto, &[]);
+    let alone = run_agent(dir, &moto.endpoint, None, &[]);
     let group = format!("bench-deliver:{}", std::process::id());
     let delivered = run_agent(
         dir,
-        &moto,
+        &moto.endpoint,
+        None,
         &["--cloudwatch-logs", &group, "--log-flush-timeout", "10m"],
     );
     assert_eq!(undelivered(dir), 0, "every line delivered");
