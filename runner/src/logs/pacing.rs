@@ -120,13 +120,14 @@ impl Pacer {
             interval,
             last_sent: None,
             sample: None,
-            busy: false,
+            busy: true,
             read,
         }
     }
 
     /// Whether the build's CPUs had less than [`SPARE_CPUS`] idle over the last window (sampled
-    /// again when the last sample is [`WINDOW`] old; not busy before the first window ends).
+    /// again when the last sample is [`WINDOW`] old). Busy until the first window is measured:
+    /// a build flooding its log from its first moment is not sent at full speed for a window.
     pub fn busy(&mut self, now: Instant) -> bool {
         let due = self
             .sample
@@ -227,10 +228,10 @@ mod tests {
     fn holds_batches_only_while_the_cpus_are_busy() {
         let mut pacer = Pacer::with_source(Duration::from_secs(1), fake);
         let t0 = Instant::now();
-        // The first batch goes at once, and so does the next one before a window was measured.
+        // The first batch goes at once; the next one waits for a window to be measured.
         assert_eq!(pacer.hold(t0), Duration::ZERO);
         pacer.sent(t0);
-        assert_eq!(pacer.hold(t0), Duration::ZERO);
+        assert_eq!(pacer.hold(t0), WINDOW);
         // A busy window (40 of 200 ticks idle on 2 CPUs: 0.4 of a CPU): one batch a second.
         IDLE.fetch_add(40, Ordering::SeqCst);
         TOTAL.fetch_add(200, Ordering::SeqCst);
