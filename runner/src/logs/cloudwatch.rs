@@ -302,7 +302,8 @@ impl Sender {
                     // The end gave up waiting: what is left is counted as not delivered.
                     return;
                 }
-                if !self.buffer.is_closed() {
+                let waiting = !self.buffer.is_empty() || !self.cutter.is_empty();
+                if waiting && !self.buffer.is_closed() {
                     // The build runs: when its CPUs are busy, they are the build's.
                     let hold = self.pacer.hold(Instant::now());
                     if !hold.is_zero() {
