@@ -4,15 +4,17 @@
 //! service runs on the same machine (moto in the tests), the service's own work. A build that
 //! keeps its CPUs busy while it floods its log would pay for all of it. So while the build runs
 //! and its CPUs (those the agent may run on, which the build's commands inherit) have less than
-//! [`SPARE_CPUS`] idle between them, measured from `/proc/stat` over windows of at least
-//! [`WINDOW`], a sink sends at most one batch per flush interval. The log stays live (an ordinary
-//! build's lines fit in one batch a second); the rest waits in the sink's buffer (spilled to disk
-//! beyond its memory) and goes at full speed as soon as a CPU is free again, or once the build
-//! has ended. Where `/proc/stat` cannot be read, a sink always sends at once.
+//! [`SPARE_CPUS`] idle between them (half a CPU when there is only one), measured from
+//! `/proc/stat` over windows of at least [`WINDOW`], a sink sends at most one batch per flush
+//! interval. The log stays live (an ordinary build's lines fit in one batch a second); the rest
+//! waits in the sink's buffer (spilled to disk beyond its memory) and goes at full speed as soon
+//! as a CPU is free again, or once the build has ended. Where `/proc/stat` cannot be read, a sink
+//! always sends at once.
 
 use std::time::{Duration, Instant};
 
-/// The idle CPU time below which the build's CPUs count as busy: one CPU. Sending at full speed
+/// The idle CPU time below which the build's CPUs count as busy: one CPU (half of them when
+/// there is only one: a build that leaves half of it idle is not busy). Sending at full speed
 /// takes about one (the sink, and a service on the same machine); with less idle, it would be
 /// taken from the build.
 pub const SPARE_CPUS: f64 = 1.0;
@@ -137,7 +139,8 @@ impl Pacer {
                 Some(times) => {
                     if let Some((_, earlier)) = self.sample {
                         if let Some(spare) = times.spare_since(&earlier) {
-                            self.busy = spare < SPARE_CPUS;
+                            let threshold = SPARE_CPUS.min(f64::from(times.cpus) / 2.0);
+                            self.busy = spare < threshold;
                         }
                     }
                     self.sample = Some((now, times));
@@ -246,6 +249,31 @@ mod tests {
         TOTAL.fetch_add(200, Ordering::SeqCst);
         let t3 = t0 + Duration::from_millis(1100);
         assert_eq!(pacer.hold(t3), Duration::ZERO);
+    }
+
+    // One CPU, half idle: not busy (the threshold is half of it); a tenth idle: busy.
+    static ONE_IDLE: AtomicU64 = AtomicU64::new(0);
+    static ONE_TOTAL: AtomicU64 = AtomicU64::new(0);
+
+    fn one_cpu() -> Option<CpuTimes> {
+        Some(CpuTimes {
+            idle: ONE_IDLE.load(Ordering::SeqCst),
+            total: ONE_TOTAL.load(Ordering::SeqCst),
+            cpus: 1,
+        })
+    }
+
+    #[test]
+    fn on_one_cpu_half_of_it_idle_is_not_busy() {
+        let mut pacer = Pacer::with_source(Duration::from_secs(1), one_cpu);
+        let t0 = Instant::now();
+        assert!(pacer.busy(t0), "busy until a window is measured");
+        ONE_IDLE.fetch_add(6, Ordering::SeqCst);
+        ONE_TOTAL.fetch_add(10, Ordering::SeqCst);
+        assert!(!pacer.busy(t0 + WINDOW));
+        ONE_IDLE.fetch_add(1, Ordering::SeqCst);
+        ONE_TOTAL.fetch_add(10, Ordering::SeqCst);
+        assert!(pacer.busy(t0 + 2 * WINDOW));
     }
 
     #[test]
