@@ -99,7 +99,6 @@ impl CpuTimes {
 }
 
 /// Paces a sink's batches while the build runs (see the module docs).
-#[derive(Debug)]
 pub struct Pacer {
     interval: Duration,
     last_sent: Option<Instant>,
@@ -107,7 +106,7 @@ pub struct Pacer {
     sample: Option<(Instant, CpuTimes)>,
     busy: bool,
     /// Reads the counters (`/proc/stat`; another source in tests).
-    read: fn() -> Option<CpuTimes>,
+    read: Box<dyn FnMut() -> Option<CpuTimes> + Send>,
 }
 
 impl Pacer {
@@ -117,13 +116,16 @@ impl Pacer {
     }
 
     /// The same, with the counters read by `read`.
-    pub fn with_source(interval: Duration, read: fn() -> Option<CpuTimes>) -> Pacer {
+    pub fn with_source(
+        interval: Duration,
+        read: impl FnMut() -> Option<CpuTimes> + Send + 'static,
+    ) -> Pacer {
         Pacer {
             interval,
             last_sent: None,
             sample: None,
             busy: true,
-            read,
+            read: Box::new(read),
         }
     }
 
@@ -175,6 +177,7 @@ impl Pacer {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
 
     #[test]
     fn sums_the_lines_of_the_cpus_wanted() {
@@ -215,29 +218,47 @@ mod tests {
         assert_eq!(a.spare_since(&b), None);
     }
 
-    // The counters the pacer below reads: idle ticks and total ticks, advanced by the test.
-    static IDLE: AtomicU64 = AtomicU64::new(0);
-    static TOTAL: AtomicU64 = AtomicU64::new(0);
+    /// Counters a test advances by hand, for `cpus` CPUs.
+    struct Counters {
+        idle: Arc<AtomicU64>,
+        total: Arc<AtomicU64>,
+    }
 
-    fn fake() -> Option<CpuTimes> {
-        Some(CpuTimes {
-            idle: IDLE.load(Ordering::SeqCst),
-            total: TOTAL.load(Ordering::SeqCst),
-            cpus: 2,
-        })
+    impl Counters {
+        /// The counters, and a pacer (one batch a second) reading them.
+        fn pacer(cpus: u32) -> (Counters, Pacer) {
+            let (idle, total) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+            let read = {
+                let (idle, total) = (idle.clone(), total.clone());
+                move || {
+                    Some(CpuTimes {
+                        idle: idle.load(Ordering::SeqCst),
+                        total: total.load(Ordering::SeqCst),
+                        cpus,
+                    })
+                }
+            };
+            let pacer = Pacer::with_source(Duration::from_secs(1), read);
+            (Counters { idle, total }, pacer)
+        }
+
+        /// `idle` of `total` more ticks passed.
+        fn add(&self, idle: u64, total: u64) {
+            self.idle.fetch_add(idle, Ordering::SeqCst);
+            self.total.fetch_add(total, Ordering::SeqCst);
+        }
     }
 
     #[test]
     fn holds_batches_only_while_the_cpus_are_busy() {
-        let mut pacer = Pacer::with_source(Duration::from_secs(1), fake);
+        let (counters, mut pacer) = Counters::pacer(2);
         let t0 = Instant::now();
         // The first batch goes at once; the next one waits for a window to be measured.
         assert_eq!(pacer.hold(t0), Duration::ZERO);
         pacer.sent(t0);
         assert_eq!(pacer.hold(t0), WINDOW);
         // A busy window (40 of 200 ticks idle on 2 CPUs: 0.4 of a CPU): one batch a second.
-        IDLE.fetch_add(40, Ordering::SeqCst);
-        TOTAL.fetch_add(200, Ordering::SeqCst);
+        counters.add(40, 200);
         let t1 = t0 + WINDOW;
         assert_eq!(pacer.hold(t1), WINDOW);
         let t2 = t0 + Duration::from_millis(950);
@@ -245,34 +266,20 @@ mod tests {
         assert_eq!(pacer.hold(t0 + Duration::from_secs(1)), Duration::ZERO);
         pacer.sent(t0 + Duration::from_secs(1));
         // An idle window (150 of 200 ticks: 1.5 CPUs): at once again.
-        IDLE.fetch_add(150, Ordering::SeqCst);
-        TOTAL.fetch_add(200, Ordering::SeqCst);
+        counters.add(150, 200);
         let t3 = t0 + Duration::from_millis(1100);
         assert_eq!(pacer.hold(t3), Duration::ZERO);
     }
 
-    // One CPU, half idle: not busy (the threshold is half of it); a tenth idle: busy.
-    static ONE_IDLE: AtomicU64 = AtomicU64::new(0);
-    static ONE_TOTAL: AtomicU64 = AtomicU64::new(0);
-
-    fn one_cpu() -> Option<CpuTimes> {
-        Some(CpuTimes {
-            idle: ONE_IDLE.load(Ordering::SeqCst),
-            total: ONE_TOTAL.load(Ordering::SeqCst),
-            cpus: 1,
-        })
-    }
-
     #[test]
     fn on_one_cpu_half_of_it_idle_is_not_busy() {
-        let mut pacer = Pacer::with_source(Duration::from_secs(1), one_cpu);
+        let (counters, mut pacer) = Counters::pacer(1);
         let t0 = Instant::now();
         assert!(pacer.busy(t0), "busy until a window is measured");
-        ONE_IDLE.fetch_add(6, Ordering::SeqCst);
-        ONE_TOTAL.fetch_add(10, Ordering::SeqCst);
+        // Six tenths idle: not busy (the threshold is half of the one CPU); one tenth: busy.
+        counters.add(6, 10);
         assert!(!pacer.busy(t0 + WINDOW));
-        ONE_IDLE.fetch_add(1, Ordering::SeqCst);
-        ONE_TOTAL.fetch_add(10, Ordering::SeqCst);
+        counters.add(1, 10);
         assert!(pacer.busy(t0 + 2 * WINDOW));
     }
 
