@@ -256,6 +256,31 @@ pub struct BuildRecord {
 }
 
 impl BuildRecord {
+    /// The record's history with one more attempt, `attempt` on `worker`, ended `now` with
+    /// `outcome`. Attempt 1 began at the first claim (the record's start), a later one when the
+    /// attempt before it ended (the takeover or requeue that started it).
+    pub fn history_with_ended(
+        &self,
+        attempt: u32,
+        worker: &str,
+        now: SystemTime,
+        outcome: String,
+    ) -> Vec<AttemptRecord> {
+        let mut history = self.history.clone();
+        history.push(AttemptRecord {
+            attempt,
+            worker: worker.to_string(),
+            start_time: history
+                .last()
+                .map(|a| a.end_time)
+                .or(self.start_time)
+                .unwrap_or(now),
+            end_time: now,
+            outcome,
+        });
+        history
+    }
+
     /// A new `QUEUED` record of build `id` of `project`, numbered `build_number`, submitted now,
     /// carrying the job's JSON.
     pub fn queued(id: &str, project: &str, build_number: u64, job: Option<String>) -> BuildRecord {
@@ -972,23 +997,15 @@ impl RecordStore {
                     .expression_attribute_values(":attempt", n(attempt));
             } else if stale {
                 let previous = record.worker.clone().unwrap_or_default();
-                let mut history = record.history.clone();
-                history.push(AttemptRecord {
-                    attempt: record.attempt,
-                    worker: previous.clone(),
-                    // Attempt 1 began at the first claim, a later one at the takeover
-                    // that started it.
-                    start_time: history
-                        .last()
-                        .map(|a| a.end_time)
-                        .or(record.start_time)
-                        .unwrap_or(now),
-                    end_time: now,
-                    outcome: format!(
+                let history = record.history_with_ended(
+                    record.attempt,
+                    &previous,
+                    now,
+                    format!(
                         "attempt {} on worker {previous} lost its lease",
                         record.attempt
                     ),
-                });
+                );
                 let beat = record.heartbeat_at.map(ms).unwrap_or(n(0u64));
                 update = update
                     .condition_expression(

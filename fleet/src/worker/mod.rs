@@ -37,8 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::job::Job;
 use crate::queue::{JobQueue, QueueError, Received};
 use crate::record::{
-    self, AttemptRecord, BuildRecord, Claim, Finish, LogsRecord, PhaseRecord, RecordError,
-    RecordStore,
+    self, BuildRecord, Claim, Finish, LogsRecord, PhaseRecord, RecordError, RecordStore,
 };
 
 pub mod http;
@@ -979,18 +978,12 @@ async fn requeue(ctx: &Ctx, id: &str, attempt: u32) -> Result<(), RecordError> {
         .await?
         .ok_or_else(|| RecordError::NotFound(id.to_string()))?;
     let now = SystemTime::now();
-    let mut history = record.history.clone();
-    history.push(AttemptRecord {
+    let history = record.history_with_ended(
         attempt,
-        worker: me.clone(),
-        start_time: history
-            .last()
-            .map(|a| a.end_time)
-            .or(record.start_time)
-            .unwrap_or(now),
-        end_time: now,
-        outcome: format!("attempt {attempt} on worker {me} interrupted by shutdown"),
-    });
+        me,
+        now,
+        format!("attempt {attempt} on worker {me} interrupted by shutdown"),
+    );
     let ms = |t: SystemTime| {
         t.duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis())
